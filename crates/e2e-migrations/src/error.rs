@@ -1,0 +1,182 @@
+//! The library's one error type: every failure names the file, line, set or table at fault.
+
+use std::path::PathBuf;
+
+/// A failed migration statement, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlFailure {
+    /// The migration file.
+    pub file: PathBuf,
+    /// 1-based line in the file (from the server's error position, else the statement's start).
+    pub line: usize,
+    /// 1-based column, when the server gave a position.
+    pub column: Option<usize>,
+    /// The SQLSTATE code, e.g. `42P01`.
+    pub sqlstate: String,
+    /// The server's primary message.
+    pub message: String,
+    /// The server's DETAIL, if any.
+    pub detail: Option<String>,
+    /// The server's HINT, if any.
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for SqlFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)?;
+        if let Some(c) = self.column {
+            write!(f, ":{c}")?;
+        }
+        write!(f, ": {} (SQLSTATE {})", self.message, self.sqlstate)?;
+        if let Some(d) = &self.detail {
+            write!(f, "\n  detail: {d}")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A migration file that goose would refuse, or that cannot be read.
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        /// The file at fault.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading a file or folder failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sets manifest is malformed.
+    #[error("{file}: {message}")]
+    Manifest {
+        /// The manifest file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two migration files share a version.
+    #[error("duplicate migration version {version}: {} (goose refuses a folder like this)", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    DuplicateVersion {
+        /// The version.
+        version: i64,
+        /// The files that carry it.
+        files: Vec<PathBuf>,
+    },
+    /// A set was requested that the manifest does not define.
+    #[error("unknown set {name:?}; known sets: {}", known.join(", "))]
+    UnknownSet {
+        /// The requested name.
+        name: String,
+        /// The sets that exist.
+        known: Vec<String>,
+    },
+    /// A set names a file that does not exist.
+    #[error("set {set:?} names {file:?}, which is not a migration in {dir}")]
+    MissingFile {
+        /// The set.
+        set: String,
+        /// The file name.
+        file: String,
+        /// The migrations folder.
+        dir: PathBuf,
+    },
+    /// Sets include each other in a cycle.
+    #[error("set include cycle: {}", cycle.join(" -> "))]
+    IncludeCycle {
+        /// The sets in the cycle, first repeated last.
+        cycle: Vec<String>,
+    },
+    /// Applied migrations whose Up section changed since.
+    #[error("applied migration changed since it was applied (checksum differs): {}; restore the file, add a new migration, or pass --accept-drift", files.join(", "))]
+    Drift {
+        /// The changed files.
+        files: Vec<String>,
+    },
+    /// A migration statement failed; earlier migrations stay applied.
+    #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", applied.join(", ")) })]
+    Migration {
+        /// Where and why.
+        failure: Box<SqlFailure>,
+        /// Migrations applied in this run before the failure (they stay).
+        applied: Vec<String>,
+        /// For a `NO TRANSACTION` migration, statements that ran before the failure (they stay).
+        partial_statements: usize,
+    },
+    /// The advisory lock was not obtained in time.
+    #[error("timed out after {waited_s:.0}s waiting for the migration lock ({holder}); pass a longer --lock-timeout or stop the other run")]
+    LockTimeout {
+        /// Seconds waited.
+        waited_s: f64,
+        /// Who holds it, as the server reports.
+        holder: String,
+    },
+    /// A partition spec that cannot be applied.
+    #[error("partition spec for {table}: {message}")]
+    Partition {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A database error outside a migration statement.
+    #[error("{context}: {}", describe_db_error(source))]
+    Db {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The local server could not be found, started or reached.
+    #[error("{0}")]
+    Server(String),
+    /// Anything else, with a message that says what.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds context to a driver error.
+pub(crate) trait DbContext<T> {
+    fn db(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> DbContext<T> for Result<T, tokio_postgres::Error> {
+    fn db(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Db { context: context(), source })
+    }
+}
+
+/// Formats a driver error with SQLSTATE, detail and hint when the server sent them.
+pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,75 @@
+//! Goose-compatible migrations, rolling partitions and isolated databases for end-to-end tests.
+//!
+//! The pieces, from pure to I/O:
+//! - [`scan`] and [`goose`]: reading goose-format SQL files into statements, as goose does;
+//! - [`source`]: a migrations folder, versioned and checksummed;
+//! - [`sets`]: the named sets of `sets.toml`, validated before any database is touched;
+//! - [`plan`]: what is applied, pending, drifted or unknown;
+//! - [`migrator`]: applying and reverting on one connection under an advisory lock;
+//! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
+//! - [`local`]: the embedded default, a throwaway PostgreSQL server from the machine's binaries.
+
+pub mod db;
+pub mod error;
+pub mod goose;
+pub mod ident;
+pub mod local;
+pub mod migrator;
+pub mod partitions;
+pub mod plan;
+pub mod scan;
+pub mod sets;
+pub mod source;
+
+pub use error::{Error, Result};
+pub use migrator::{Options, Report};
+pub use sets::{Catalog, Manifest, Selection};
+pub use source::{Folder, Migration};
+
+use std::path::{Path, PathBuf};
+
+/// Environment variable that points at another migrations folder (as `--migrations-dir` does).
+pub const MIGRATIONS_DIR_ENV: &str = "E2E_MIGRATIONS_DIR";
+
+/// The project's own `migrations/` folder, as compiled into this crate.
+pub fn bundled_migrations_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
+}
+
+/// A loaded migrations folder and its manifest.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The folder's migrations.
+    pub folder: Folder,
+    /// Its `sets.toml`, if any.
+    pub manifest: Option<Manifest>,
+}
+
+impl Project {
+    /// Reads and validates `dir` (files and manifest); nothing touches a database.
+    pub fn load(dir: &Path) -> Result<Project> {
+        let folder = source::load_folder(dir)?;
+        let manifest = Manifest::load(dir)?;
+        let project = Project { folder, manifest };
+        project.catalog()?;
+        Ok(project)
+    }
+
+    /// Loads `$E2E_MIGRATIONS_DIR`, else the project's own folder.
+    pub fn load_default() -> Result<Project> {
+        match std::env::var_os(MIGRATIONS_DIR_ENV) {
+            Some(d) => Project::load(Path::new(&d)),
+            None => Project::load(&bundled_migrations_dir()),
+        }
+    }
+
+    /// The validated sets.
+    pub fn catalog(&self) -> Result<Catalog<'_>> {
+        Catalog::new(&self.folder, self.manifest.clone())
+    }
+
+    /// Resolves set names (empty means `all`).
+    pub fn select(&self, sets: &[String]) -> Result<Selection<'_>> {
+        self.catalog()?.select(sets)
+    }
+}

@@ -1,0 +1,212 @@
+//! Compares the migrations a selection wants with what the database has applied (pure).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::source::{Folder, Migration};
+
+/// One row of goose's `goose_db_version` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GooseRow {
+    /// The row id (goose reads the newest row per version).
+    pub id: i64,
+    /// The migration version (0 is goose's initial marker row).
+    pub version: i64,
+    /// Whether that row marks the version applied (old goose wrote `false` rows on down).
+    pub is_applied: bool,
+}
+
+/// What we record beside goose's table for one applied version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaRow {
+    /// The version.
+    pub version: i64,
+    /// The file name when it was applied.
+    pub file_name: String,
+    /// The Up checksum when it was applied.
+    pub checksum: String,
+    /// Statements of a `NO TRANSACTION` migration that completed, while it is not yet applied.
+    pub statements_done: Option<i32>,
+}
+
+/// The versions goose considers applied: for each version, its newest row decides.
+pub fn goose_applied(rows: &[GooseRow]) -> BTreeSet<i64> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.id));
+    let mut seen = BTreeSet::new();
+    let mut applied = BTreeSet::new();
+    for r in sorted {
+        if r.version == 0 || !seen.insert(r.version) {
+            continue;
+        }
+        if r.is_applied {
+            applied.insert(r.version);
+        }
+    }
+    applied
+}
+
+/// The state of one selected migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Applied, and the file still has the checksum it was applied with.
+    Applied,
+    /// Applied by goose itself (or before checksums were kept): nothing to compare with.
+    AppliedUnverified,
+    /// Applied, but the file's Up section changed since.
+    Drifted,
+    /// Not applied yet.
+    Pending,
+    /// A `NO TRANSACTION` migration interrupted part-way; the next run resumes it.
+    Partial,
+}
+
+/// The plan for a selection against a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// Each selected migration with its state, in version order.
+    pub migrations: Vec<(&'a Migration, State)>,
+    /// Applied versions that have no file in the folder.
+    pub unknown: Vec<i64>,
+    /// For a `Partial` migration, the statements already done.
+    pub resume: BTreeMap<i64, usize>,
+}
+
+impl<'a> Plan<'a> {
+    /// Migrations to apply, in version order (a version lower than an applied one included).
+    pub fn pending(&self) -> Vec<&'a Migration> {
+        self.migrations
+            .iter()
+            .filter(|(_, s)| matches!(s, State::Pending | State::Partial))
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// Applied migrations whose file changed.
+    pub fn drifted(&self) -> Vec<&'a Migration> {
+        self.migrations.iter().filter(|(_, s)| *s == State::Drifted).map(|(m, _)| *m).collect()
+    }
+
+    /// Refuses drift unless `accept` is set.
+    pub fn check_drift(&self, accept: bool) -> Result<()> {
+        let drifted = self.drifted();
+        if drifted.is_empty() || accept {
+            return Ok(());
+        }
+        Err(Error::Drift { files: drifted.iter().map(|m| m.path.display().to_string()).collect() })
+    }
+}
+
+/// Plans `selected` against what the database reports.
+pub fn plan<'a>(folder: &Folder, selected: &[&'a Migration], goose: &[GooseRow], meta: &[MetaRow]) -> Plan<'a> {
+    let applied = goose_applied(goose);
+    let meta: BTreeMap<i64, &MetaRow> = meta.iter().map(|m| (m.version, m)).collect();
+    let mut resume = BTreeMap::new();
+    let migrations = selected
+        .iter()
+        .map(|m| {
+            let state = if applied.contains(&m.version) {
+                match meta.get(&m.version) {
+                    Some(row) if row.statements_done.is_none() && row.checksum != m.checksum => State::Drifted,
+                    Some(row) if row.statements_done.is_none() => State::Applied,
+                    _ => State::AppliedUnverified,
+                }
+            } else {
+                match meta.get(&m.version).and_then(|r| r.statements_done.map(|d| (r, d))) {
+                    Some((row, done)) if done > 0 && row.checksum == m.checksum => {
+                        resume.insert(m.version, done as usize);
+                        State::Partial
+                    }
+                    _ => State::Pending,
+                }
+            };
+            (*m, state)
+        })
+        .collect();
+    let unknown = applied.iter().copied().filter(|v| folder.by_version(*v).is_none()).collect();
+    Plan { migrations, unknown, resume }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::parse_folder;
+    use std::path::Path;
+
+    fn folder(versions: &[i64]) -> Folder {
+        let files = versions
+            .iter()
+            .map(|v| (format!("{v:03}_m.sql"), format!("-- +goose Up\nSELECT {v};\n-- +goose Down\nSELECT 0;\n")))
+            .collect();
+        parse_folder(Path::new("m"), files, &|_| None).unwrap()
+    }
+
+    fn goose(rows: &[(i64, i64, bool)]) -> Vec<GooseRow> {
+        rows.iter().map(|&(id, version, is_applied)| GooseRow { id, version, is_applied }).collect()
+    }
+
+    fn meta(f: &Folder, v: i64) -> MetaRow {
+        let m = f.by_version(v).unwrap();
+        MetaRow { version: v, file_name: m.name.clone(), checksum: m.checksum.clone(), statements_done: None }
+    }
+
+    #[test]
+    fn newest_goose_row_decides() {
+        let rows = goose(&[(1, 0, true), (2, 1, true), (3, 2, true), (4, 2, false)]);
+        assert_eq!(goose_applied(&rows).into_iter().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn plan_applies_lower_versions_that_are_missing() {
+        let f = folder(&[1, 2, 3]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let p = plan(&f, &sel, &goose(&[(1, 0, true), (2, 3, true)]), &[meta(&f, 3)]);
+        let pending: Vec<i64> = p.pending().iter().map(|m| m.version).collect();
+        assert_eq!(pending, [1, 2]);
+        assert!(p.check_drift(false).is_ok());
+    }
+
+    #[test]
+    fn plan_fails_on_checksum_mismatch() {
+        let f = folder(&[1, 2]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let mut changed = meta(&f, 2);
+        changed.checksum = "0".repeat(64);
+        let p = plan(&f, &sel, &goose(&[(1, 1, true), (2, 2, true)]), &[meta(&f, 1), changed]);
+        let e = p.check_drift(false).unwrap_err().to_string();
+        assert!(e.contains("m/002_m.sql") && e.contains("--accept-drift"), "{e}");
+        assert!(p.check_drift(true).is_ok());
+        assert!(p.pending().is_empty());
+    }
+
+    #[test]
+    fn applied_by_goose_alone_is_unverified_not_drift() {
+        let f = folder(&[1]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let p = plan(&f, &sel, &goose(&[(1, 1, true)]), &[]);
+        assert_eq!(p.migrations[0].1, State::AppliedUnverified);
+    }
+
+    #[test]
+    fn unknown_applied_versions_are_reported() {
+        let f = folder(&[1]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let p = plan(&f, &sel, &goose(&[(1, 0, true), (2, 1, true), (3, 7, true)]), &[meta(&f, 1)]);
+        assert_eq!(p.unknown, [7]);
+    }
+
+    #[test]
+    fn partial_no_transaction_migration_resumes() {
+        let f = folder(&[1]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let mut row = meta(&f, 1);
+        row.statements_done = Some(2);
+        let p = plan(&f, &sel, &goose(&[]), &[row]);
+        assert_eq!(p.migrations[0].1, State::Partial);
+        assert_eq!(p.resume[&1], 2);
+        assert_eq!(p.pending().len(), 1);
+    }
+}

@@ -1,0 +1,178 @@
+//! Reads a goose migrations folder: versioned `NNN_name.sql` files, parsed and checksummed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::goose::{self, ParsedSql};
+
+/// One migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The goose version: the number before the first `_` of the file name.
+    pub version: i64,
+    /// The file name, e.g. `013_create_audit_events_table.sql`.
+    pub name: String,
+    /// The path it was read from.
+    pub path: PathBuf,
+    /// Its statements.
+    pub sql: ParsedSql,
+    /// Hex SHA-256 of the Up section with line endings normalised to `\n`.
+    pub checksum: String,
+}
+
+/// A migrations folder, its files in version order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Every migration, ordered by version.
+    pub migrations: Vec<Migration>,
+    /// Warnings: files goose would handle differently, each naming the file and line.
+    pub warnings: Vec<String>,
+}
+
+impl Folder {
+    /// The migration with this file name.
+    pub fn by_name(&self, name: &str) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.name == name)
+    }
+
+    /// The migration with this version.
+    pub fn by_version(&self, version: i64) -> Option<&Migration> {
+        self.migrations.binary_search_by_key(&version, |m| m.version).ok().map(|i| &self.migrations[i])
+    }
+}
+
+/// The goose version of a file name (`013_x.sql` is 13), as goose's `NumericComponent` reads it.
+pub fn version_of(file_name: &str) -> Option<i64> {
+    let stem = file_name.strip_suffix(".sql")?;
+    let (num, _) = stem.split_once('_')?;
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<i64>().ok().filter(|v| *v > 0)
+}
+
+/// The checksum of an Up section: SHA-256 over its text with `\r\n` normalised to `\n`.
+pub fn checksum(up_text: &str) -> String {
+    let normalised = up_text.replace("\r\n", "\n");
+    let digest = Sha256::digest(normalised.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds a folder from file names and their contents (pure: no I/O).
+///
+/// Rejects duplicate versions (naming every file) and files goose would refuse to parse.
+pub fn parse_folder(
+    dir: &Path,
+    files: Vec<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Folder> {
+    let mut warnings = Vec::new();
+    let mut by_version: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    for (name, text) in files {
+        if !name.ends_with(".sql") {
+            continue;
+        }
+        match version_of(&name) {
+            Some(v) => by_version.entry(v).or_default().push((name, text)),
+            None => warnings.push(format!(
+                "{}: ignored: not a goose migration name (expected NNN_description.sql)",
+                dir.join(&name).display()
+            )),
+        }
+    }
+    if let Some((version, files)) = by_version.iter().find(|(_, f)| f.len() > 1) {
+        let mut files: Vec<PathBuf> = files.iter().map(|(n, _)| dir.join(n)).collect();
+        files.sort();
+        return Err(Error::DuplicateVersion { version: *version, files });
+    }
+    let mut migrations = Vec::with_capacity(by_version.len());
+    for (version, mut files) in by_version {
+        let (name, text) = files.pop().expect("one file per version");
+        let path = dir.join(&name);
+        let sql = goose::parse(&text, env).map_err(|e| Error::Parse {
+            file: path.clone(),
+            line: e.line,
+            message: e.message,
+        })?;
+        for (line, w) in &sql.warnings {
+            warnings.push(format!("{}:{line}: warning: {w}", path.display()));
+        }
+        let checksum = checksum(&sql.up_text);
+        migrations.push(Migration { version, name, path, sql, checksum });
+    }
+    Ok(Folder { dir: dir.to_path_buf(), migrations, warnings })
+}
+
+/// Reads every `*.sql` file of `dir` and parses the folder, expanding `ENVSUB` from the process
+/// environment.
+pub fn load_folder(dir: &Path) -> Result<Folder> {
+    let io = |source| Error::Io { path: dir.to_path_buf(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".sql") || !entry.file_type().map_err(io)?.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        files.push((name, text));
+    }
+    parse_folder(dir, files, &|k| std::env::var(k).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, body: &str) -> (String, String) {
+        (name.to_string(), format!("-- +goose Up\n{body}\n-- +goose Down\nSELECT 1;\n"))
+    }
+
+    #[test]
+    fn versions_are_numeric_not_lexical() {
+        let f = parse_folder(
+            Path::new("m"),
+            vec![file("100_b.sql", "SELECT 100;"), file("20_a.sql", "SELECT 20;"), file("3_c.sql", "SELECT 3;")],
+            &|_| None,
+        )
+        .unwrap();
+        let v: Vec<i64> = f.migrations.iter().map(|m| m.version).collect();
+        assert_eq!(v, [3, 20, 100]);
+    }
+
+    #[test]
+    fn duplicate_versions_name_both_files() {
+        let e = parse_folder(Path::new("m"), vec![file("013_a.sql", "SELECT 1;"), file("13_b.sql", "SELECT 2;")], &|_| None)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("duplicate migration version 13"), "{msg}");
+        assert!(msg.contains("m/013_a.sql") && msg.contains("m/13_b.sql"), "{msg}");
+    }
+
+    #[test]
+    fn parse_errors_name_file_and_line() {
+        let e = parse_folder(Path::new("m"), vec![file("1_a.sql", "SELECT 1")], &|_| None).unwrap_err();
+        assert_eq!(e.to_string().split(": ").next().unwrap(), "m/1_a.sql:2");
+    }
+
+    #[test]
+    fn checksum_ignores_line_endings_only() {
+        assert_eq!(checksum("a;\r\nb;\r\n"), checksum("a;\nb;\n"));
+        assert_ne!(checksum("a;\nb;\n"), checksum("a;\nc;\n"));
+    }
+
+    #[test]
+    fn version_parsing() {
+        assert_eq!(version_of("013_x.sql"), Some(13));
+        assert_eq!(version_of("20240101120000_x.sql"), Some(20240101120000));
+        assert_eq!(version_of("x_1.sql"), None);
+        assert_eq!(version_of("0_zero.sql"), None);
+        assert_eq!(version_of("013.sql"), None);
+    }
+}
