@@ -9,6 +9,7 @@
 //! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
 //! - [`local`]: the embedded default, a throwaway PostgreSQL server from the machine's binaries.
 
+pub mod apply;
 pub mod db;
 pub mod error;
 pub mod goose;
@@ -19,6 +20,7 @@ pub mod partitions;
 pub mod plan;
 pub mod scan;
 pub mod sets;
+pub mod state;
 pub mod source;
 
 pub use error::{Error, Result};
@@ -30,6 +32,25 @@ use std::path::{Path, PathBuf};
 
 /// Environment variable that points at another migrations folder (as `--migrations-dir` does).
 pub const MIGRATIONS_DIR_ENV: &str = "E2E_MIGRATIONS_DIR";
+
+/// Environment variable naming the state folder (overrides `target/e2e`).
+pub const STATE_DIR_ENV: &str = "E2E_STATE_DIR";
+
+/// Where setup keeps its state (the local server, kubeconfigs, the connection it made):
+/// `$E2E_STATE_DIR`, else `$CARGO_TARGET_DIR/e2e`, else `target/e2e` under the nearest ancestor
+/// of the current folder holding `Cargo.lock` (the workspace root, also when cargo runs a test
+/// crate from its own folder).
+pub fn state_root() -> PathBuf {
+    if let Some(d) = std::env::var_os(STATE_DIR_ENV) {
+        return PathBuf::from(d);
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(t).join("e2e");
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let root = cwd.ancestors().find(|a| a.join("Cargo.lock").is_file()).unwrap_or(&cwd);
+    root.join("target").join("e2e")
+}
 
 /// The project's own `migrations/` folder, as compiled into this crate.
 pub fn bundled_migrations_dir() -> PathBuf {

@@ -28,8 +28,6 @@ pub const USER: &str = "e2e";
 pub const DATABASE: &str = "e2e";
 /// Environment variable naming the folder of `initdb`, `postgres` (overrides the search).
 pub const BINDIR_ENV: &str = "E2E_PG_BINDIR";
-/// Environment variable naming the state folder (overrides `target/e2e-postgres`).
-pub const STATE_DIR_ENV: &str = "E2E_STATE_DIR";
 
 /// What setup leaves behind for the local server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,19 +75,9 @@ impl LocalState {
     }
 }
 
-/// The state folder: `$E2E_STATE_DIR`, else `$CARGO_TARGET_DIR/e2e-postgres`, else
-/// `target/e2e-postgres` under the nearest ancestor of the current folder holding `Cargo.lock`
-/// (the workspace root, also when cargo runs a test crate from its own folder).
+/// The local server's state folder: `local/` under [`crate::state_root`].
 pub fn default_state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os(STATE_DIR_ENV) {
-        return PathBuf::from(d);
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(t).join("e2e-postgres");
-    }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let root = cwd.ancestors().find(|a| a.join("Cargo.lock").is_file()).unwrap_or(&cwd);
-    root.join("target").join("e2e-postgres")
+    crate::state_root().join("local")
 }
 
 /// Candidate folders for the server binaries, in search order (pure).
@@ -269,12 +257,7 @@ pub fn read_state(state_dir: &Path) -> Result<Option<LocalState>> {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(contents).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
-}
+use crate::state::write_private;
 
 /// The postmaster's pid and status from `postmaster.pid`, when the file exists.
 fn postmaster(data_dir: &Path) -> Option<(i32, String)> {
@@ -423,7 +406,21 @@ fn create(state_dir: &Path) -> Result<LocalState> {
     f.write_all(b"\ninclude_if_exists = 'e2e.conf'\n").map_err(io_err(&conf))?;
     start_server(&mut state, &acct)?;
     write_private(&state_file(state_dir), &serde_json::to_vec_pretty(&state).expect("serialisable"))?;
+    create_database(&state)?;
     Ok(state)
+}
+
+fn create_database(state: &LocalState) -> Result<()> {
+    let out = Command::new(state.bindir.join("createdb"))
+        .args(["-h", "127.0.0.1", "-p", &state.port.to_string(), "-U", &state.user, &state.database])
+        .env("PGPASSWORD", &state.password)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Server(format!("running createdb: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Server(format!("createdb {} failed: {}", state.database, String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
 }
 
 fn start_server(state: &mut LocalState, acct: &Option<Account>) -> Result<()> {

@@ -1,0 +1,36 @@
+//! The whole job on one connection: apply the selected sets, then roll their partitions.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::Result;
+use crate::migrator::{self, Options, Report};
+use crate::partitions::{self, RollOptions, RollReport};
+use crate::Project;
+
+/// What [`apply_sets`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ApplyReport {
+    /// The migrations part.
+    pub migrations: Report,
+    /// The partitions part.
+    pub partitions: RollReport,
+    /// Validation warnings (files in no set, goose differences).
+    pub warnings: Vec<String>,
+}
+
+/// Applies `sets` of `project` (empty means `all`) and rolls their partitions as of `now`.
+pub async fn apply_sets(
+    client: &mut Client,
+    project: &Project,
+    sets: &[String],
+    opts: &Options,
+    now: DateTime<Utc>,
+) -> Result<ApplyReport> {
+    let selection = project.select(sets)?;
+    let migrations = migrator::up(client, &project.folder, &selection.migrations, opts).await?;
+    let roll_opts = RollOptions { lock_timeout: opts.lock_timeout, ..RollOptions::default() };
+    let partitions = partitions::roll(client, &selection.partitions, now, &roll_opts).await?;
+    Ok(ApplyReport { migrations, partitions, warnings: selection.warnings })
+}

@@ -1,0 +1,1 @@
+//! Migration engine tests: apply, rerun, drift, failures, concurrency, goose edge cases.

@@ -1,0 +1,223 @@
+//! The command line, parsed with clap: raw flags only; each command validates and runs them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// End-to-end test databases: migrations, partitions, a local server or a Kind cluster.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+pub struct Xtask {
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Start (or reuse) a database, apply migration sets, roll partitions, print how to connect.
+    E2eSetup(Setup),
+    /// Remove what e2e-setup made, and nothing else.
+    E2eTeardown(Teardown),
+    /// Apply, inspect or revert migrations on a database.
+    Migrate(Migrate),
+    /// Roll, list or prune the declared partitions.
+    Partitions(crate::partitions::Partitions),
+    /// Measure against the old way (psql per file, pg_partman, ...) side by side.
+    Bench(Bench),
+}
+
+/// Where the database comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Kind when kind and a container engine are present, else local.
+    Auto,
+    /// A throwaway PostgreSQL from this machine's server binaries.
+    Local,
+    /// A Kind cluster with PostgreSQL deployed in it.
+    Kind,
+    /// An existing Kubernetes cluster (--context), in its own namespace.
+    Kube,
+    /// An existing server given by --database-url / DATABASE_URL.
+    Url,
+}
+
+/// Output format for commands that report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+/// Where the migrations are and which sets to use.
+#[derive(Debug, Clone, Args)]
+pub struct SetArgs {
+    /// Migration sets to apply, comma-separated (see migrations/sets.toml); default: all.
+    #[arg(long, value_name = "SET,...")]
+    pub sets: Option<String>,
+    /// The goose migrations folder [default: the project's migrations/].
+    #[arg(long, env = "E2E_MIGRATIONS_DIR", value_name = "DIR")]
+    pub migrations_dir: Option<PathBuf>,
+}
+
+/// Setup flags.
+#[derive(Debug, Clone, Args)]
+pub struct Setup {
+    /// Where the database comes from.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Sets and folder.
+    #[command(flatten)]
+    pub sets: SetArgs,
+    /// An existing server (implies --backend url when given).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Print KEY=VALUE lines (DATABASE_URL, ...) on stdout and nothing else there.
+    #[arg(long)]
+    pub print_env: bool,
+    /// Act as on this date (UTC) when rolling partitions.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub now: Option<String>,
+    /// Apply even if applied migrations changed since (recording their new checksums).
+    #[arg(long)]
+    pub accept_drift: bool,
+    /// Seconds to wait for another runner's migration lock.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+    /// Kind/kube: print every command and manifest in order and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Kind: delete and create the cluster even if a healthy one exists.
+    #[arg(long)]
+    pub recreate: bool,
+    /// Kube: the kubeconfig context of the existing cluster.
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// Kube: the namespace to deploy into (setup owns it).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kind/kube: the config file [default: e2e.toml at the workspace root, if present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Teardown flags.
+#[derive(Debug, Clone, Args)]
+pub struct Teardown {
+    /// What to tear down [default: whatever setup made].
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Kind/kube: keep the cluster (also KEEP_CLUSTER=true).
+    #[arg(long, env = "KEEP_CLUSTER")]
+    pub keep: bool,
+    /// Kind/kube: print every command in order and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Kube: the kubeconfig context.
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// Kube: the namespace setup made.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kind/kube: the config file [default: e2e.toml at the workspace root, if present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where `migrate` and `partitions` connect.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// The server [default: the one e2e-setup made, else the local default].
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// `migrate` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Migrate {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: MigrateAction,
+}
+
+/// `migrate` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MigrateAction {
+    /// Apply pending migrations of the sets.
+    Up(MigrateUp),
+    /// Show applied, pending, drifted and unknown versions.
+    Status(MigrateRead),
+    /// Print the migrations `up` would apply, in order, with their SQL; changes nothing.
+    Plan(MigrateRead),
+    /// Revert the newest applied migration of the sets (or all above --to).
+    Down(MigrateDown),
+}
+
+/// `migrate up` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateUp {
+    /// Sets and folder.
+    #[command(flatten)]
+    pub sets: SetArgs,
+    /// Target server.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Apply even if applied migrations changed since.
+    #[arg(long)]
+    pub accept_drift: bool,
+    /// Seconds to wait for another runner's migration lock.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `migrate status` / `plan` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateRead {
+    /// Sets and folder.
+    #[command(flatten)]
+    pub sets: SetArgs,
+    /// Target server.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `migrate down` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateDown {
+    /// Sets and folder.
+    #[command(flatten)]
+    pub sets: SetArgs,
+    /// Target server.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Revert every applied migration of the sets above this version (exclusive); 0 for all.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<i64>,
+    /// Seconds to wait for another runner's migration lock.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+}
+
+/// `bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Bench {
+    /// Output format: a table, or JSON {"cases": [...]}.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Only these cases (comma-separated).
+    #[arg(long, value_name = "CASE,...")]
+    pub cases: Option<String>,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+}

@@ -1,0 +1,142 @@
+//! `cargo xtask migrate up|status|plan|down`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use e2e_migrations::plan::State;
+use e2e_migrations::{migrator, Options};
+use serde_json::json;
+
+use crate::flags::{Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
+use crate::target::{connect, load_project, resolve_url};
+
+impl Migrate {
+    pub(crate) async fn run(self) -> Result<()> {
+        match self.action {
+            MigrateAction::Up(a) => a.run().await,
+            MigrateAction::Status(a) => status(a, false).await,
+            MigrateAction::Plan(a) => status(a, true).await,
+            MigrateAction::Down(a) => a.run().await,
+        }
+    }
+}
+
+impl MigrateUp {
+    async fn run(self) -> Result<()> {
+        let (project, sets) = load_project(&self.sets)?;
+        let selection = project.select(&sets)?;
+        let url = resolve_url(self.db.database_url.as_deref())?;
+        let mut client = connect(&url).await?;
+        let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
+        let report = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Output::Text => {
+                for a in &report.applied {
+                    eprintln!("applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+                }
+                eprintln!("{} applied, {} already applied", report.applied.len(), report.already_applied);
+                for v in &report.unknown {
+                    eprintln!("warning: version {v} is applied but has no file in {}", project.folder.dir.display());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MigrateDown {
+    async fn run(self) -> Result<()> {
+        let (project, sets) = load_project(&self.sets)?;
+        let selection = project.select(&sets)?;
+        let url = resolve_url(self.db.database_url.as_deref())?;
+        let mut client = connect(&url).await?;
+        let opts = Options { lock_timeout: Duration::from_secs(self.lock_timeout), ..Options::default() };
+        let report = migrator::down(&mut client, &project.folder, &selection.migrations, self.to, &opts).await?;
+        for a in &report.applied {
+            eprintln!("reverted {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+        }
+        if report.applied.is_empty() {
+            eprintln!("nothing to revert");
+        }
+        Ok(())
+    }
+}
+
+fn state_word(s: State) -> &'static str {
+    match s {
+        State::Applied => "applied",
+        State::AppliedUnverified => "applied (unverified)",
+        State::Drifted => "DRIFTED",
+        State::Pending => "pending",
+        State::Partial => "partial",
+    }
+}
+
+async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
+    let (project, sets) = load_project(&a.sets)?;
+    let selection = project.select(&sets)?;
+    let url = resolve_url(a.db.database_url.as_deref())?;
+    let client = connect(&url).await?;
+    let plan = migrator::status(&client, &project.folder, &selection.migrations).await?;
+    if plan_only {
+        let pending = plan.pending();
+        match a.output {
+            Output::Json => {
+                let items: Vec<_> = pending
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "version": m.version,
+                            "file": m.name,
+                            "transaction": !m.sql.no_transaction,
+                            "resume_after_statement": plan.resume.get(&m.version),
+                            "statements": m.sql.up.iter().map(|s| json!({"line": s.first_line(), "sql": s.sql})).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&json!({ "migrations": items }))?);
+            }
+            Output::Text => {
+                if pending.is_empty() {
+                    eprintln!("nothing to apply");
+                }
+                for m in pending {
+                    let tx = if m.sql.no_transaction { "NO TRANSACTION" } else { "in one transaction" };
+                    println!("-- {} (version {}, {tx})", m.path.display(), m.version);
+                    for s in &m.sql.up {
+                        println!("-- line {}\n{}\n", s.first_line(), s.sql);
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    match a.output {
+        Output::Json => {
+            let items: Vec<_> = plan
+                .migrations
+                .iter()
+                .map(|(m, s)| json!({"version": m.version, "file": m.name, "state": s, "checksum": m.checksum}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({ "migrations": items, "unknown": plan.unknown }))?);
+        }
+        Output::Text => {
+            println!("{:>14}  {:<22}  FILE", "VERSION", "STATE");
+            for (m, s) in &plan.migrations {
+                println!("{:>14}  {:<22}  {}", m.version, state_word(*s), m.name);
+            }
+            for v in &plan.unknown {
+                println!("{:>14}  {:<22}  (no file in {})", v, "unknown", project.folder.dir.display());
+            }
+        }
+    }
+    let drifted = plan.drifted();
+    if !drifted.is_empty() {
+        eprintln!(
+            "drifted: {}",
+            drifted.iter().map(|m| m.path.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
