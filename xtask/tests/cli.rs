@@ -1,0 +1,236 @@
+//! The command line as a user runs it: exit codes, stdout/stderr, bad input, a killed run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e_migrations::{db, local};
+
+fn xtask() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env("E2E_LOG", "info");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run xtask")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn rand_tag() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(files: &[(&str, &str)]) -> Dir {
+        let d = std::env::temp_dir().join(format!("xtask-cli-{}", rand_tag()));
+        std::fs::create_dir_all(&d).unwrap();
+        for (n, t) in files {
+            std::fs::write(d.join(n), t).unwrap();
+        }
+        Dir(d)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh database on the shared local server; returns its URL and name.
+fn fresh_db(rt: &tokio::runtime::Runtime) -> (String, String) {
+    let (s, _) = local::ensure_running(&local::default_state_dir()).unwrap();
+    let name = format!("cli_{}", rand_tag());
+    rt.block_on(async {
+        let admin = db::connect(&s.url_for("postgres")).await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    });
+    (s.url_for(&name), name)
+}
+
+fn query_i64(rt: &tokio::runtime::Runtime, url: &str, sql: &str) -> i64 {
+    rt.block_on(async {
+        let c = db::connect(url).await.unwrap();
+        c.query_one(sql, &[]).await.unwrap().get(0)
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+const UNREACHABLE: &str = "postgres://nobody:x@127.0.0.1:1/none";
+
+#[test]
+fn duplicate_versions_are_rejected_before_connecting() {
+    let d = Dir::new(&[("013_a.sql", "-- +goose Up\nSELECT 1;\n"), ("13_b.sql", "-- +goose Up\nSELECT 2;\n")]);
+    let o = run(xtask().args(["migrate", "up", "--database-url", UNREACHABLE, "--migrations-dir"]).arg(d.path()));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("duplicate migration version 13") && e.contains("013_a.sql") && e.contains("13_b.sql"), "{e}");
+    assert!(!e.contains("connecting"), "validation must come before any connection: {e}");
+}
+
+#[test]
+fn unknown_set_is_named_with_the_known_ones() {
+    let o = run(xtask().args(["migrate", "up", "--database-url", UNREACHABLE, "--sets", "audit,nope"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown set \"nope\"; known sets: all, audit, notification, workflow"), "{}", stderr(&o));
+}
+
+#[test]
+fn goose_syntax_errors_name_file_and_line() {
+    let d = Dir::new(&[("001_a.sql", "-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n")]);
+    let o = run(xtask().args(["migrate", "plan", "--database-url", UNREACHABLE, "--migrations-dir"]).arg(d.path()));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("001_a.sql:2:") && e.contains("StatementEnd"), "{e}");
+}
+
+#[test]
+fn unreachable_database_is_an_error_not_success() {
+    let o = run(xtask().args(["migrate", "status", "--database-url", UNREACHABLE]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("connecting to postgres://nobody:***@127.0.0.1:1/none"), "{}", stderr(&o));
+}
+
+#[test]
+fn status_and_plan_report_as_json() {
+    let rt = rt();
+    let (url, _) = fresh_db(&rt);
+    let o = run(xtask().args(["migrate", "plan", "--output", "json", "--sets", "workflow", "--database-url", &url]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["migrations"][0]["file"], "015_create_workflow_catalog_table.sql");
+    assert!(v["migrations"][0]["statements"].as_array().unwrap().len() > 3);
+    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 0, "plan changes nothing");
+
+    let o = run(xtask().args(["migrate", "up", "--sets", "workflow", "--database-url", &url]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(xtask().args(["migrate", "status", "--output", "json", "--database-url", &url]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let states: Vec<(i64, String)> = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["version"].as_i64().unwrap(), m["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(states, [(13, "pending".into()), (15, "applied".into()), (21, "pending".into())]);
+}
+
+/// Waits until a session of `url`'s server runs a query containing `needle`.
+fn wait_for_query(rt: &tokio::runtime::Runtime, url: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let n = query_i64(
+            rt,
+            url,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%{needle}%' AND pid <> pg_backend_pid() AND state = 'active'"),
+        );
+        if n > 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no session ran {needle} within 30s");
+}
+
+#[test]
+fn a_run_killed_mid_migration_is_completed_by_the_next() {
+    let rt = rt();
+    let (url, _) = fresh_db(&rt);
+    let d = Dir::new(&[
+        ("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n"),
+        ("002_slow.sql", "-- +goose Up\nCREATE TABLE b (x int);\nSELECT pg_sleep(1.5) /* slow_tx */;\nINSERT INTO b VALUES (1);\n"),
+        (
+            "003_slow_nt.sql",
+            "-- +goose Up\n-- +goose NO TRANSACTION\nCREATE TABLE c (x int);\nSELECT pg_sleep(1.5) /* slow_nt */;\nINSERT INTO c VALUES (1);\n",
+        ),
+    ]);
+    let start = |dir: &Path| {
+        xtask()
+            .args(["migrate", "up", "--database-url", &url, "--migrations-dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Killed inside the transactional migration: nothing of 002 remains.
+    let mut child = start(d.path());
+    wait_for_query(&rt, &url, "slow_tx */");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Killed inside the NO TRANSACTION migration, after its first statement.
+    let o = {
+        let mut child = start(d.path());
+        wait_for_query(&rt, &url, "slow_nt */");
+        child.kill().unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(!o.status.success());
+    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM b"), 1, "002 completed by the second run");
+    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM pg_class WHERE relname = 'c'"), 1);
+    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM goose_db_version WHERE version_id = 3"), 0);
+
+    // The next run resumes 003 after its first statement (CREATE TABLE c is not repeated).
+    let o = run(xtask().args(["migrate", "up", "--database-url", &url, "--migrations-dir"]).arg(d.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming after statement 1"), "{}", stderr(&o));
+    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM c"), 1);
+    assert_eq!(
+        query_i64(&rt, &url, "SELECT count(*) FROM goose_db_version WHERE version_id > 0 AND is_applied"),
+        3,
+        "each version recorded once"
+    );
+}
+
+#[test]
+fn local_setup_is_reused_and_teardown_is_idempotent() {
+    let state = Dir::new(&[]);
+    let setup = |extra: &[&str]| {
+        run(xtask().env("E2E_STATE_DIR", state.path()).args(["e2e-setup", "--backend", "local", "--sets", "audit,workflow"]).args(extra))
+    };
+    let o = setup(&["--print-env"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout holds only KEY=VALUE data: {out:?}");
+    let url = lines[0].strip_prefix("DATABASE_URL=").expect("DATABASE_URL=...");
+    assert!(url.starts_with("postgres://e2e:") && url.contains("@127.0.0.1:"), "{url}");
+    assert!(!stderr(&o).contains(url.split('@').next().unwrap().rsplit(':').next().unwrap()), "no password in logs");
+    let rt = rt();
+    assert_eq!(query_i64(&rt, url, "SELECT count(*) FROM pg_class WHERE relname IN ('audit_events', 'remediation_workflow_catalog')"), 2);
+    let env_file = state.path().join("connection.env");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&env_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let o = setup(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reused on 127.0.0.1"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+
+    let down = || run(xtask().env("E2E_STATE_DIR", state.path()).args(["e2e-teardown"]));
+    let o = down();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped and removed"), "{}", stderr(&o));
+    assert!(!env_file.exists());
+    let o = down();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to remove"), "{}", stderr(&o));
+}
