@@ -135,7 +135,10 @@ impl PartitionSpec {
         };
         for n in needs {
             if !p.contains(n) {
-                return Err(format!("name pattern {p:?} lacks {n}, so two {:?} partitions would share a name", self.interval));
+                return Err(format!(
+                    "name pattern {p:?} lacks {n}, so two {:?} partitions would share a name",
+                    self.interval
+                ));
             }
         }
         let mut rest = p;
@@ -143,7 +146,9 @@ impl PartitionSpec {
             let end = rest[start..].find('}').ok_or_else(|| format!("name pattern {p:?}: unclosed {{"))? + start;
             let key = &rest[start + 1..end];
             if !matches!(key, "table" | "yyyy" | "mm" | "dd" | "ww" | "q") {
-                return Err(format!("name pattern {p:?}: unknown placeholder {{{key}}} (known: table, yyyy, mm, dd, ww, q)"));
+                return Err(format!(
+                    "name pattern {p:?}: unknown placeholder {{{key}}} (known: table, yyyy, mm, dd, ww, q)"
+                ));
             }
             rest = &rest[end + 1..];
         }

@@ -1,0 +1,527 @@
+//! Partition tests against the real server: rolling at several instants, later rolls, rows moved
+//! out of the default partition, retention, foreign names and overlaps, concurrent inserts, and
+//! specs that do not fit their table.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use e2e_migrations::partitions::{
+    self, calendar, Interval, KeyType, PartitionSpec, Retention, RetentionAction, RollOptions,
+};
+use e2e_migrations::{bundled_migrations_dir, migrator, Options, Project};
+use tokio_postgres::Client;
+
+use crate::support::{count, FreshDb};
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// Midday UTC of a date, as `--now` reads it.
+fn at(s: &str) -> DateTime<Utc> {
+    day(s).and_hms_opt(12, 0, 0).unwrap().and_utc()
+}
+
+/// A fresh database with the project's `audit` set applied; and its spec from the manifest.
+async fn audit_db() -> (FreshDb, Client, PartitionSpec) {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    let project = Project::load(&bundled_migrations_dir()).unwrap();
+    let sel = project.select(&["audit".into()]).unwrap();
+    migrator::up(&mut c, &project.folder, &sel.migrations, &Options::default()).await.unwrap();
+    assert_eq!(sel.partitions.len(), 1);
+    let spec = sel.partitions[0].clone();
+    assert_eq!(spec, PartitionSpec::monthly("audit_events", "event_date"), "the audit set declares the defaults");
+    (db, c, spec)
+}
+
+/// Inserts one audit event on `date` (optionally referencing a parent event); returns its id.
+async fn insert_event(c: &Client, date: NaiveDate, parent: Option<(&str, NaiveDate)>) -> String {
+    let (pid, pdate) = match parent {
+        Some((id, d)) => (Some(id.to_string()), Some(d)),
+        None => (None, None),
+    };
+    c.query_one(
+        "INSERT INTO audit_events (event_date, event_type, event_category, event_action, event_outcome, actor_type,
+                                   actor_id, resource_type, resource_id, correlation_id, event_data,
+                                   parent_event_id, parent_event_date)
+         VALUES ($1, 'test', 'test', 'create', 'success', 'user', 'u1', 'thing', 'r1', 'c1', '{}', $2::text::uuid, $3)
+         RETURNING event_id::text",
+        &[&date, &pid, &pdate],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("insert on {date}: {e}"))
+    .get(0)
+}
+
+/// Partition name -> bounds text, as the catalog has them.
+async fn partitions_of(c: &Client, table: &str) -> Vec<(String, String)> {
+    c.query(
+        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = $1::text::regclass ORDER BY 1",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn names(parts: &[(String, String)]) -> Vec<&str> {
+    parts.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[tokio::test]
+async fn audit_window_is_covered_at_several_instants() {
+    for (now, expected) in [
+        ("2024-07-15", ["2024_06", "2024_07", "2024_08", "2024_09", "2024_10"]),
+        ("2024-12-15", ["2024_11", "2024_12", "2025_01", "2025_02", "2025_03"]),
+        ("2024-02-29", ["2024_01", "2024_02", "2024_03", "2024_04", "2024_05"]),
+        ("2023-02-28", ["2023_01", "2023_02", "2023_03", "2023_04", "2023_05"]),
+    ] {
+        let (db, mut c, spec) = audit_db().await;
+        let report = partitions::roll(&mut c, &[spec.clone()], at(now), &RollOptions::default()).await.unwrap();
+        let mut want: Vec<String> = expected.iter().map(|s| format!("audit_events_{s}")).collect();
+        want.push("audit_events_default".into());
+        assert_eq!(report.created, want, "at {now}");
+        assert_eq!(report.moved_rows, 0);
+        let parts = partitions_of(&c, "audit_events").await;
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(names(&parts), sorted, "at {now}");
+
+        // Every day of the window takes a row, and none lands in the default partition.
+        let window = calendar::window(&spec, at(now));
+        let mut d = window.from;
+        let mut days = 0;
+        while d < window.to {
+            insert_event(&c, d, None).await;
+            d = d + Days::new(1);
+            days += 1;
+        }
+        assert!(days >= 150, "at {now}: {days} days");
+        assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default").await, 0, "at {now}");
+        assert_eq!(count(&c, "SELECT count(*) FROM ONLY audit_events").await, 0);
+        assert_eq!(count(&c, "SELECT count(*) FROM audit_events").await, days);
+        // Each row is in the partition of its month.
+        assert_eq!(
+            count(
+                &c,
+                "SELECT count(*) FROM audit_events
+                  WHERE tableoid::regclass::text <> 'audit_events_' || to_char(event_date, 'YYYY_MM')"
+            )
+            .await,
+            0,
+            "at {now}"
+        );
+
+        // Idempotent: the same instant again changes nothing.
+        let again = partitions::roll(&mut c, &[spec.clone()], at(now), &RollOptions::default()).await.unwrap();
+        assert!(again.created.is_empty() && again.pruned.is_empty() && again.moved_rows == 0, "{again:?}");
+        assert_eq!(again.present, 5);
+        assert_eq!(partitions_of(&c, "audit_events").await, parts);
+        drop(c);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn later_roll_adds_exactly_the_new_periods() {
+    let (db, mut c, spec) = audit_db().await;
+    partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    let later = partitions::roll(&mut c, &[spec.clone()], at("2025-02-10"), &RollOptions::default()).await.unwrap();
+    assert_eq!(later.created, ["audit_events_2025_04", "audit_events_2025_05"]);
+    assert_eq!(later.present, 3);
+    // Without retention nothing old goes away.
+    assert_eq!(partitions_of(&c, "audit_events").await.len(), 5 + 2 + 1);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn rows_waiting_in_the_default_partition_move_into_new_partitions() {
+    let (db, mut c, spec) = audit_db().await;
+    partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    // Rows for April and May 2025 arrive before their partitions: they wait in the default one,
+    // one of them referencing another (the table's self-referencing foreign key).
+    let mut ids = Vec::new();
+    let parent = insert_event(&c, day("2025-04-03"), None).await;
+    ids.push(parent.clone());
+    ids.push(insert_event(&c, day("2025-05-20"), Some((&parent, day("2025-04-03")))).await);
+    for d in ["2025-04-01", "2025-04-30", "2025-05-01", "2025-05-31"] {
+        ids.push(insert_event(&c, day(d), None).await);
+    }
+    let far = insert_event(&c, day("2030-01-01"), None).await;
+    ids.push(insert_event(&c, day("2024-12-24"), None).await);
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default").await, 7);
+    let before: Vec<(String, String)> = c
+        .query("SELECT event_id::text, md5(row_to_json(a)::text) FROM audit_events a ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+
+    let report = partitions::roll(&mut c, &[spec.clone()], at("2025-02-10"), &RollOptions::default()).await.unwrap();
+    assert_eq!(report.created, ["audit_events_2025_04", "audit_events_2025_05"]);
+    assert_eq!(report.moved_rows, 6);
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_2025_04").await, 3);
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_2025_05").await, 3);
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default").await, 1);
+    assert_eq!(count(&c, &format!("SELECT count(*) FROM audit_events_default WHERE event_id = '{far}'")).await, 1);
+    // The same rows, byte for byte: none lost, none duplicated, nothing rewritten.
+    let after: Vec<(String, String)> = c
+        .query("SELECT event_id::text, md5(row_to_json(a)::text) FROM audit_events a ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        count(&c, &format!("SELECT count(*) FROM audit_events_2025_05 WHERE parent_event_id = '{parent}'")).await,
+        1,
+        "the child row keeps its reference"
+    );
+
+    // `list` sees the same thing, with bounds and row counts, and serialises.
+    let listing = partitions::list(&mut c, &[spec.clone()], at("2025-02-10")).await.unwrap();
+    let l = &listing[0];
+    assert_eq!(l.total_rows, 8);
+    assert!(l.missing.is_empty());
+    let may = l.partitions.iter().find(|p| p.name == "audit_events_2025_05").unwrap();
+    assert_eq!(
+        (may.from.as_deref(), may.to.as_deref(), may.rows, may.by_spec),
+        (Some("2025-05-01"), Some("2025-06-01"), 3, true)
+    );
+    let last = l.partitions.last().unwrap();
+    assert!(last.default && last.rows == 1 && last.bounds == "DEFAULT");
+    let json = serde_json::to_value(&listing).unwrap();
+    assert_eq!(json[0]["partitions"][0]["name"], "audit_events_2024_11");
+    drop(c);
+    db.drop_db().await;
+}
+
+/// A small partitioned table created inline, with an identity and a generated column (which
+/// moving rows must keep and recompute).
+async fn small_table(c: &Client, name: &str, key_type: &str) {
+    c.batch_execute(&format!(
+        "CREATE TABLE {name} (id bigint GENERATED ALWAYS AS IDENTITY, k {key_type} NOT NULL, note text,
+                              note_len int GENERATED ALWAYS AS (length(note)) STORED) PARTITION BY RANGE (k)"
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn retention_detaches_or_drops_only_what_it_should() {
+    for action in [RetentionAction::Detach, RetentionAction::Drop] {
+        let db = FreshDb::new().await;
+        let mut c = db.connect().await;
+        small_table(&c, "metrics", "date").await;
+        let spec =
+            PartitionSpec { retention: Some(Retention { keep: 1, action }), ..PartitionSpec::monthly("metrics", "k") };
+        // A hand-made old partition under another name: never ours to prune.
+        c.batch_execute(
+            "CREATE TABLE metrics_archive PARTITION OF metrics FOR VALUES FROM ('2024-01-01') TO ('2024-05-01')",
+        )
+        .await
+        .unwrap();
+        let first = partitions::roll(&mut c, &[spec.clone()], at("2024-06-15"), &RollOptions::default()).await.unwrap();
+        assert_eq!(
+            first.created,
+            [
+                "metrics_2024_05",
+                "metrics_2024_06",
+                "metrics_2024_07",
+                "metrics_2024_08",
+                "metrics_2024_09",
+                "metrics_default"
+            ]
+        );
+        c.batch_execute(
+            "INSERT INTO metrics (k) SELECT d FROM generate_series('2024-04-01'::date, '2024-09-30', '1 day') d",
+        )
+        .await
+        .unwrap();
+
+        let later = partitions::roll(&mut c, &[spec.clone()], at("2024-09-15"), &RollOptions::default()).await.unwrap();
+        assert_eq!(later.created, ["metrics_2024_10", "metrics_2024_11", "metrics_2024_12"]);
+        // Cutoff: 1 period kept behind September, so everything ending by August 1st goes.
+        assert_eq!(later.pruned, ["metrics_2024_05", "metrics_2024_06", "metrics_2024_07"]);
+        assert!(later.notes.iter().any(|n| n.contains("keeps metrics_archive")), "{:?}", later.notes);
+        assert_eq!(
+            names(&partitions_of(&c, "metrics").await),
+            [
+                "metrics_2024_08",
+                "metrics_2024_09",
+                "metrics_2024_10",
+                "metrics_2024_11",
+                "metrics_2024_12",
+                "metrics_archive",
+                "metrics_default"
+            ]
+        );
+        let left = count(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('metrics_2024_05', 'metrics_2024_06', 'metrics_2024_07')",
+        )
+        .await;
+        match action {
+            RetentionAction::Detach => {
+                assert_eq!(left, 3, "detached tables stay");
+                assert_eq!(count(&c, "SELECT count(*) FROM metrics_2024_06").await, 30, "with their rows");
+            }
+            RetentionAction::Drop => assert_eq!(left, 0, "dropped tables are gone"),
+        }
+        // April (in the hand-made partition), August and September are left.
+        assert_eq!(count(&c, "SELECT count(*) FROM metrics").await, 30 + 31 + 30);
+        // Again: nothing more to prune, nothing to create.
+        let again = partitions::roll(&mut c, &[spec.clone()], at("2024-09-15"), &RollOptions::default()).await.unwrap();
+        assert!(again.created.is_empty() && again.pruned.is_empty(), "{again:?}");
+        // `prune` alone creates nothing, even when a roll would.
+        let pruned =
+            partitions::prune(&mut c, &[spec.clone()], at("2025-03-15"), &RollOptions::default()).await.unwrap();
+        assert!(pruned.created.is_empty());
+        assert_eq!(
+            pruned.pruned,
+            ["metrics_2024_08", "metrics_2024_09", "metrics_2024_10", "metrics_2024_11", "metrics_2024_12"]
+        );
+        drop(c);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn foreign_named_partition_is_respected_and_overlap_reported() {
+    let (db, mut c, spec) = audit_db().await;
+    c.batch_execute(
+        "CREATE TABLE audit_events_y2024m12 PARTITION OF audit_events FOR VALUES FROM ('2024-12-01') TO ('2025-01-01');
+         CREATE TABLE audit_events_odd PARTITION OF audit_events FOR VALUES FROM ('2025-02-15') TO ('2025-03-15');",
+    )
+    .await
+    .unwrap();
+    let report = partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    assert_eq!(report.created, ["audit_events_2024_11", "audit_events_2025_01", "audit_events_default"]);
+    assert!(report.notes.iter().any(|n| n.contains("covered by audit_events_y2024m12")), "{:?}", report.notes);
+    let overlaps: Vec<&String> = report.notes.iter().filter(|n| n.contains("overlap")).collect();
+    assert_eq!(overlaps.len(), 2, "{:?}", report.notes);
+    assert!(overlaps[0].contains("audit_events_2025_02") && overlaps[1].contains("audit_events_2025_03"));
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2024_12'").await, 0);
+    // A row for December goes to the foreign-named partition, as the catalog says it should.
+    insert_event(&c, day("2024-12-24"), None).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_y2024m12").await, 1);
+    // And a second roll still creates nothing.
+    let again = partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    assert!(again.created.is_empty(), "{again:?}");
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn legacy_name_pattern_and_partition_sql_agree_with_roll() {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    small_table(&c, "events", "date").await;
+    let spec = PartitionSpec { name: Some("{table}_y{yyyy}m{mm}".into()), ..PartitionSpec::monthly("events", "k") };
+    c.batch_execute(&partitions::partition_sql(&spec, KeyType::Date, at("2025-12-01")).unwrap()).await.unwrap();
+    assert!(names(&partitions_of(&c, "events").await).contains(&"events_y2025m12"));
+    let report = partitions::roll(&mut c, &[spec], at("2025-12-01"), &RollOptions::default()).await.unwrap();
+    assert!(report.created.is_empty(), "{report:?}");
+    assert_eq!(report.present, 5);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    small_table(&c, "ticks", "timestamptz").await;
+    c.batch_execute("SET TimeZone = 'America/New_York'").await.unwrap();
+    let spec = PartitionSpec { interval: Interval::Daily, behind: 0, ahead: 1, ..PartitionSpec::monthly("ticks", "k") };
+    let report = partitions::roll(&mut c, &[spec.clone()], at("2024-12-31"), &RollOptions::default()).await.unwrap();
+    assert_eq!(report.created, ["ticks_2024_12_31", "ticks_2025_01_01", "ticks_default"]);
+    c.batch_execute(
+        "INSERT INTO ticks (k) VALUES ('2024-12-31 23:59:59+00'), ('2025-01-01 00:00:00+00'), ('2024-12-30 23:59:59+00')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM ticks_2024_12_31").await, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM ticks_2025_01_01").await, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM ticks_default").await, 1);
+    // Read back in a non-UTC session, the bounds still match: nothing to do.
+    let again = partitions::roll(&mut c, &[spec.clone()], at("2024-12-31"), &RollOptions::default()).await.unwrap();
+    assert!(again.created.is_empty(), "{again:?}");
+    // A row for January 2nd waits in the default partition, then moves with its identity value.
+    let id: i64 = c
+        .query_one("INSERT INTO ticks (k, note) VALUES ('2025-01-02 10:00:00+00', 'hello') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let next = partitions::roll(&mut c, &[spec], at("2025-01-01"), &RollOptions::default()).await.unwrap();
+    assert_eq!((next.created.as_slice(), next.moved_rows), (&["ticks_2025_01_02".to_string()][..], 1));
+    assert_eq!(count(&c, &format!("SELECT count(*) FROM ticks_2025_01_02 WHERE id = {id} AND note_len = 5")).await, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM ticks").await, 4);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn concurrent_inserts_during_rolls_neither_fail_nor_deadlock() {
+    let (db, mut c, spec) = audit_db().await;
+    partitions::roll(&mut c, &[spec.clone()], at("2024-01-15"), &RollOptions::default()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let client = db.connect().await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut inserted = 0i64;
+            let mut seed = w * 7919 + 1;
+            while !stop.load(Ordering::Relaxed) {
+                // Two rows per transaction, over 2024 and early 2025: many wait in the default
+                // partition until a roll gives them theirs.
+                let mut dates = Vec::new();
+                for _ in 0..2 {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    dates.push(day("2024-01-01") + Days::new((seed >> 33) % 450));
+                }
+                let sql = "INSERT INTO audit_events (event_date, event_type, event_category, event_action, event_outcome,
+                                                     actor_type, actor_id, resource_type, resource_id, correlation_id, event_data)
+                           VALUES ($1, 'load', 'test', 'create', 'success', 'user', 'w', 'thing', 'r', 'c', '{}')";
+                let result = async {
+                    client.batch_execute("BEGIN").await?;
+                    for d in &dates {
+                        client.execute(sql, &[d]).await?;
+                    }
+                    client.batch_execute("COMMIT").await
+                }
+                .await;
+                if let Err(e) = result {
+                    return Err(format!("writer {w}: {e:?}"));
+                }
+                inserted += 2;
+            }
+            Ok(inserted)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut created = 0;
+    let mut moved = 0;
+    for month in 2..=12 {
+        let r = partitions::roll(&mut c, &[spec.clone()], at(&format!("2024-{month:02}-15")), &RollOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("roll at month {month}: {e}"));
+        created += r.created.len();
+        moved += r.moved_rows;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap().unwrap();
+    }
+    assert_eq!(created, 11, "one new month per roll");
+    assert!(total > 100, "the writers made progress: {total} rows");
+    assert!(moved > 0, "some rows waited in the default partition");
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events").await, total);
+    // Whatever is left in the default partition belongs to no partition's range.
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default WHERE event_date < '2025-04-01'").await, 0);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
+    let (db, mut c, spec) = audit_db().await;
+    partitions::roll(&mut c, &[spec.clone()], at("2024-06-15"), &RollOptions::default()).await.unwrap();
+    // Another session holds the parent (an open transaction that inserted a row) for 1.2 s.
+    let other = db.connect().await;
+    other.batch_execute("BEGIN").await.unwrap();
+    insert_event(&other, day("2024-06-20"), None).await;
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        other.batch_execute("COMMIT").await.unwrap();
+        other
+    });
+    let start = std::time::Instant::now();
+    let r = partitions::roll(&mut c, &[spec.clone()], at("2024-07-15"), &RollOptions::default()).await.unwrap();
+    assert_eq!(r.created, ["audit_events_2024_10"]);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(1000), "it waited for the other transaction");
+    let other = holder.await.unwrap();
+
+    // With too few attempts it gives up, says why, and leaves nothing half-done.
+    other.batch_execute("BEGIN").await.unwrap();
+    insert_event(&other, day("2024-06-21"), None).await;
+    let opts = RollOptions {
+        attempts: 2,
+        table_lock_timeout: std::time::Duration::from_millis(100),
+        ..RollOptions::default()
+    };
+    let e = partitions::roll(&mut c, &[spec.clone()], at("2024-08-15"), &opts).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with("partition spec for audit_events: could not lock the table in 2 attempts of 100 ms each"),
+        "{e}"
+    );
+    assert!(e.contains("lock timeout"), "{e}");
+    other.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2024_11'").await, 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").await, 0, "the advisory lock is released");
+    drop((c, other));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn specs_that_do_not_fit_their_table_are_clear_errors() {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    c.batch_execute(
+        "CREATE TABLE plain (k date);
+         CREATE TABLE by_other (k date, created date) PARTITION BY RANGE (created);
+         CREATE TABLE by_list (k date) PARTITION BY LIST (k);
+         CREATE TABLE by_int (k int) PARTITION BY RANGE (k);",
+    )
+    .await
+    .unwrap();
+    let now = at("2024-12-15");
+    let db_ref = &db;
+    let err = |table: &str| {
+        let spec = PartitionSpec::monthly(table, "k");
+        async move {
+            partitions::roll(&mut db_ref.connect().await, &[spec], now, &RollOptions::default())
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    assert_eq!(
+        err("nope").await,
+        "partition spec for nope: the table does not exist (apply the migrations that create it before rolling its partitions)"
+    );
+    assert_eq!(
+        err("plain").await,
+        "partition spec for plain: the table is not partitioned (an ordinary table); it needs PARTITION BY RANGE (k) in the migration that creates it"
+    );
+    assert_eq!(
+        err("by_other").await,
+        "partition spec for by_other: the table is partitioned by RANGE (created), not by RANGE (k)"
+    );
+    assert_eq!(
+        err("by_list").await,
+        "partition spec for by_list: the table is partitioned by LIST (k), not by RANGE (k)"
+    );
+    assert_eq!(
+        err("by_int").await,
+        "partition spec for by_int: the partition key k is of type int4; rolling needs date, timestamp or timestamptz"
+    );
+    let bad = PartitionSpec::monthly("audit events", "k");
+    let e = partitions::roll(&mut c, &[bad], now, &RollOptions::default()).await.unwrap_err().to_string();
+    assert!(e.starts_with("partition spec for audit events: table: identifier"), "{e}");
+    // Nothing was created on the way.
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_inherits").await, 0);
+    drop(c);
+    db.drop_db().await;
+}
