@@ -16,6 +16,8 @@ pub mod goose;
 pub mod ident;
 pub mod local;
 pub mod migrator;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod partitions;
 pub mod plan;
 pub mod scan;

@@ -56,6 +56,9 @@ impl SetupState {
         if let Some(k) = &self.kubeconfig {
             env.push(("KUBECONFIG".to_string(), k.display().to_string()));
         }
+        if let Some(c) = &self.context {
+            env.push(("E2E_KUBE_CONTEXT".to_string(), c.clone()));
+        }
         if let Some(n) = &self.namespace {
             env.push(("E2E_NAMESPACE".to_string(), n.clone()));
         }

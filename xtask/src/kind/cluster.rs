@@ -1,0 +1,571 @@
+//! The Kind cluster: availability probe, reuse and ownership decisions (pure), and the `kind`
+//! and container-engine commands (xshell, arguments never through a shell).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use super::plan::{self, Engine};
+
+/// What an engine's `info` command said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EngineAnswer {
+    /// The binary is not on PATH.
+    Missing,
+    /// The daemon (or machine) answered.
+    Running,
+    /// The command failed: what it said.
+    NotRunning(String),
+    /// No answer within the probe's time limit.
+    TimedOut,
+}
+
+/// What the machine has: the facts the availability decision is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// `kind` on PATH.
+    pub(crate) kind: bool,
+    /// `KIND_EXPERIMENTAL_PROVIDER=podman` is set.
+    pub(crate) podman_requested: bool,
+    /// `docker info`.
+    pub(crate) docker: EngineAnswer,
+    /// `podman info`.
+    pub(crate) podman: EngineAnswer,
+}
+
+const INSTALL_KIND: &str = "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`)";
+
+/// The engine kind will use, or why kind cannot run here (pure). The messages say what to
+/// install or start, and that `--backend local` needs neither.
+pub(crate) fn availability(p: &Probe) -> std::result::Result<Engine, String> {
+    let or_local = "or use --backend local";
+    if !p.kind {
+        return Err(format!("`kind` is not on PATH: {INSTALL_KIND}, {or_local}"));
+    }
+    let engines: &[(Engine, &EngineAnswer)] = if p.podman_requested {
+        &[(Engine::Podman, &p.podman)]
+    } else {
+        &[(Engine::Docker, &p.docker), (Engine::Podman, &p.podman)]
+    };
+    let mut problems = Vec::new();
+    for (engine, answer) in engines {
+        let name = engine.program();
+        match answer {
+            EngineAnswer::Running => return Ok(*engine),
+            EngineAnswer::Missing => {}
+            EngineAnswer::NotRunning(said) => problems.push(format!(
+                "{name} is installed but not running (`{name} info`: {}): start it ({})",
+                said.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed").trim(),
+                start_hint(*engine)
+            )),
+            EngineAnswer::TimedOut => problems.push(format!(
+                "{name} is installed but `{name} info` did not answer within {} s: start or restart it ({})",
+                PROBE_TIMEOUT.as_secs(),
+                start_hint(*engine)
+            )),
+        }
+    }
+    if problems.is_empty() {
+        let which = if p.podman_requested {
+            "podman (KIND_EXPERIMENTAL_PROVIDER=podman)"
+        } else {
+            "docker or podman"
+        };
+        return Err(format!(
+            "no container engine for kind: install {which} and start it, {or_local}"
+        ));
+    }
+    Err(format!("{}, {or_local}", problems.join("; ")))
+}
+
+fn start_hint(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Docker => "`sudo systemctl start docker`, or open Docker Desktop / colima",
+        Engine::Podman => "`podman machine start` on macOS/Windows; on Linux check `podman info`",
+    }
+}
+
+/// How long an engine's `info` may take before it counts as not answering.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Probes this machine (a few seconds at most; the engines only when kind is there).
+pub(crate) fn probe(sh: &Shell) -> Probe {
+    let podman_requested = std::env::var("KIND_EXPERIMENTAL_PROVIDER")
+        .map(|v| v == "podman")
+        .unwrap_or(false);
+    let kind = on_path("kind");
+    let docker = if podman_requested || !kind {
+        EngineAnswer::Missing
+    } else {
+        engine_answer(sh, Engine::Docker)
+    };
+    let podman = if docker == EngineAnswer::Running || !kind {
+        EngineAnswer::Missing
+    } else {
+        engine_answer(sh, Engine::Podman)
+    };
+    Probe {
+        kind,
+        podman_requested,
+        docker,
+        podman,
+    }
+}
+
+/// Whether `program` is an executable file in a PATH folder.
+pub(crate) fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path).any(|dir| {
+                std::fs::metadata(dir.join(program))
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn engine_answer(sh: &Shell, engine: Engine) -> EngineAnswer {
+    let program = engine.program();
+    if !on_path(program) {
+        return EngineAnswer::Missing;
+    }
+    let format = "{{.ID}}";
+    let mut command: Command = cmd!(sh, "{program} info --format {format}").into();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let Ok(mut child) = command.spawn() else {
+        return EngineAnswer::Missing;
+    };
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return EngineAnswer::Running,
+            Ok(Some(_)) => {
+                let mut said = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = err.read_to_string(&mut said);
+                }
+                return EngineAnswer::NotRunning(said);
+            }
+            Ok(None) if start.elapsed() >= PROBE_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return EngineAnswer::TimedOut;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return EngineAnswer::NotRunning(e.to_string()),
+        }
+    }
+}
+
+/// What the cluster says about itself, when asked through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Marker {
+    /// The API answered; the control-plane node carries our owner label (and this config hash);
+    /// `healthy` when the node is Ready.
+    Ours {
+        config_hash: Option<String>,
+        healthy: bool,
+    },
+    /// The API answered; the node has no owner label: someone else's cluster.
+    Foreign,
+    /// The API did not answer (stopped engine, broken cluster): what went wrong.
+    Unreachable(String),
+}
+
+/// What to do with the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// No such cluster: create it.
+    Create,
+    /// Ours and healthy: reuse it.
+    Reuse,
+    /// Ours but to be replaced: delete, then create (why).
+    Recreate(String),
+    /// Not ours (or cannot tell): change nothing (the error).
+    Refuse(String),
+}
+
+/// Decides create / reuse / recreate / refuse (pure). `state_owned`: our state file says setup
+/// created a cluster of this name (used only when the API cannot be asked).
+pub(crate) fn decide(
+    name: &str,
+    existing: &[String],
+    marker: &Marker,
+    state_owned: bool,
+    recreate: bool,
+    want_hash: &str,
+) -> Action {
+    if !existing.iter().any(|c| c == name) {
+        return Action::Create;
+    }
+    let not_ours = |why: &str| {
+        Action::Refuse(format!(
+            "a Kind cluster named {name:?} exists and {why}; e2e-setup never changes or deletes a cluster it did not create: \
+             choose another cluster.name in e2e.toml (--config), or delete it yourself (`kind delete cluster --name {name}`)"
+        ))
+    };
+    match marker {
+        Marker::Foreign => not_ours(&format!(
+            "its node lacks the label {}={}",
+            super::config::OWNER_LABEL,
+            super::config::OWNER_VALUE
+        )),
+        Marker::Unreachable(e) if state_owned => {
+            Action::Recreate(format!("its API does not answer ({e})"))
+        }
+        Marker::Unreachable(e) => not_ours(&format!(
+            "its API does not answer ({e}), so its owner cannot be checked"
+        )),
+        Marker::Ours { .. } if recreate => Action::Recreate("--recreate".to_string()),
+        Marker::Ours { healthy: false, .. } => {
+            Action::Recreate("its node is not Ready".to_string())
+        }
+        Marker::Ours { config_hash, .. } if config_hash.as_deref() != Some(want_hash) => {
+            Action::Recreate(
+                "the cluster config changed since it was created (e2e.toml)".to_string(),
+            )
+        }
+        Marker::Ours { .. } => Action::Reuse,
+    }
+}
+
+/// What teardown does with the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TeardownAction {
+    /// Delete it.
+    Delete,
+    /// Nothing to do (why).
+    Nothing(String),
+    /// Not ours: leave it (the error).
+    Refuse(String),
+}
+
+/// Decides what teardown does (pure): only a cluster setup created is deleted.
+pub(crate) fn decide_teardown(
+    name: &str,
+    existing: &[String],
+    marker: &Marker,
+    state_owned: bool,
+) -> TeardownAction {
+    if !existing.iter().any(|c| c == name) {
+        return TeardownAction::Nothing(format!("no Kind cluster named {name:?}"));
+    }
+    match marker {
+        Marker::Ours { .. } => TeardownAction::Delete,
+        Marker::Unreachable(_) if state_owned => TeardownAction::Delete,
+        Marker::Unreachable(e) => TeardownAction::Refuse(format!(
+            "Kind cluster {name:?} does not answer ({e}) and e2e-setup has no record of creating it: left alone; delete it yourself if it is yours"
+        )),
+        Marker::Foreign => TeardownAction::Refuse(format!(
+            "Kind cluster {name:?} was not created by e2e-setup (no label {}): left alone",
+            super::config::OWNER_LABEL
+        )),
+    }
+}
+
+/// Where our files for cluster `name` go: `<state>/kind/`.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    /// The folder.
+    pub(crate) dir: PathBuf,
+    /// The kind config we generate.
+    pub(crate) config: PathBuf,
+    /// Our kubeconfig (0600).
+    pub(crate) kubeconfig: PathBuf,
+    /// Records which local image ID was loaded into which cluster.
+    pub(crate) loaded_image: PathBuf,
+    /// A Podman image archive.
+    pub(crate) archive: PathBuf,
+}
+
+impl Paths {
+    /// The paths under `state_root`.
+    pub(crate) fn new(state_root: &Path, cluster: &str) -> Paths {
+        let dir = state_root.join("kind");
+        Paths {
+            config: dir.join(format!("{cluster}.config.yaml")),
+            kubeconfig: dir.join("kubeconfig"),
+            loaded_image: dir.join(format!("{cluster}.loaded-image")),
+            archive: dir.join("image.tar"),
+            dir,
+        }
+    }
+}
+
+/// `kind get clusters`.
+pub(crate) fn list_clusters(sh: &Shell) -> Result<Vec<String>> {
+    let out = cmd!(sh, "kind get clusters")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .context("`kind get clusters` failed")?;
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Writes the cluster's kubeconfig (from `kind get kubeconfig`) to our file, mode 0600.
+pub(crate) fn write_kubeconfig(sh: &Shell, name: &str, path: &Path) -> Result<()> {
+    let args = plan::kind_get_kubeconfig_args(name);
+    let text = cmd!(sh, "kind {args...}")
+        .quiet()
+        .read()
+        .with_context(|| format!("`kind get kubeconfig --name {name}` failed"))?;
+    e2e_migrations::state::write_private(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// Creates the cluster from `config_yaml`; on failure exports the logs, deletes the retained
+/// remains, and says where the logs are.
+pub(crate) fn create(sh: &Shell, name: &str, paths: &Paths, config_yaml: &str) -> Result<()> {
+    e2e_migrations::state::write_private(&paths.config, config_yaml.as_bytes())?;
+    let args = plan::kind_create_args(name, &paths.config, &paths.kubeconfig);
+    let created = cmd!(sh, "kind {args...}").run();
+    // kind writes the kubeconfig with the user's umask: make it private either way
+    set_private(&paths.kubeconfig);
+    if let Err(e) = created {
+        let logs = export_logs(sh, name, &paths.dir);
+        let _ = delete(sh, name, &paths.kubeconfig);
+        bail!("`kind create cluster --name {name}` failed: {e}{logs}");
+    }
+    Ok(())
+}
+
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// `kind delete cluster` (idempotent in kind itself).
+pub(crate) fn delete(sh: &Shell, name: &str, kubeconfig: &Path) -> Result<()> {
+    let args = plan::kind_delete_args(name, kubeconfig);
+    cmd!(sh, "kind {args...}")
+        .run()
+        .with_context(|| format!("`kind delete cluster --name {name}` failed"))?;
+    Ok(())
+}
+
+/// Exports the cluster's logs under `dir/logs-<time>`; returns a line for the error message.
+pub(crate) fn export_logs(sh: &Shell, name: &str, dir: &Path) -> String {
+    let out = dir.join(format!(
+        "logs-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    let args = plan::kind_export_logs_args(name, &out);
+    match cmd!(sh, "kind {args...}").quiet().ignore_stdout().run() {
+        Ok(()) => format!("\n  cluster logs exported to {}", out.display()),
+        Err(e) => format!(
+            "\n  (exporting the cluster logs to {} failed too: {e})",
+            out.display()
+        ),
+    }
+}
+
+/// The local engine's ID of `image`, if it has the image.
+pub(crate) fn local_image_id(sh: &Shell, engine: Engine, image: &str) -> Option<String> {
+    let program = engine.program();
+    let format = "{{.Id}}";
+    cmd!(sh, "{program} image inspect --format {format} {image}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Loads `image` into the cluster when the local engine has it and this cluster has not been
+/// given this image ID yet (recorded in `paths.loaded_image`). Returns what it did.
+pub(crate) fn load_image(
+    sh: &Shell,
+    engine: Engine,
+    image: &str,
+    name: &str,
+    paths: &Paths,
+    fresh: bool,
+) -> Result<String> {
+    let Some(id) = local_image_id(sh, engine, image) else {
+        return Ok(format!(
+            "{image} is not in the local {}: the node pulls it",
+            engine.program()
+        ));
+    };
+    let record = format!("{image} {id}\n");
+    if !fresh
+        && std::fs::read_to_string(&paths.loaded_image)
+            .map(|r| r == record)
+            .unwrap_or(false)
+    {
+        return Ok(format!("{image} already loaded"));
+    }
+    for argv in plan::image_load_commands(engine, image, name, &paths.archive) {
+        let (program, args) = argv.split_first().expect("a command");
+        cmd!(sh, "{program} {args...}")
+            .run()
+            .with_context(|| format!("loading {image} into cluster {name} failed"))?;
+    }
+    let _ = std::fs::remove_file(&paths.archive);
+    e2e_migrations::state::write_private(&paths.loaded_image, record.as_bytes())?;
+    Ok(format!(
+        "loaded {image} from the local {}",
+        engine.program()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(kind: bool, docker: EngineAnswer, podman: EngineAnswer) -> Probe {
+        Probe {
+            kind,
+            podman_requested: false,
+            docker,
+            podman,
+        }
+    }
+
+    #[test]
+    fn missing_kind_says_what_to_install() {
+        let e =
+            availability(&probe(false, EngineAnswer::Running, EngineAnswer::Missing)).unwrap_err();
+        expect_test::expect![[r#"`kind` is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`), or use --backend local"#]]
+        .assert_eq(&e);
+    }
+
+    #[test]
+    fn no_engine_says_what_to_install() {
+        let e =
+            availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Missing)).unwrap_err();
+        expect_test::expect![[r#"no container engine for kind: install docker or podman and start it, or use --backend local"#]].assert_eq(&e);
+    }
+
+    #[test]
+    fn a_stopped_docker_says_to_start_it() {
+        let said = "\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n";
+        let e = availability(&probe(
+            true,
+            EngineAnswer::NotRunning(said.into()),
+            EngineAnswer::Missing,
+        ))
+        .unwrap_err();
+        expect_test::expect![[r#"docker is installed but not running (`docker info`: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?): start it (`sudo systemctl start docker`, or open Docker Desktop / colima), or use --backend local"#]]
+        .assert_eq(&e);
+        let e =
+            availability(&probe(true, EngineAnswer::TimedOut, EngineAnswer::Missing)).unwrap_err();
+        assert!(e.contains("did not answer within 5 s"), "{e}");
+    }
+
+    #[test]
+    fn podman_serves_when_docker_is_absent_or_requested() {
+        assert_eq!(
+            availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Running)),
+            Ok(Engine::Podman)
+        );
+        assert_eq!(
+            availability(&probe(true, EngineAnswer::Running, EngineAnswer::Missing)),
+            Ok(Engine::Docker)
+        );
+        let p = Probe {
+            kind: true,
+            podman_requested: true,
+            docker: EngineAnswer::Running,
+            podman: EngineAnswer::Missing,
+        };
+        assert!(availability(&p)
+            .unwrap_err()
+            .contains("install podman (KIND_EXPERIMENTAL_PROVIDER=podman)"));
+    }
+
+    fn ours(hash: &str) -> Marker {
+        Marker::Ours {
+            config_hash: Some(hash.to_string()),
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn reuse_decisions() {
+        let existing = vec!["other".to_string(), "e2e".to_string()];
+        assert_eq!(
+            decide("new", &existing, &Marker::Foreign, false, false, "h"),
+            Action::Create
+        );
+        assert_eq!(
+            decide("e2e", &existing, &ours("h"), false, false, "h"),
+            Action::Reuse
+        );
+        assert_eq!(
+            decide("e2e", &existing, &ours("h"), false, true, "h"),
+            Action::Recreate("--recreate".into())
+        );
+        assert!(
+            matches!(decide("e2e", &existing, &ours("old"), true, false, "h"), Action::Recreate(w) if w.contains("config changed"))
+        );
+        let sick = Marker::Ours {
+            config_hash: Some("h".into()),
+            healthy: false,
+        };
+        assert!(
+            matches!(decide("e2e", &existing, &sick, true, false, "h"), Action::Recreate(w) if w.contains("not Ready"))
+        );
+    }
+
+    #[test]
+    fn a_cluster_setup_did_not_create_is_refused_even_with_recreate() {
+        let existing = vec!["e2e".to_string()];
+        let Action::Refuse(e) = decide("e2e", &existing, &Marker::Foreign, true, true, "h") else {
+            panic!("must refuse")
+        };
+        expect_test::expect![[r#"a Kind cluster named "e2e" exists and its node lacks the label e2e-migrations/owner=xtask-e2e-setup; e2e-setup never changes or deletes a cluster it did not create: choose another cluster.name in e2e.toml (--config), or delete it yourself (`kind delete cluster --name e2e`)"#]]
+        .assert_eq(&e);
+        let down = Marker::Unreachable("connection refused".into());
+        assert!(
+            matches!(decide("e2e", &existing, &down, false, false, "h"), Action::Refuse(e) if e.contains("owner cannot be checked"))
+        );
+        assert!(matches!(
+            decide("e2e", &existing, &down, true, false, "h"),
+            Action::Recreate(_)
+        ));
+    }
+
+    #[test]
+    fn teardown_deletes_only_our_cluster() {
+        let existing = vec!["e2e".to_string()];
+        assert_eq!(
+            decide_teardown("e2e", &existing, &ours("x"), false),
+            TeardownAction::Delete
+        );
+        assert!(matches!(
+            decide_teardown("gone", &existing, &ours("x"), true),
+            TeardownAction::Nothing(_)
+        ));
+        assert!(matches!(
+            decide_teardown("e2e", &existing, &Marker::Foreign, true),
+            TeardownAction::Refuse(_)
+        ));
+        let down = Marker::Unreachable("refused".into());
+        assert_eq!(
+            decide_teardown("e2e", &existing, &down, true),
+            TeardownAction::Delete
+        );
+        assert!(matches!(
+            decide_teardown("e2e", &existing, &down, false),
+            TeardownAction::Refuse(_)
+        ));
+    }
+}

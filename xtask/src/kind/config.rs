@@ -1,0 +1,417 @@
+//! The settings file (`e2e.toml`, optional) and the typed Kind cluster config built from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The node label that marks a Kind cluster as created by `e2e-setup` (value [`OWNER_VALUE`]).
+pub(crate) const OWNER_LABEL: &str = "e2e-migrations/owner";
+
+/// The value of [`OWNER_LABEL`].
+pub(crate) const OWNER_VALUE: &str = "xtask-e2e-setup";
+
+/// The node label carrying a hash of the cluster config, so a changed config is noticed on reuse.
+pub(crate) const CONFIG_HASH_LABEL: &str = "e2e-migrations/config-hash";
+
+/// The settings file's name at the workspace root.
+pub(crate) const CONFIG_FILE: &str = "e2e.toml";
+
+/// The settings for the kind and kube backends: `e2e.toml`, every field optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct E2eConfig {
+    /// The Kind cluster.
+    pub(crate) cluster: ClusterSettings,
+    /// PostgreSQL in the cluster.
+    pub(crate) postgres: PostgresSettings,
+    /// Extra host ports the Kind node publishes on 127.0.0.1 (for the services' own NodePorts).
+    pub(crate) port_mappings: Vec<PortMapping>,
+}
+
+/// `[cluster]`: the Kind cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ClusterSettings {
+    /// The cluster name (`kind create cluster --name`).
+    pub(crate) name: String,
+    /// The node image, pinned (e.g. `kindest/node:v1.31.2@sha256:...`); default: the one the
+    /// installed kind release pins.
+    pub(crate) node_image: Option<String>,
+    /// Extra labels on the node.
+    pub(crate) labels: BTreeMap<String, String>,
+    /// kubeadm config patches for the node (YAML documents), where a cluster needs them.
+    pub(crate) kubeadm_config_patches: Vec<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            name: "e2e-migrations".to_string(),
+            node_image: None,
+            labels: BTreeMap::new(),
+            kubeadm_config_patches: Vec::new(),
+        }
+    }
+}
+
+/// `[postgres]`: the PostgreSQL deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct PostgresSettings {
+    /// The image, pinned.
+    pub(crate) image: String,
+    /// `Always`, `IfNotPresent` or `Never` (a cluster with no registry needs `Never`).
+    pub(crate) image_pull_policy: String,
+    /// The namespace (kind; `--backend kube` takes `--namespace`).
+    pub(crate) namespace: String,
+    /// The database user.
+    pub(crate) user: String,
+    /// The database name.
+    pub(crate) database: String,
+    /// Kind: the NodePort of the PostgreSQL Service (30000-32767).
+    pub(crate) node_port: u16,
+    /// Kind: the host port on 127.0.0.1 that the node publishes for the NodePort.
+    pub(crate) host_port: u16,
+    /// Seconds to wait for PostgreSQL to become ready.
+    pub(crate) ready_timeout_s: u64,
+    /// Extra server settings (`-c name=value`) after the test-speed ones.
+    pub(crate) settings: Vec<String>,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings {
+            image: "postgres:16.6-bookworm".to_string(),
+            image_pull_policy: "IfNotPresent".to_string(),
+            namespace: "e2e".to_string(),
+            user: "e2e".to_string(),
+            database: "e2e".to_string(),
+            node_port: 30432,
+            host_port: 15432,
+            ready_timeout_s: 180,
+            settings: Vec::new(),
+        }
+    }
+}
+
+/// `[[port_mappings]]`: one service's NodePort published on 127.0.0.1.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PortMapping {
+    /// What it is for (a service name), for messages.
+    pub(crate) name: String,
+    /// The NodePort in the cluster.
+    pub(crate) node_port: u16,
+    /// The host port on 127.0.0.1.
+    pub(crate) host_port: u16,
+}
+
+impl E2eConfig {
+    /// Reads `path` if given (it must exist), else `default_path` if it exists, else defaults.
+    pub(crate) fn load(
+        explicit: Option<&Path>,
+        default_path: &Path,
+    ) -> Result<(E2eConfig, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if default_path.is_file() => default_path.to_path_buf(),
+            None => return Ok((E2eConfig::default(), None)),
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("--config {}: cannot read it", path.display()))?;
+        let config =
+            E2eConfig::parse(&text).with_context(|| format!("--config {}", path.display()))?;
+        Ok((config, Some(path)))
+    }
+
+    /// Parses and validates the file's text (pure).
+    pub(crate) fn parse(text: &str) -> Result<E2eConfig> {
+        let config: E2eConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks names and ports; each error names the field at fault.
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_dns_label("cluster.name", &self.cluster.name)?;
+        check_dns_label("postgres.namespace", &self.postgres.namespace)?;
+        if self.postgres.image.trim().is_empty() {
+            bail!("postgres.image is empty: name a pinned PostgreSQL image such as postgres:16.6-bookworm");
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&self.postgres.image_pull_policy.as_str())
+        {
+            bail!(
+                "postgres.image_pull_policy {:?}: expected Always, IfNotPresent or Never",
+                self.postgres.image_pull_policy
+            );
+        }
+        let mut node_ports = vec![("postgres.node_port".to_string(), self.postgres.node_port)];
+        let mut host_ports = vec![("postgres.host_port".to_string(), self.postgres.host_port)];
+        for m in &self.port_mappings {
+            node_ports.push((format!("port_mappings {:?} node_port", m.name), m.node_port));
+            host_ports.push((format!("port_mappings {:?} host_port", m.name), m.host_port));
+        }
+        for (what, port) in &node_ports {
+            if !(30000..=32767).contains(port) {
+                bail!("{what} {port}: a NodePort must be in 30000-32767");
+            }
+        }
+        for (what, port) in &host_ports {
+            if *port == 0 {
+                bail!("{what} is 0: name a free port on 127.0.0.1");
+            }
+        }
+        for list in [&node_ports, &host_ports] {
+            for (i, (what, port)) in list.iter().enumerate() {
+                if let Some((other, _)) = list[..i].iter().find(|(_, p)| p == port) {
+                    bail!("{what} {port} is also {other}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rejects what Kubernetes (and kind) would refuse as a name: lower-case letters, digits and
+/// `-`, starting and ending alphanumeric, at most 63 characters.
+pub(crate) fn check_dns_label(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!("{what} {name:?}: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A Kind `Cluster` config (`kind.x-k8s.io/v1alpha4`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KindCluster {
+    /// Always `Cluster`.
+    pub(crate) kind: &'static str,
+    /// Always `kind.x-k8s.io/v1alpha4`.
+    pub(crate) api_version: &'static str,
+    /// The cluster name.
+    pub(crate) name: String,
+    /// The nodes.
+    pub(crate) nodes: Vec<KindNode>,
+}
+
+/// One Kind node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KindNode {
+    /// `control-plane` or `worker`.
+    pub(crate) role: &'static str,
+    /// The node image, when pinned in the settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) image: Option<String>,
+    /// Node labels (ownership marker, config hash, extra labels).
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Host ports published by the node container.
+    pub(crate) extra_port_mappings: Vec<KindPortMapping>,
+    /// kubeadm patches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) kubeadm_config_patches: Vec<String>,
+}
+
+/// One published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KindPortMapping {
+    /// The port inside the node (a NodePort).
+    pub(crate) container_port: u16,
+    /// The host port.
+    pub(crate) host_port: u16,
+    /// Always `127.0.0.1`: nothing listens beyond this machine.
+    pub(crate) listen_address: &'static str,
+    /// Always `TCP`.
+    pub(crate) protocol: &'static str,
+}
+
+impl KindCluster {
+    /// The cluster for `config`: one control-plane node publishing PostgreSQL's NodePort and
+    /// every `[[port_mappings]]` on 127.0.0.1, labelled as ours with the config's hash.
+    pub(crate) fn from_config(config: &E2eConfig) -> KindCluster {
+        let mut mappings = vec![KindPortMapping {
+            container_port: config.postgres.node_port,
+            host_port: config.postgres.host_port,
+            listen_address: "127.0.0.1",
+            protocol: "TCP",
+        }];
+        mappings.extend(config.port_mappings.iter().map(|m| KindPortMapping {
+            container_port: m.node_port,
+            host_port: m.host_port,
+            listen_address: "127.0.0.1",
+            protocol: "TCP",
+        }));
+        let mut labels = config.cluster.labels.clone();
+        labels.insert(OWNER_LABEL.to_string(), OWNER_VALUE.to_string());
+        let mut cluster = KindCluster {
+            kind: "Cluster",
+            api_version: "kind.x-k8s.io/v1alpha4",
+            name: config.cluster.name.clone(),
+            nodes: vec![KindNode {
+                role: "control-plane",
+                image: config.cluster.node_image.clone(),
+                labels,
+                extra_port_mappings: mappings,
+                kubeadm_config_patches: config.cluster.kubeadm_config_patches.clone(),
+            }],
+        };
+        let hash = cluster.hash();
+        cluster.nodes[0]
+            .labels
+            .insert(CONFIG_HASH_LABEL.to_string(), hash);
+        cluster
+    }
+
+    /// A stable hash of the config without the hash label (FNV-1a 64, hex): a reused cluster
+    /// whose label differs was created from another config.
+    pub(crate) fn hash(&self) -> String {
+        let mut unhashed = self.clone();
+        for n in &mut unhashed.nodes {
+            n.labels.remove(CONFIG_HASH_LABEL);
+        }
+        format!("{:016x}", fnv1a(unhashed.to_yaml().as_bytes()))
+    }
+
+    /// The config file's text.
+    pub(crate) fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a kind config serialises")
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::{expect, Expect};
+
+    fn check(toml: &str, expect: Expect) {
+        let config = E2eConfig::parse(toml).unwrap();
+        expect.assert_eq(&KindCluster::from_config(&config).to_yaml());
+    }
+
+    #[test]
+    fn default_kind_config_publishes_postgres_on_loopback() {
+        check(
+            "",
+            expect![[r#"
+                kind: Cluster
+                apiVersion: kind.x-k8s.io/v1alpha4
+                name: e2e-migrations
+                nodes:
+                - role: control-plane
+                  labels:
+                    e2e-migrations/config-hash: 9c585fe6ee3894f2
+                    e2e-migrations/owner: xtask-e2e-setup
+                  extraPortMappings:
+                  - containerPort: 30432
+                    hostPort: 15432
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+            "#]],
+        );
+    }
+
+    #[test]
+    fn kind_config_with_image_service_ports_labels_and_patches() {
+        check(
+            r#"
+            [cluster]
+            name = "team-a"
+            node_image = "kindest/node:v1.31.2"
+            labels = { tier = "e2e" }
+            kubeadm_config_patches = ["kind: InitConfiguration\nnodeRegistration:\n  kubeletExtraArgs:\n    max-pods: \"50\"\n"]
+            [postgres]
+            host_port = 25432
+            [[port_mappings]]
+            name = "datastorage"
+            node_port = 30080
+            host_port = 18080
+            "#,
+            expect![[r#"
+                kind: Cluster
+                apiVersion: kind.x-k8s.io/v1alpha4
+                name: team-a
+                nodes:
+                - role: control-plane
+                  image: kindest/node:v1.31.2
+                  labels:
+                    e2e-migrations/config-hash: 4b7b9e9c049dc110
+                    e2e-migrations/owner: xtask-e2e-setup
+                    tier: e2e
+                  extraPortMappings:
+                  - containerPort: 30432
+                    hostPort: 25432
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30080
+                    hostPort: 18080
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  kubeadmConfigPatches:
+                  - |
+                    kind: InitConfiguration
+                    nodeRegistration:
+                      kubeletExtraArgs:
+                        max-pods: "50"
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_changed_config_changes_the_hash() {
+        let a = KindCluster::from_config(&E2eConfig::default());
+        let mut changed = E2eConfig::default();
+        changed.postgres.host_port = 15433;
+        assert_ne!(a.hash(), KindCluster::from_config(&changed).hash());
+        assert_eq!(
+            a.hash(),
+            KindCluster::from_config(&E2eConfig::default()).hash()
+        );
+    }
+
+    fn err(toml: &str) -> String {
+        format!("{:#}", E2eConfig::parse(toml).unwrap_err())
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        assert!(err("[cluster]\nname = \"Team_A\"").contains("cluster.name \"Team_A\""));
+        assert!(err("[postgres]\nnode_port = 8080")
+            .contains("postgres.node_port 8080: a NodePort must be in 30000-32767"));
+        assert!(err("[postgres]\nimage_pull_policy = \"never\"")
+            .contains("postgres.image_pull_policy \"never\""));
+        assert!(
+            err("[[port_mappings]]\nname = \"svc\"\nnode_port = 30100\nhost_port = 15432")
+                .contains("port_mappings \"svc\" host_port 15432 is also postgres.host_port")
+        );
+        assert!(err("[postgres]\nimgae = \"x\"").contains("unknown field `imgae`"));
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_a_missing_explicit_file_is_an_error() {
+        let nowhere = Path::new("/nonexistent/e2e.toml");
+        let (config, path) = E2eConfig::load(None, nowhere).unwrap();
+        assert_eq!((config, path), (E2eConfig::default(), None));
+        let e = format!("{:#}", E2eConfig::load(Some(nowhere), nowhere).unwrap_err());
+        assert!(
+            e.starts_with("--config /nonexistent/e2e.toml: cannot read it"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! The ordered plan of commands and manifests (pure): what `--dry-run` prints, and the argument
+//! lists that the real run passes to `kind` and the container engine.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The container engine kind runs its nodes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    /// Docker.
+    Docker,
+    /// Podman (kind with `KIND_EXPERIMENTAL_PROVIDER=podman`).
+    Podman,
+}
+
+impl Engine {
+    /// The engine's command.
+    pub(crate) fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A command; `when` says under which condition it runs.
+    Run {
+        argv: Vec<String>,
+        when: Option<String>,
+    },
+    /// A file written with mode 0600.
+    Write { path: String, text: String },
+    /// Objects applied server-side.
+    Apply { target: String, yaml: String },
+    /// Anything else the run does (waits, connections, migrations, API deletes).
+    Do(String),
+}
+
+/// `kind create cluster` with our config and our own kubeconfig file (the user's stays
+/// untouched); `--retain` keeps a failed cluster so its logs can be exported.
+pub(crate) fn kind_create_args(name: &str, config: &Path, kubeconfig: &Path) -> Vec<String> {
+    let mut a = strings(&["create", "cluster", "--name", name, "--config"]);
+    a.push(config.display().to_string());
+    a.push("--kubeconfig".to_string());
+    a.push(kubeconfig.display().to_string());
+    a.extend(strings(&["--wait", "120s", "--retain"]));
+    a
+}
+
+/// `kind delete cluster`, with our kubeconfig file (so the user's is not edited).
+pub(crate) fn kind_delete_args(name: &str, kubeconfig: &Path) -> Vec<String> {
+    let mut a = strings(&["delete", "cluster", "--name", name, "--kubeconfig"]);
+    a.push(kubeconfig.display().to_string());
+    a
+}
+
+/// `kind get kubeconfig` (printed on stdout, which we write to our own file).
+pub(crate) fn kind_get_kubeconfig_args(name: &str) -> Vec<String> {
+    strings(&["get", "kubeconfig", "--name", name])
+}
+
+/// Loading a local image into the node: `kind load docker-image` for Docker; for Podman, the
+/// image saved to `archive` first, then `kind load image-archive`.
+pub(crate) fn image_load_commands(
+    engine: Engine,
+    image: &str,
+    cluster: &str,
+    archive: &Path,
+) -> Vec<Vec<String>> {
+    match engine {
+        Engine::Docker => vec![strings(&[
+            "kind",
+            "load",
+            "docker-image",
+            image,
+            "--name",
+            cluster,
+        ])],
+        Engine::Podman => {
+            let archive = archive.display().to_string();
+            vec![
+                strings(&["podman", "save", "--output", &archive, image]),
+                strings(&["kind", "load", "image-archive", &archive, "--name", cluster]),
+            ]
+        }
+    }
+}
+
+/// `kind export logs` into `dir`.
+pub(crate) fn kind_export_logs_args(name: &str, dir: &Path) -> Vec<String> {
+    let mut a = strings(&["export", "logs"]);
+    a.push(dir.display().to_string());
+    a.extend(strings(&["--name", name]));
+    a
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
+fn kind(args: Vec<String>) -> Vec<String> {
+    std::iter::once("kind".to_string()).chain(args).collect()
+}
+
+/// What a Kind setup plan needs.
+#[derive(Debug, Clone)]
+pub(crate) struct KindSetup<'a> {
+    /// Cluster name.
+    pub(crate) cluster: &'a str,
+    /// Where the kind config goes.
+    pub(crate) config_path: &'a Path,
+    /// The kind config YAML.
+    pub(crate) config_yaml: &'a str,
+    /// Our kubeconfig file.
+    pub(crate) kubeconfig: &'a Path,
+    /// The engine (for loading the image).
+    pub(crate) engine: Engine,
+    /// The PostgreSQL image.
+    pub(crate) image: &'a str,
+    /// Where a Podman image archive goes.
+    pub(crate) archive: &'a Path,
+}
+
+/// What both setups share after the cluster exists.
+#[derive(Debug, Clone)]
+pub(crate) struct Deploy<'a> {
+    /// Manifests as YAML (password redacted).
+    pub(crate) manifests_yaml: &'a str,
+    /// Where they go (e.g. `context kind-e2e-migrations, namespace e2e`).
+    pub(crate) target: String,
+    /// The namespace.
+    pub(crate) namespace: &'a str,
+    /// Readiness timeout.
+    pub(crate) timeout_s: u64,
+    /// How the host connects.
+    pub(crate) connect: String,
+    /// The sets (`all` when none).
+    pub(crate) sets: String,
+}
+
+/// The plan of a Kind setup.
+pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Run { argv: kind(strings(&["get", "clusters"])), when: None },
+        Step::Run {
+            argv: kind(kind_get_kubeconfig_args(k.cluster)),
+            when: Some(format!(
+                "when the cluster exists: written to {} (0600); its node must carry {}={} (created by e2e-setup)",
+                k.kubeconfig.display(),
+                super::config::OWNER_LABEL,
+                super::config::OWNER_VALUE
+            )),
+        },
+        Step::Write { path: k.config_path.display().to_string(), text: k.config_yaml.to_string() },
+        Step::Run {
+            argv: kind(kind_delete_args(k.cluster, k.kubeconfig)),
+            when: Some("with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed".to_string()),
+        },
+        Step::Run {
+            argv: kind(kind_create_args(k.cluster, k.config_path, k.kubeconfig)),
+            when: Some(format!(
+                "unless a healthy cluster {:?} that e2e-setup created exists (a same-named cluster it did not create is refused)",
+                k.cluster
+            )),
+        },
+    ];
+    let loads = image_load_commands(k.engine, k.image, k.cluster, k.archive);
+    steps.push(Step::Run {
+        argv: strings(&[
+            k.engine.program(),
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            k.image,
+        ]),
+        when: Some("is the image present in the local engine?".to_string()),
+    });
+    for argv in loads {
+        steps.push(Step::Run {
+            argv,
+            when: Some(
+                "when the image is present locally and not loaded into this cluster yet"
+                    .to_string(),
+            ),
+        });
+    }
+    steps.extend(deploy(d));
+    steps.push(Step::Run {
+        argv: kind(kind_export_logs_args(
+            k.cluster,
+            Path::new("target/e2e/kind/logs-<time>"),
+        )),
+        when: Some("only if a step above fails; the path is printed".to_string()),
+    });
+    steps
+}
+
+/// The plan of a setup in an existing cluster.
+pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<Step> {
+    deploy(d)
+}
+
+fn deploy(d: &Deploy<'_>) -> Vec<Step> {
+    vec![
+        Step::Do(format!(
+            "check namespace {}: create it, reuse it when labelled app.kubernetes.io/managed-by=e2e-migrations, refuse it otherwise",
+            d.namespace
+        )),
+        Step::Do(format!(
+            "read secret {} in namespace {}: keep its password if it exists, else generate one",
+            e2e_migrations::kube::SECRET_NAME,
+            d.namespace
+        )),
+        Step::Apply { target: d.target.clone(), yaml: d.manifests_yaml.to_string() },
+        Step::Do(format!(
+            "wait (watch) until deployment {} is rolled out and its pod is Ready, at most {} s",
+            e2e_migrations::kube::APP_NAME,
+            d.timeout_s
+        )),
+        Step::Do(format!("connect: {}", d.connect)),
+        Step::Do(format!("apply migration sets {} and roll their partitions", d.sets)),
+        Step::Do("write target/e2e/connection.json and connection.env (0600)".to_string()),
+    ]
+}
+
+/// The plan of a Kind teardown.
+pub(crate) fn kind_teardown(cluster: &str, kubeconfig: &Path) -> Vec<Step> {
+    vec![
+        Step::Run { argv: kind(strings(&["get", "clusters"])), when: None },
+        Step::Run {
+            argv: kind(kind_delete_args(cluster, kubeconfig)),
+            when: Some(format!(
+                "when cluster {cluster:?} exists and e2e-setup created it (node label {}); --keep or KEEP_CLUSTER=true keeps it",
+                super::config::OWNER_LABEL
+            )),
+        },
+        Step::Do("remove target/e2e/connection.json and connection.env".to_string()),
+    ]
+}
+
+/// The plan of a teardown in an existing cluster.
+pub(crate) fn kube_teardown(target: &str, namespace: &str) -> Vec<Step> {
+    vec![
+        Step::Do(format!(
+            "{target}: delete namespace {namespace} when it is labelled app.kubernetes.io/managed-by=e2e-migrations (nothing else), and wait until it is gone"
+        )),
+        Step::Do("remove target/e2e/connection.json and connection.env".to_string()),
+    ]
+}
+
+/// A command line as a reader would type it (arguments quoted when needed).
+pub(crate) fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The plan as text: numbered steps, commands as command lines, manifests as YAML.
+pub(crate) fn render(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for (i, step) in steps.iter().enumerate() {
+        let n = i + 1;
+        match step {
+            Step::Run { argv, when: None } => writeln!(out, "# {n}.\n{}", shell_words(argv)),
+            Step::Run {
+                argv,
+                when: Some(w),
+            } => writeln!(out, "# {n}. {w}\n{}", shell_words(argv)),
+            Step::Write { path, text } => {
+                writeln!(out, "# {n}. write {path} (mode 0600)\n{}", text.trim_end())
+            }
+            Step::Apply { target, yaml } => {
+                writeln!(
+                    out,
+                    "# {n}. server-side apply (field manager e2e-migrations) to {target}\n{}",
+                    yaml.trim_end()
+                )
+            }
+            Step::Do(what) => writeln!(out, "# {n}. {what}"),
+        }
+        .expect("writing to a String");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn deploy_input() -> Deploy<'static> {
+        Deploy {
+            manifests_yaml: "apiVersion: v1\nkind: Namespace\n",
+            target: "context kind-e2e, namespace e2e".to_string(),
+            namespace: "e2e",
+            timeout_s: 180,
+            connect: "postgres://e2e:***@127.0.0.1:15432/e2e".to_string(),
+            sets: "audit,workflow".to_string(),
+        }
+    }
+
+    #[test]
+    fn kind_setup_plan() {
+        let k = KindSetup {
+            cluster: "e2e",
+            config_path: Path::new("target/e2e/kind/config.yaml"),
+            config_yaml: "kind: Cluster\n",
+            kubeconfig: Path::new("target/e2e/kind/kubeconfig"),
+            engine: Engine::Docker,
+            image: "postgres:16.6-bookworm",
+            archive: Path::new("target/e2e/kind/image.tar"),
+        };
+        expect![[r##"
+            # 1.
+            kind get clusters
+            # 2. when the cluster exists: written to target/e2e/kind/kubeconfig (0600); its node must carry e2e-migrations/owner=xtask-e2e-setup (created by e2e-setup)
+            kind get kubeconfig --name e2e
+            # 3. write target/e2e/kind/config.yaml (mode 0600)
+            kind: Cluster
+            # 4. with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed
+            kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
+            # 5. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
+            kind create cluster --name e2e --config target/e2e/kind/config.yaml --kubeconfig target/e2e/kind/kubeconfig --wait 120s --retain
+            # 6. is the image present in the local engine?
+            docker image inspect --format '{{.Id}}' postgres:16.6-bookworm
+            # 7. when the image is present locally and not loaded into this cluster yet
+            kind load docker-image postgres:16.6-bookworm --name e2e
+            # 8. check namespace e2e: create it, reuse it when labelled app.kubernetes.io/managed-by=e2e-migrations, refuse it otherwise
+            # 9. read secret postgres-credentials in namespace e2e: keep its password if it exists, else generate one
+            # 10. server-side apply (field manager e2e-migrations) to context kind-e2e, namespace e2e
+            apiVersion: v1
+            kind: Namespace
+            # 11. wait (watch) until deployment postgres is rolled out and its pod is Ready, at most 180 s
+            # 12. connect: postgres://e2e:***@127.0.0.1:15432/e2e
+            # 13. apply migration sets audit,workflow and roll their partitions
+            # 14. write target/e2e/connection.json and connection.env (0600)
+            # 15. only if a step above fails; the path is printed
+            kind export logs 'target/e2e/kind/logs-<time>' --name e2e
+        "##]]
+        .assert_eq(&render(&kind_setup(&k, &deploy_input())));
+    }
+
+    #[test]
+    fn podman_saves_an_archive_first() {
+        let cmds = image_load_commands(
+            Engine::Podman,
+            "postgres:16",
+            "e2e",
+            Path::new("/t/image.tar"),
+        );
+        let lines: Vec<String> = cmds.iter().map(|c| shell_words(c)).collect();
+        expect![[r#"
+            [
+                "podman save --output /t/image.tar postgres:16",
+                "kind load image-archive /t/image.tar --name e2e",
+            ]
+        "#]]
+        .assert_debug_eq(&lines);
+    }
+
+    #[test]
+    fn teardown_plans() {
+        let mut steps = kind_teardown("e2e", Path::new("target/e2e/kind/kubeconfig"));
+        steps.extend(kube_teardown("context lab", "e2e-check"));
+        expect![[r##"
+            # 1.
+            kind get clusters
+            # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner); --keep or KEEP_CLUSTER=true keeps it
+            kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
+            # 3. remove target/e2e/connection.json and connection.env
+            # 4. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations (nothing else), and wait until it is gone
+            # 5. remove target/e2e/connection.json and connection.env
+        "##]]
+        .assert_eq(&render(&steps));
+    }
+
+    #[test]
+    fn shell_words_quote_only_when_needed() {
+        let argv = strings(&["docker", "image", "inspect", "--format", "{{.Id}}", "it's"]);
+        assert_eq!(
+            shell_words(&argv),
+            r#"docker image inspect --format '{{.Id}}' 'it'\''s'"#
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! The kind and kube backends from the command line: what needs no cluster runs everywhere; the
+//! real end-to-end runs (setup, connect, query the migrated schema, teardown) need a cluster.
+//!
+//! The real ones are `#[ignore]`d with the reason, so `cargo test` never creates a cluster
+//! behind a developer's back (a minute of CPU, a host port, a Docker network); run them with
+//! `cargo test -p xtask --test kind -- --ignored`. Run that way without kind or an engine they
+//! print `skipped: ...` and pass, unless `E2E_REQUIRE_KIND=1` (for a CI job that has kind), where
+//! the skip is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn xtask(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.env_remove("DATABASE_URL")
+        .env_remove("E2E_MIGRATIONS_DIR")
+        .env_remove("KEEP_CLUSTER")
+        .env("E2E_STATE_DIR", state);
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run xtask")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let mut b = [0u8; 6];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let d = std::env::temp_dir().join(format!("xtask-{tag}-{hex}"));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn entries(&self) -> usize {
+        std::fs::read_dir(&self.0).unwrap().count()
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn kind_dry_run_prints_commands_and_manifests_in_order_and_changes_nothing() {
+    let state = TempDir::new("kind-dry");
+    let o = run(xtask(&state.0).args([
+        "e2e-setup",
+        "--backend",
+        "kind",
+        "--dry-run",
+        "--sets",
+        "audit,workflow",
+    ]));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let order = [
+        "kind get clusters",
+        "apiVersion: kind.x-k8s.io/v1alpha4",
+        "listenAddress: 127.0.0.1",
+        "kind create cluster --name e2e-migrations --config",
+        "image inspect",
+        "kind: Namespace",
+        "kind: Secret",
+        "POSTGRES_PASSWORD: <generated>",
+        "kind: Service",
+        "protocol: TCP",
+        "kind: Deployment",
+        "pg_isready",
+        "apply migration sets audit,workflow",
+    ];
+    let mut at = 0;
+    for needle in order {
+        let found = out[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing or out of order in:\n{out}"));
+        at += found;
+    }
+    assert_eq!(state.entries(), 0, "a dry run writes nothing");
+}
+
+#[test]
+fn kube_dry_run_needs_no_cluster_and_uses_a_port_forward() {
+    let state = TempDir::new("kube-dry");
+    let o = run(xtask(&state.0).args([
+        "e2e-setup",
+        "--backend",
+        "kube",
+        "--context",
+        "ci",
+        "--namespace",
+        "e2e-pr-42",
+        "--dry-run",
+    ]));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert!(out.contains("to context ci, namespace e2e-pr-42"), "{out}");
+    assert!(
+        out.contains("type: ClusterIP") && !out.contains("nodePort"),
+        "{out}"
+    );
+    assert!(out.contains("connect: port-forward"), "{out}");
+    let o = run(xtask(&state.0).args([
+        "e2e-teardown",
+        "--backend",
+        "kube",
+        "--context",
+        "ci",
+        "--namespace",
+        "e2e-pr-42",
+        "--dry-run",
+    ]));
+    assert!(
+        text(&o.stdout).contains("delete namespace e2e-pr-42 when it is labelled"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(state.entries(), 0, "a dry run writes nothing");
+}
+
+#[test]
+fn missing_kind_fails_within_seconds_saying_what_to_install() {
+    let state = TempDir::new("no-kind");
+    let empty = TempDir::new("empty-path");
+    let start = Instant::now();
+    let o = run(xtask(&state.0).env("PATH", &empty.0).args([
+        "e2e-setup",
+        "--backend",
+        "kind",
+        "--sets",
+        "audit",
+    ]));
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("--backend kind: `kind` is not on PATH: install kind"),
+        "{err}"
+    );
+    assert!(err.contains("or use --backend local"), "{err}");
+}
+
+#[test]
+fn kube_without_context_names_the_flag() {
+    let state = TempDir::new("kube-noctx");
+    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kube", "--namespace", "x"]));
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("needs --context CONTEXT"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_and_field() {
+    let state = TempDir::new("bad-config");
+    let file = state.0.join("e2e.toml");
+    std::fs::write(&file, "[postgres]\nnode_port = 80\n").unwrap();
+    let o = run(xtask(&state.0)
+        .args(["e2e-setup", "--backend", "kind", "--dry-run"])
+        .arg("--config")
+        .arg(&file));
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("e2e.toml: postgres.node_port 80: a NodePort must be in 30000-32767"),
+        "{err}"
+    );
+}
+
+// ---- against a real cluster ----
+
+/// Why the real kind test cannot run here, if it cannot.
+fn kind_missing() -> Option<String> {
+    let has = |p: &str| {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+            .unwrap_or(false)
+    };
+    if !has("kind") {
+        return Some("`kind` is not on PATH".to_string());
+    }
+    let engine = if std::env::var("KIND_EXPERIMENTAL_PROVIDER").as_deref() == Ok("podman") {
+        "podman"
+    } else {
+        "docker"
+    };
+    match Command::new(engine)
+        .args(["info"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => None,
+        _ => Some(format!(
+            "`{engine} info` does not answer (no running container engine)"
+        )),
+    }
+}
+
+fn skip_or_fail(why: &str) {
+    if std::env::var("E2E_REQUIRE_KIND").as_deref() == Ok("1") {
+        panic!("E2E_REQUIRE_KIND=1 but {why}");
+    }
+    eprintln!(
+        "skipped: {why}; install kind and start docker or podman to run it (see docs/kind.md)"
+    );
+}
+
+fn env_lines(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("--print-env has no {key}: {env:?}"))
+}
+
+async fn migrated_tables(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+              WHERE table_schema = 'public' AND table_name IN ('audit_events', 'remediation_workflow_catalog', 'goose_db_version')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+#[ignore = "needs kind and a running container engine (creates a cluster): cargo test -p xtask --test kind -- --ignored"]
+fn kind_setup_connect_query_teardown() {
+    if let Some(why) = kind_missing() {
+        return skip_or_fail(&why);
+    }
+    let state = TempDir::new("kind-e2e");
+    let config = state.0.join("e2e.toml");
+    std::fs::write(&config, "[cluster]\nname = \"e2e-migrations-test\"\n[postgres]\nhost_port = 25432\nnode_port = 30433\n").unwrap();
+    let setup = || {
+        run(xtask(&state.0)
+            .args([
+                "e2e-setup",
+                "--backend",
+                "kind",
+                "--sets",
+                "audit,workflow",
+                "--print-env",
+                "--config",
+            ])
+            .arg(&config))
+    };
+    let o = setup();
+    assert!(o.status.success(), "setup failed: {}", text(&o.stderr));
+    let env = env_lines(&text(&o.stdout));
+    let url = get(&env, "DATABASE_URL").to_string();
+    assert!(url.contains("@127.0.0.1:25432/"), "{url}");
+    assert!(Path::new(get(&env, "KUBECONFIG")).is_file());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tables = rt.block_on(async {
+        let client = e2e_migrations::db::connect(&url).await.unwrap();
+        migrated_tables(&client).await
+    });
+    assert_eq!(
+        tables,
+        [
+            "audit_events",
+            "goose_db_version",
+            "remediation_workflow_catalog"
+        ]
+    );
+
+    let warm = Instant::now();
+    let o = setup();
+    assert!(o.status.success(), "warm setup failed: {}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("reused"), "{}", text(&o.stderr));
+    eprintln!("warm setup: {:?}", warm.elapsed());
+
+    let o = run(xtask(&state.0)
+        .args(["e2e-teardown", "--config"])
+        .arg(&config));
+    assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
+    let clusters = Command::new("kind")
+        .args(["get", "clusters"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&clusters.stdout)
+            .lines()
+            .any(|l| l == "e2e-migrations-test"),
+        "cluster still there"
+    );
+    let o = run(xtask(&state.0)
+        .args(["e2e-teardown", "--backend", "kind", "--config"])
+        .arg(&config));
+    assert!(
+        o.status.success(),
+        "a second teardown is a no-op: {}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs an existing cluster: E2E_KUBE_CONTEXT=ctx [E2E_CONFIG=e2e.toml] cargo test -p xtask --test kind -- --ignored"]
+fn kube_setup_connect_query_teardown() {
+    let Ok(context) = std::env::var("E2E_KUBE_CONTEXT") else {
+        return skip_or_fail(
+            "E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)",
+        );
+    };
+    let state = TempDir::new("kube-e2e");
+    let dir_name = state.0.file_name().unwrap().to_string_lossy().into_owned();
+    let namespace = format!("e2e-test-{}", dir_name.rsplit('-').next().unwrap());
+    let config_args: Vec<String> = std::env::var("E2E_CONFIG")
+        .map(|c| vec!["--config".to_string(), c])
+        .unwrap_or_default();
+    let o = run(xtask(&state.0)
+        .args([
+            "e2e-setup",
+            "--backend",
+            "kube",
+            "--context",
+            &context,
+            "--namespace",
+            &namespace,
+            "--sets",
+            "audit,workflow",
+            "--print-env",
+        ])
+        .args(&config_args));
+    assert!(o.status.success(), "setup failed: {}", text(&o.stderr));
+    let env = env_lines(&text(&o.stdout));
+    assert_eq!(get(&env, "E2E_NAMESPACE"), namespace);
+
+    let target = e2e_migrations::kube::Target {
+        kubeconfig: std::env::var_os("KUBECONFIG").map(PathBuf::from),
+        context: Some(context.clone()),
+        namespace: namespace.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tables, report) = rt.block_on(async {
+        let (client, forward) = target.connect().await.unwrap();
+        let tables = migrated_tables(&client).await;
+        drop(client);
+        forward.abort();
+        // the library entry point: the same sets again through the port-forward apply nothing
+        let report = target
+            .apply_sets(&["audit".to_string(), "workflow".to_string()])
+            .await
+            .unwrap();
+        (tables, report)
+    });
+    assert_eq!(
+        tables,
+        [
+            "audit_events",
+            "goose_db_version",
+            "remediation_workflow_catalog"
+        ]
+    );
+    assert!(
+        report.migrations.applied.is_empty(),
+        "{:?}",
+        report.migrations.applied
+    );
+
+    let o = run(xtask(&state.0).args(["e2e-teardown"]));
+    assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("deleted"), "{}", text(&o.stderr));
+}
