@@ -23,12 +23,14 @@ pub mod plan;
 pub mod scan;
 pub mod sets;
 pub mod state;
+pub mod testdb;
 pub mod source;
 
 pub use error::{Error, Result};
 pub use migrator::{Options, Report};
 pub use sets::{Catalog, Manifest, Selection};
 pub use source::{Folder, Migration};
+pub use testdb::TestDatabase;
 
 use std::path::{Path, PathBuf};
 

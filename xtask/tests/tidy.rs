@@ -1,0 +1,85 @@
+//! Tidy checks over the repository, run as ordinary tests.
+
+use std::path::{Path, PathBuf};
+
+/// Lines under `text` that create or alter a table (case-insensitive), with 1-based line numbers.
+fn ddl_lines(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.to_ascii_lowercase();
+            let words: Vec<&str> = l
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .filter(|w| !w.is_empty())
+                .collect();
+            words
+                .windows(2)
+                .any(|w| (w[0] == "create" || w[0] == "alter") && w[1] == "table")
+        })
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .collect()
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.file_name()
+            .is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// The service test crates use the shared migrations; a table made or changed inline would
+/// drift from what production has.
+#[test]
+fn no_ddl_under_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let test_dir = root.join("test");
+    let mut files = Vec::new();
+    files_under(&test_dir, &mut files);
+    assert!(
+        !files.is_empty(),
+        "no files under {}: is the tidy check looking in the right place?",
+        test_dir.display()
+    );
+    let mut found = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for (line, l) in ddl_lines(&text) {
+            found.push(format!(
+                "{}:{line}: {l}",
+                f.strip_prefix(&root).unwrap_or(&f).display()
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "CREATE TABLE / ALTER TABLE under test/ (add a migration to migrations/ and a set in sets.toml instead):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn ddl_detection_is_case_insensitive_and_word_based() {
+    assert_eq!(ddl_lines("x\n  create   TABLE t (id int);").len(), 1);
+    assert_eq!(
+        ddl_lines("client.execute(\"Alter Table t add c int\")").len(),
+        1
+    );
+    assert!(ddl_lines(
+        "INSERT INTO audit_events ...; -- creates tables? no\nlet created_table = 1;"
+    )
+    .is_empty());
+}
