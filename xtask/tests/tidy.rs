@@ -2,22 +2,26 @@
 
 use std::path::{Path, PathBuf};
 
-/// Lines under `text` that create or alter a table (case-insensitive), with 1-based line numbers.
+/// Where `text` creates or alters a table (case-insensitive, the two words possibly on separate
+/// lines): 1-based line numbers of the first word, with that line.
 fn ddl_lines(text: &str) -> Vec<(usize, String)> {
-    text.lines()
+    let lines: Vec<&str> = text.lines().collect();
+    let words: Vec<(usize, String)> = lines
+        .iter()
         .enumerate()
-        .filter(|(_, l)| {
-            let l = l.to_ascii_lowercase();
-            let words: Vec<&str> = l
-                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .flat_map(|(i, l)| {
+            l.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
                 .filter(|w| !w.is_empty())
-                .collect();
-            words
-                .windows(2)
-                .any(|w| (w[0] == "create" || w[0] == "alter") && w[1] == "table")
+                .map(move |w| (i, w.to_ascii_lowercase()))
         })
-        .map(|(i, l)| (i + 1, l.trim().to_string()))
-        .collect()
+        .collect();
+    let mut found: Vec<(usize, String)> = words
+        .windows(2)
+        .filter(|w| (w[0].1 == "create" || w[0].1 == "alter") && w[1].1 == "table")
+        .map(|w| (w[0].0 + 1, lines[w[0].0].trim().to_string()))
+        .collect();
+    found.dedup();
+    found
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
