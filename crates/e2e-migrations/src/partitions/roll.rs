@@ -249,7 +249,7 @@ async fn locked_attempt(
                     });
                 }
                 report.moved_rows = moving;
-                tracing::info!("{table}: moved {moving} rows from the default partition into new partitions");
+                tracing::debug!("{table}: moved {moving} rows from the default partition into new partitions");
             }
 
             for prune in &plan.prune {
