@@ -43,7 +43,7 @@ pub(crate) async fn partitions_120(ctx: &Ctx) -> Result<Vec<CaseResult>> {
     for _ in 0..ctx.runs {
         let mut c = audit_table(ctx, &project, "bench_part_ours").await?;
         let start = Instant::now();
-        let report = partitions::roll(&mut c, &[spec.clone()], Utc::now(), &RollOptions::default()).await?;
+        let report = partitions::roll(&mut c, std::slice::from_ref(&spec), Utc::now(), &RollOptions::default()).await?;
         ours.push(start.elapsed().as_secs_f64());
         check_count(&c, "ours").await?;
         if report.created.len() as i64 != RANGES + 1 {

@@ -82,7 +82,8 @@ async fn audit_window_is_covered_at_several_instants() {
         ("2023-02-28", ["2023_01", "2023_02", "2023_03", "2023_04", "2023_05"]),
     ] {
         let (db, mut c, spec) = audit_db().await;
-        let report = partitions::roll(&mut c, &[spec.clone()], at(now), &RollOptions::default()).await.unwrap();
+        let report =
+            partitions::roll(&mut c, std::slice::from_ref(&spec), at(now), &RollOptions::default()).await.unwrap();
         let mut want: Vec<String> = expected.iter().map(|s| format!("audit_events_{s}")).collect();
         want.push("audit_events_default".into());
         assert_eq!(report.created, want, "at {now}");
@@ -118,7 +119,8 @@ async fn audit_window_is_covered_at_several_instants() {
         );
 
         // Idempotent: the same instant again changes nothing.
-        let again = partitions::roll(&mut c, &[spec.clone()], at(now), &RollOptions::default()).await.unwrap();
+        let again =
+            partitions::roll(&mut c, std::slice::from_ref(&spec), at(now), &RollOptions::default()).await.unwrap();
         assert!(again.created.is_empty() && again.pruned.is_empty() && again.moved_rows == 0, "{again:?}");
         assert_eq!(again.present, 5);
         assert_eq!(partitions_of(&c, "audit_events").await, parts);
@@ -130,8 +132,9 @@ async fn audit_window_is_covered_at_several_instants() {
 #[tokio::test]
 async fn later_roll_adds_exactly_the_new_periods() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
-    let later = partitions::roll(&mut c, &[spec.clone()], at("2025-02-10"), &RollOptions::default()).await.unwrap();
+    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    let later =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2025-02-10"), &RollOptions::default()).await.unwrap();
     assert_eq!(later.created, ["audit_events_2025_04", "audit_events_2025_05"]);
     assert_eq!(later.present, 3);
     // Without retention nothing old goes away.
@@ -143,7 +146,7 @@ async fn later_roll_adds_exactly_the_new_periods() {
 #[tokio::test]
 async fn rows_waiting_in_the_default_partition_move_into_new_partitions() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
     // Rows for April and May 2025 arrive before their partitions: they wait in the default one,
     // one of them referencing another (the table's self-referencing foreign key).
     let mut ids = Vec::new();
@@ -164,7 +167,8 @@ async fn rows_waiting_in_the_default_partition_move_into_new_partitions() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
 
-    let report = partitions::roll(&mut c, &[spec.clone()], at("2025-02-10"), &RollOptions::default()).await.unwrap();
+    let report =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2025-02-10"), &RollOptions::default()).await.unwrap();
     assert_eq!(report.created, ["audit_events_2025_04", "audit_events_2025_05"]);
     assert_eq!(report.moved_rows, 6);
     assert_eq!(count(&c, "SELECT count(*) FROM audit_events_2025_04").await, 3);
@@ -187,7 +191,7 @@ async fn rows_waiting_in_the_default_partition_move_into_new_partitions() {
     );
 
     // `list` sees the same thing, with bounds and row counts, and serialises.
-    let listing = partitions::list(&mut c, &[spec.clone()], at("2025-02-10")).await.unwrap();
+    let listing = partitions::list(&mut c, std::slice::from_ref(&spec), at("2025-02-10")).await.unwrap();
     let l = &listing[0];
     assert_eq!(l.total_rows, 8);
     assert!(l.missing.is_empty());
@@ -229,7 +233,9 @@ async fn retention_detaches_or_drops_only_what_it_should() {
         )
         .await
         .unwrap();
-        let first = partitions::roll(&mut c, &[spec.clone()], at("2024-06-15"), &RollOptions::default()).await.unwrap();
+        let first = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-06-15"), &RollOptions::default())
+            .await
+            .unwrap();
         assert_eq!(
             first.created,
             [
@@ -247,7 +253,9 @@ async fn retention_detaches_or_drops_only_what_it_should() {
         .await
         .unwrap();
 
-        let later = partitions::roll(&mut c, &[spec.clone()], at("2024-09-15"), &RollOptions::default()).await.unwrap();
+        let later = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-09-15"), &RollOptions::default())
+            .await
+            .unwrap();
         assert_eq!(later.created, ["metrics_2024_10", "metrics_2024_11", "metrics_2024_12"]);
         // Cutoff: 1 period kept behind September, so everything ending by August 1st goes.
         assert_eq!(later.pruned, ["metrics_2024_05", "metrics_2024_06", "metrics_2024_07"]);
@@ -279,11 +287,14 @@ async fn retention_detaches_or_drops_only_what_it_should() {
         // April (in the hand-made partition), August and September are left.
         assert_eq!(count(&c, "SELECT count(*) FROM metrics").await, 30 + 31 + 30);
         // Again: nothing more to prune, nothing to create.
-        let again = partitions::roll(&mut c, &[spec.clone()], at("2024-09-15"), &RollOptions::default()).await.unwrap();
+        let again = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-09-15"), &RollOptions::default())
+            .await
+            .unwrap();
         assert!(again.created.is_empty() && again.pruned.is_empty(), "{again:?}");
         // `prune` alone creates nothing, even when a roll would.
-        let pruned =
-            partitions::prune(&mut c, &[spec.clone()], at("2025-03-15"), &RollOptions::default()).await.unwrap();
+        let pruned = partitions::prune(&mut c, std::slice::from_ref(&spec), at("2025-03-15"), &RollOptions::default())
+            .await
+            .unwrap();
         assert!(pruned.created.is_empty());
         assert_eq!(
             pruned.pruned,
@@ -303,7 +314,8 @@ async fn foreign_named_partition_is_respected_and_overlap_reported() {
     )
     .await
     .unwrap();
-    let report = partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    let report =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
     assert_eq!(report.created, ["audit_events_2024_11", "audit_events_2025_01", "audit_events_default"]);
     assert!(report.notes.iter().any(|n| n.contains("covered by audit_events_y2024m12")), "{:?}", report.notes);
     let overlaps: Vec<&String> = report.notes.iter().filter(|n| n.contains("overlap")).collect();
@@ -314,7 +326,8 @@ async fn foreign_named_partition_is_respected_and_overlap_reported() {
     insert_event(&c, day("2024-12-24"), None).await;
     assert_eq!(count(&c, "SELECT count(*) FROM audit_events_y2024m12").await, 1);
     // And a second roll still creates nothing.
-    let again = partitions::roll(&mut c, &[spec.clone()], at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    let again =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
     assert!(again.created.is_empty(), "{again:?}");
     drop(c);
     db.drop_db().await;
@@ -342,7 +355,8 @@ async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
     small_table(&c, "ticks", "timestamptz").await;
     c.batch_execute("SET TimeZone = 'America/New_York'").await.unwrap();
     let spec = PartitionSpec { interval: Interval::Daily, behind: 0, ahead: 1, ..PartitionSpec::monthly("ticks", "k") };
-    let report = partitions::roll(&mut c, &[spec.clone()], at("2024-12-31"), &RollOptions::default()).await.unwrap();
+    let report =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-31"), &RollOptions::default()).await.unwrap();
     assert_eq!(report.created, ["ticks_2024_12_31", "ticks_2025_01_01", "ticks_default"]);
     c.batch_execute(
         "INSERT INTO ticks (k) VALUES ('2024-12-31 23:59:59+00'), ('2025-01-01 00:00:00+00'), ('2024-12-30 23:59:59+00')",
@@ -353,7 +367,8 @@ async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
     assert_eq!(count(&c, "SELECT count(*) FROM ticks_2025_01_01").await, 1);
     assert_eq!(count(&c, "SELECT count(*) FROM ticks_default").await, 1);
     // Read back in a non-UTC session, the bounds still match: nothing to do.
-    let again = partitions::roll(&mut c, &[spec.clone()], at("2024-12-31"), &RollOptions::default()).await.unwrap();
+    let again =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-31"), &RollOptions::default()).await.unwrap();
     assert!(again.created.is_empty(), "{again:?}");
     // A row for January 2nd waits in the default partition, then moves with its identity value.
     let id: i64 = c
@@ -372,7 +387,7 @@ async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
 #[tokio::test]
 async fn concurrent_inserts_during_rolls_neither_fail_nor_deadlock() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, &[spec.clone()], at("2024-01-15"), &RollOptions::default()).await.unwrap();
+    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-01-15"), &RollOptions::default()).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4u64 {
@@ -412,9 +427,14 @@ async fn concurrent_inserts_during_rolls_neither_fail_nor_deadlock() {
     let mut created = 0;
     let mut moved = 0;
     for month in 2..=12 {
-        let r = partitions::roll(&mut c, &[spec.clone()], at(&format!("2024-{month:02}-15")), &RollOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("roll at month {month}: {e}"));
+        let r = partitions::roll(
+            &mut c,
+            std::slice::from_ref(&spec),
+            at(&format!("2024-{month:02}-15")),
+            &RollOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("roll at month {month}: {e}"));
         created += r.created.len();
         moved += r.moved_rows;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -437,7 +457,7 @@ async fn concurrent_inserts_during_rolls_neither_fail_nor_deadlock() {
 #[tokio::test]
 async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, &[spec.clone()], at("2024-06-15"), &RollOptions::default()).await.unwrap();
+    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-06-15"), &RollOptions::default()).await.unwrap();
     // Another session holds the parent (an open transaction that inserted a row) for 1.2 s.
     let other = db.connect().await;
     other.batch_execute("BEGIN").await.unwrap();
@@ -448,7 +468,8 @@ async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
         other
     });
     let start = std::time::Instant::now();
-    let r = partitions::roll(&mut c, &[spec.clone()], at("2024-07-15"), &RollOptions::default()).await.unwrap();
+    let r =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-07-15"), &RollOptions::default()).await.unwrap();
     assert_eq!(r.created, ["audit_events_2024_10"]);
     assert!(start.elapsed() >= std::time::Duration::from_millis(1000), "it waited for the other transaction");
     let other = holder.await.unwrap();
@@ -461,7 +482,8 @@ async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
         table_lock_timeout: std::time::Duration::from_millis(100),
         ..RollOptions::default()
     };
-    let e = partitions::roll(&mut c, &[spec.clone()], at("2024-08-15"), &opts).await.unwrap_err().to_string();
+    let e =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-08-15"), &opts).await.unwrap_err().to_string();
     assert!(
         e.starts_with("partition spec for audit_events: could not lock the table in 2 attempts of 100 ms each"),
         "{e}"
