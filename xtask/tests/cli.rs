@@ -234,3 +234,43 @@ fn local_setup_is_reused_and_teardown_is_idempotent() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("nothing to remove"), "{}", stderr(&o));
 }
+
+#[test]
+fn missing_server_binaries_say_what_to_install() {
+    let state = Dir::new(&[]);
+    let o = run(xtask()
+        .env("E2E_STATE_DIR", state.path())
+        .env("E2E_PG_BINDIR", state.path().join("no-such-bindir"))
+        .args(["e2e-setup", "--backend", "local"]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("E2E_PG_BINDIR=") && e.contains("has no initdb"), "{e}");
+}
+
+#[test]
+fn a_private_parent_folder_moves_the_data_where_the_server_account_can_reach_it() {
+    if !nix_is_root() {
+        eprintln!("skipped: only root runs the server as another account");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let private = Dir::new(&[]);
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = private.path().join("checkout/target/e2e");
+    let o = run(xtask().env("E2E_STATE_DIR", &state).args(["e2e-setup", "--backend", "local", "--sets", "notification", "--print-env"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not reachable by the server's account"), "{}", stderr(&o));
+    let url = stdout(&o).trim().strip_prefix("DATABASE_URL=").unwrap().to_string();
+    assert_eq!(query_i64(&rt(), &url, "SELECT count(*) FROM pg_class WHERE relname = 'notification_audit'"), 1);
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("local/state.json")).unwrap()).unwrap();
+    let data_root = PathBuf::from(saved["data_root"].as_str().unwrap());
+    assert!(!data_root.starts_with(private.path()), "{data_root:?}");
+    let o = run(xtask().env("E2E_STATE_DIR", &state).args(["e2e-teardown"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!data_root.exists(), "teardown removes the relocated data too");
+}
+
+fn nix_is_root() -> bool {
+    // The owner of /proc/self is this process's effective uid.
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}

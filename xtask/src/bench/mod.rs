@@ -6,6 +6,8 @@
 //! release-built xtask binary against `psql`, as the services' setup ran it.
 
 mod migrate;
+mod partitions;
+mod test_db;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,11 +125,12 @@ pub(crate) fn time_process(cmd: &mut Command) -> Result<f64> {
 /// A fresh empty database on the bench server; returns its URL.
 pub(crate) async fn fresh_db(ctx: &Ctx, name: &str) -> Result<String> {
     let admin = e2e_migrations::db::connect(&ctx.server.url_for("postgres")).await?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\"")).await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
     Ok(ctx.server.url_for(name))
 }
 
-const CASES: &[&str] = &["apply_all", "apply_200", "setup_warm"];
+const CASES: &[&str] = &["apply_all", "apply_200", "setup_warm", "partitions_120", "test_db"];
 
 impl Bench {
     pub(crate) async fn run(self) -> Result<()> {
@@ -166,6 +169,8 @@ impl Bench {
                     "apply_all" => results.extend(migrate::apply_all(&ctx).await?),
                     "apply_200" => results.extend(migrate::apply_200(&ctx).await?),
                     "setup_warm" => results.extend(migrate::setup_warm(&ctx).await?),
+                    "partitions_120" => results.extend(partitions::partitions_120(&ctx).await?),
+                    "test_db" => results.extend(test_db::test_db(&ctx).await?),
                     _ => unreachable!("checked above"),
                 }
             }
@@ -173,8 +178,9 @@ impl Bench {
         }
         .await;
         let dir = state_dir.join("local");
-        tokio::task::spawn_blocking(move || local::teardown(&dir)).await??;
+        let stopped = tokio::task::spawn_blocking(move || local::teardown(&dir)).await?;
         outcome?;
+        stopped.context("stopping the bench server")?;
 
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "cases": results }))?),
