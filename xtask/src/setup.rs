@@ -22,15 +22,24 @@ pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
     }
 }
 
-/// Picks the backend: an explicit one, else a URL when given, else kind when usable, else local.
-pub(crate) fn choose_backend(requested: Backend, has_url: bool, kind_unavailable: impl FnOnce() -> Option<String>) -> (Backend, Option<String>) {
-    match requested {
-        Backend::Auto if has_url => (Backend::Url, Some("a database URL was given".to_string())),
-        Backend::Auto => match kind_unavailable() {
+/// Picks the backend: an explicit one; else a URL when given; else the backend of the previous
+/// setup (so a second setup, or the test runner's setup script, reuses what is there); else kind
+/// when usable; else local.
+pub(crate) fn choose_backend(
+    requested: Backend,
+    has_url: bool,
+    previous: Option<BackendKind>,
+    kind_unavailable: impl FnOnce() -> Option<String>,
+) -> (Backend, Option<String>) {
+    match (requested, previous) {
+        (Backend::Auto, _) if has_url => (Backend::Url, Some("a database URL was given".to_string())),
+        (Backend::Auto, Some(BackendKind::Local)) => (Backend::Local, Some("reusing the previous setup".to_string())),
+        (Backend::Auto, Some(BackendKind::Kind)) => (Backend::Kind, Some("reusing the previous setup".to_string())),
+        (Backend::Auto, _) => match kind_unavailable() {
             None => (Backend::Kind, Some("kind and a container engine are present".to_string())),
             Some(why) => (Backend::Local, Some(format!("kind is not usable here: {why}"))),
         },
-        other => (other, None),
+        (other, _) => (other, None),
     }
 }
 
@@ -39,7 +48,9 @@ impl Setup {
         let total = Instant::now();
         let (project, sets) = load_project(&self.sets)?;
         let now = parse_now(self.now.as_deref())?;
-        let (backend, why) = choose_backend(self.backend, self.database_url.is_some(), kind::unavailable_reason);
+        let root = e2e_migrations::state_root();
+        let previous = state::read(&root)?.map(|s| s.backend);
+        let (backend, why) = choose_backend(self.backend, self.database_url.is_some(), previous, kind::unavailable_reason);
         match why {
             Some(why) => eprintln!("backend: {} ({why})", format!("{backend:?}").to_lowercase()),
             None => eprintln!("backend: {}", format!("{backend:?}").to_lowercase()),
@@ -119,7 +130,6 @@ impl Setup {
         }
 
         st.sets = sets;
-        let root = e2e_migrations::state_root();
         state::write(&root, &st)?;
         if self.print_env {
             for (k, v) in st.env() {
@@ -127,12 +137,21 @@ impl Setup {
             }
         } else {
             eprintln!("ready in {:.1} s", total.elapsed().as_secs_f64());
-            if let Some(u) = &st.database_url {
-                eprintln!("  database: {}", e2e_migrations::db::redact(u));
-            }
             eprintln!("  connection settings (0600): {}", state::env_file(&root).display());
-            eprintln!("  use them:  set -a; . {}; set +a; psql \"$DATABASE_URL\"", state::env_file(&root).display());
-            eprintln!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
+            match &st.database_url {
+                Some(u) => {
+                    eprintln!("  database: {}", e2e_migrations::db::redact(u));
+                    eprintln!("  use them:  set -a; . {}; set +a; psql \"$DATABASE_URL\"", state::env_file(&root).display());
+                    eprintln!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
+                }
+                None => {
+                    // kube: the server is reached through the Kubernetes API, not a host port.
+                    let ns = st.namespace.as_deref().unwrap_or("default");
+                    eprintln!("  no host port: the server is reached through a port-forward over the Kubernetes API");
+                    eprintln!("  from Rust:  e2e_migrations::kube::Target::from_env() (after: eval \"$(cargo xtask e2e-setup --print-env ...)\")");
+                    eprintln!("  by hand:    kubectl --namespace {ns} port-forward service/postgres 5432:5432");
+                }
+            }
         }
         Ok(())
     }
@@ -152,12 +171,22 @@ mod tests {
 
     #[test]
     fn auto_prefers_url_then_kind_then_local() {
-        assert_eq!(choose_backend(Backend::Auto, true, || None).0, Backend::Url);
-        assert_eq!(choose_backend(Backend::Auto, false, || None).0, Backend::Kind);
-        let (b, why) = choose_backend(Backend::Auto, false, || Some("no kind binary".into()));
+        assert_eq!(choose_backend(Backend::Auto, true, None, || None).0, Backend::Url);
+        assert_eq!(choose_backend(Backend::Auto, false, None, || None).0, Backend::Kind);
+        let (b, why) = choose_backend(Backend::Auto, false, None, || Some("no kind binary".into()));
         assert_eq!(b, Backend::Local);
         assert!(why.unwrap().contains("no kind binary"));
-        assert_eq!(choose_backend(Backend::Local, true, || None).0, Backend::Local);
+        assert_eq!(choose_backend(Backend::Local, true, None, || None).0, Backend::Local);
+    }
+
+    #[test]
+    fn auto_reuses_the_previous_local_or_kind_setup() {
+        let kind_here = || None;
+        assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Local), kind_here).0, Backend::Local);
+        let no_kind = || Some("no kind".to_string());
+        assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Kind), no_kind).0, Backend::Kind);
+        // A previous URL or kube setup needs its flags again: auto does not guess them.
+        assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Kube), || Some("x".into())).0, Backend::Local);
     }
 
     #[test]
