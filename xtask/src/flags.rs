@@ -94,15 +94,9 @@ pub struct Setup {
     /// Kind: delete and create the cluster even if a healthy one exists.
     #[arg(long)]
     pub recreate: bool,
-    /// Kube: the kubeconfig context of the existing cluster.
-    #[arg(long, value_name = "CONTEXT")]
-    pub context: Option<String>,
-    /// Kube: the namespace to deploy into (setup owns it).
-    #[arg(long, value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Kind/kube: the config file [default: e2e.toml at the workspace root, if present].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Cluster flags (kind, kube).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Teardown flags.
@@ -117,10 +111,18 @@ pub struct Teardown {
     /// Kind/kube: print every command in order and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Kube: the kubeconfig context.
+    /// Cluster flags (kind, kube).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Which cluster and namespace (kind, kube); shared by setup and teardown.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Kube: the kubeconfig context of the existing cluster.
     #[arg(long, value_name = "CONTEXT")]
     pub context: Option<String>,
-    /// Kube: the namespace setup made.
+    /// Kube: the namespace setup deploys into and owns.
     #[arg(long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Kind/kube: the config file [default: e2e.toml at the workspace root, if present].

@@ -124,7 +124,7 @@ fn dry_run_manifests(pg: &config::PostgresSettings, namespace: &str, exposure: E
 /// Creates or reuses the cluster, deploys PostgreSQL and connects to it.
 /// Returns `None` after a dry run (which only prints).
 pub(crate) async fn setup(args: &Setup) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
-    let config = load_config(args.config.as_deref())?;
+    let config = load_config(args.cluster.config.as_deref())?;
     match args.backend {
         crate::flags::Backend::Kube => setup_kube(args, &config).await,
         _ => setup_kind(args, &config).await,
@@ -136,8 +136,8 @@ async fn setup_kube(
     config: &E2eConfig,
 ) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let t = kube_target(
-        args.context.as_deref(),
-        args.namespace.as_deref(),
+        args.cluster.context.as_deref(),
+        args.cluster.namespace.as_deref(),
         None,
         "e2e-setup",
     )?;
@@ -270,6 +270,7 @@ async fn setup_kind(
     let name = &config.cluster.name;
     let pg = &config.postgres;
     let namespace = args
+        .cluster
         .namespace
         .clone()
         .unwrap_or_else(|| pg.namespace.clone());
@@ -353,7 +354,7 @@ async fn setup_kind(
         let client =
             e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}")))
                 .await?;
-        let flag = if args.namespace.is_some() {
+        let flag = if args.cluster.namespace.is_some() {
             "--namespace"
         } else {
             "postgres.namespace in e2e.toml"
@@ -407,7 +408,7 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
     if backend == crate::flags::Backend::Kube {
         return teardown_kube(args, state).await;
     }
-    let config = load_config(args.config.as_deref())?;
+    let config = load_config(args.cluster.config.as_deref())?;
     let name = state
         .and_then(|s| s.cluster.clone())
         .unwrap_or_else(|| config.cluster.name.clone());
@@ -455,8 +456,8 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
 
 async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()> {
     let t = kube_target(
-        args.context.as_deref(),
-        args.namespace.as_deref(),
+        args.cluster.context.as_deref(),
+        args.cluster.namespace.as_deref(),
         state,
         "e2e-teardown",
     )?;
