@@ -133,10 +133,7 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
     }
     let drifted = plan.drifted();
     if !drifted.is_empty() {
-        eprintln!(
-            "drifted: {}",
-            drifted.iter().map(|m| m.path.display().to_string()).collect::<Vec<_>>().join(", ")
-        );
+        eprintln!("drifted: {}", drifted.iter().map(|m| m.path.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(())
 }

@@ -16,7 +16,8 @@ pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
     match now {
         None => Ok(Utc::now()),
         Some(s) => {
-            let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("--now {s:?}: expected YYYY-MM-DD"))?;
+            let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .with_context(|| format!("--now {s:?}: expected YYYY-MM-DD"))?;
             Ok(d.and_hms_opt(12, 0, 0).expect("valid time").and_utc())
         }
     }
@@ -50,7 +51,8 @@ impl Setup {
         let now = parse_now(self.now.as_deref())?;
         let root = e2e_migrations::state_root();
         let previous = state::read(&root)?.map(|s| s.backend);
-        let (backend, why) = choose_backend(self.backend, self.database_url.is_some(), previous, kind::unavailable_reason);
+        let (backend, why) =
+            choose_backend(self.backend, self.database_url.is_some(), previous, kind::unavailable_reason);
         match why {
             Some(why) => eprintln!("backend: {} ({why})", format!("{backend:?}").to_lowercase()),
             None => eprintln!("backend: {}", format!("{backend:?}").to_lowercase()),
@@ -141,7 +143,10 @@ impl Setup {
             match &st.database_url {
                 Some(u) => {
                     eprintln!("  database: {}", e2e_migrations::db::redact(u));
-                    eprintln!("  use them:  set -a; . {}; set +a; psql \"$DATABASE_URL\"", state::env_file(&root).display());
+                    eprintln!(
+                        "  use them:  set -a; . {}; set +a; psql \"$DATABASE_URL\"",
+                        state::env_file(&root).display()
+                    );
                     eprintln!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
                 }
                 None => {
@@ -186,7 +191,10 @@ mod tests {
         let no_kind = || Some("no kind".to_string());
         assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Kind), no_kind).0, Backend::Kind);
         // A previous URL or kube setup needs its flags again: auto does not guess them.
-        assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Kube), || Some("x".into())).0, Backend::Local);
+        assert_eq!(
+            choose_backend(Backend::Auto, false, Some(BackendKind::Kube), || Some("x".into())).0,
+            Backend::Local
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `cargo xtask e2e-teardown`: removes what e2e-setup made, and nothing else.
 
 use anyhow::Result;
-use e2e_migrations::state::{self, BackendKind};
 use e2e_migrations::local;
+use e2e_migrations::state::{self, BackendKind};
 
 use crate::flags::{Backend, Teardown};
 use crate::kind;
@@ -55,6 +55,9 @@ impl Teardown {
 fn same_backend(saved: BackendKind, b: Backend) -> bool {
     matches!(
         (saved, b),
-        (BackendKind::Local, Backend::Local) | (BackendKind::Url, Backend::Url) | (BackendKind::Kind, Backend::Kind) | (BackendKind::Kube, Backend::Kube)
+        (BackendKind::Local, Backend::Local)
+            | (BackendKind::Url, Backend::Url)
+            | (BackendKind::Kind, Backend::Kind)
+            | (BackendKind::Kube, Backend::Kube)
     )
 }

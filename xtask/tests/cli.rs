@@ -89,7 +89,11 @@ fn duplicate_versions_are_rejected_before_connecting() {
 fn unknown_set_is_named_with_the_known_ones() {
     let o = run(xtask().args(["migrate", "up", "--database-url", UNREACHABLE, "--sets", "audit,nope"]));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("unknown set \"nope\"; known sets: all, audit, notification, workflow"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown set \"nope\"; known sets: all, audit, notification, workflow"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -117,7 +121,11 @@ fn status_and_plan_report_as_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["migrations"][0]["file"], "015_create_workflow_catalog_table.sql");
     assert!(v["migrations"][0]["statements"].as_array().unwrap().len() > 3);
-    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 0, "plan changes nothing");
+    assert_eq!(
+        query_i64(&rt, &url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        0,
+        "plan changes nothing"
+    );
 
     let o = run(xtask().args(["migrate", "up", "--sets", "workflow", "--database-url", &url]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -204,7 +212,10 @@ fn a_run_killed_mid_migration_is_completed_by_the_next() {
 fn local_setup_is_reused_and_teardown_is_idempotent() {
     let state = Dir::new(&[]);
     let setup = |extra: &[&str]| {
-        run(xtask().env("E2E_STATE_DIR", state.path()).args(["e2e-setup", "--backend", "local", "--sets", "audit,workflow"]).args(extra))
+        run(xtask()
+            .env("E2E_STATE_DIR", state.path())
+            .args(["e2e-setup", "--backend", "local", "--sets", "audit,workflow"])
+            .args(extra))
     };
     let o = setup(&["--print-env"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -215,7 +226,14 @@ fn local_setup_is_reused_and_teardown_is_idempotent() {
     assert!(url.starts_with("postgres://e2e:") && url.contains("@127.0.0.1:"), "{url}");
     assert!(!stderr(&o).contains(url.split('@').next().unwrap().rsplit(':').next().unwrap()), "no password in logs");
     let rt = rt();
-    assert_eq!(query_i64(&rt, url, "SELECT count(*) FROM pg_class WHERE relname IN ('audit_events', 'remediation_workflow_catalog')"), 2);
+    assert_eq!(
+        query_i64(
+            &rt,
+            url,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('audit_events', 'remediation_workflow_catalog')"
+        ),
+        2
+    );
     let env_file = state.path().join("connection.env");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&env_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -257,12 +275,20 @@ fn a_private_parent_folder_moves_the_data_where_the_server_account_can_reach_it(
     let private = Dir::new(&[]);
     std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let state = private.path().join("checkout/target/e2e");
-    let o = run(xtask().env("E2E_STATE_DIR", &state).args(["e2e-setup", "--backend", "local", "--sets", "notification", "--print-env"]));
+    let o = run(xtask().env("E2E_STATE_DIR", &state).args([
+        "e2e-setup",
+        "--backend",
+        "local",
+        "--sets",
+        "notification",
+        "--print-env",
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("not reachable by the server's account"), "{}", stderr(&o));
     let url = stdout(&o).trim().strip_prefix("DATABASE_URL=").unwrap().to_string();
     assert_eq!(query_i64(&rt(), &url, "SELECT count(*) FROM pg_class WHERE relname = 'notification_audit'"), 1);
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("local/state.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("local/state.json")).unwrap()).unwrap();
     let data_root = PathBuf::from(saved["data_root"].as_str().unwrap());
     assert!(!data_root.starts_with(private.path()), "{data_root:?}");
     let o = run(xtask().env("E2E_STATE_DIR", &state).args(["e2e-teardown"]));

@@ -33,10 +33,7 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         let mut b = [0u8; 6];
         use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut b)
-            .unwrap();
+        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
         let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
         let d = std::env::temp_dir().join(format!("xtask-{tag}-{hex}"));
         std::fs::create_dir_all(&d).unwrap();
@@ -55,14 +52,7 @@ impl Drop for TempDir {
 #[test]
 fn kind_dry_run_prints_commands_and_manifests_in_order_and_changes_nothing() {
     let state = TempDir::new("kind-dry");
-    let o = run(xtask(&state.0).args([
-        "e2e-setup",
-        "--backend",
-        "kind",
-        "--dry-run",
-        "--sets",
-        "audit,workflow",
-    ]));
+    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--dry-run", "--sets", "audit,workflow"]));
     let out = text(&o.stdout);
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     let order = [
@@ -82,9 +72,7 @@ fn kind_dry_run_prints_commands_and_manifests_in_order_and_changes_nothing() {
     ];
     let mut at = 0;
     for needle in order {
-        let found = out[at..]
-            .find(needle)
-            .unwrap_or_else(|| panic!("{needle:?} missing or out of order in:\n{out}"));
+        let found = out[at..].find(needle).unwrap_or_else(|| panic!("{needle:?} missing or out of order in:\n{out}"));
         at += found;
     }
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
@@ -106,10 +94,7 @@ fn kube_dry_run_needs_no_cluster_and_uses_a_port_forward() {
     let out = text(&o.stdout);
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     assert!(out.contains("to context ci, namespace e2e-pr-42"), "{out}");
-    assert!(
-        out.contains("type: ClusterIP") && !out.contains("nodePort"),
-        "{out}"
-    );
+    assert!(out.contains("type: ClusterIP") && !out.contains("nodePort"), "{out}");
     assert!(out.contains("connect: port-forward"), "{out}");
     let o = run(xtask(&state.0).args([
         "e2e-teardown",
@@ -121,11 +106,7 @@ fn kube_dry_run_needs_no_cluster_and_uses_a_port_forward() {
         "e2e-pr-42",
         "--dry-run",
     ]));
-    assert!(
-        text(&o.stdout).contains("delete namespace e2e-pr-42 when it is labelled"),
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(text(&o.stdout).contains("delete namespace e2e-pr-42 when it is labelled"), "{}", text(&o.stdout));
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
 
@@ -134,24 +115,11 @@ fn missing_kind_fails_within_seconds_saying_what_to_install() {
     let state = TempDir::new("no-kind");
     let empty = TempDir::new("empty-path");
     let start = Instant::now();
-    let o = run(xtask(&state.0).env("PATH", &empty.0).args([
-        "e2e-setup",
-        "--backend",
-        "kind",
-        "--sets",
-        "audit",
-    ]));
+    let o = run(xtask(&state.0).env("PATH", &empty.0).args(["e2e-setup", "--backend", "kind", "--sets", "audit"]));
     let err = text(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        start.elapsed()
-    );
-    assert!(
-        err.contains("--backend kind: `kind` is not on PATH: install kind"),
-        "{err}"
-    );
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(err.contains("--backend kind: `kind` is not on PATH: install kind"), "{err}");
     assert!(err.contains("or use --backend local"), "{err}");
 }
 
@@ -160,11 +128,7 @@ fn kube_without_context_names_the_flag() {
     let state = TempDir::new("kube-noctx");
     let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kube", "--namespace", "x"]));
     assert!(!o.status.success());
-    assert!(
-        text(&o.stderr).contains("needs --context CONTEXT"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert!(text(&o.stderr).contains("needs --context CONTEXT"), "{}", text(&o.stderr));
 }
 
 #[test]
@@ -172,16 +136,10 @@ fn a_bad_config_file_names_the_file_and_field() {
     let state = TempDir::new("bad-config");
     let file = state.0.join("e2e.toml");
     std::fs::write(&file, "[postgres]\nnode_port = 80\n").unwrap();
-    let o = run(xtask(&state.0)
-        .args(["e2e-setup", "--backend", "kind", "--dry-run"])
-        .arg("--config")
-        .arg(&file));
+    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--dry-run"]).arg("--config").arg(&file));
     let err = text(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("e2e.toml: postgres.node_port 80: a NodePort must be in 30000-32767"),
-        "{err}"
-    );
+    assert!(err.contains("e2e.toml: postgres.node_port 80: a NodePort must be in 30000-32767"), "{err}");
 }
 
 // ---- against a real cluster ----
@@ -189,28 +147,16 @@ fn a_bad_config_file_names_the_file_and_field() {
 /// Why the real kind test cannot run here, if it cannot.
 fn kind_missing() -> Option<String> {
     let has = |p: &str| {
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
-            .unwrap_or(false)
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file())).unwrap_or(false)
     };
     if !has("kind") {
         return Some("`kind` is not on PATH".to_string());
     }
-    let engine = if std::env::var("KIND_EXPERIMENTAL_PROVIDER").as_deref() == Ok("podman") {
-        "podman"
-    } else {
-        "docker"
-    };
-    match Command::new(engine)
-        .args(["info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
+    let engine =
+        if std::env::var("KIND_EXPERIMENTAL_PROVIDER").as_deref() == Ok("podman") { "podman" } else { "docker" };
+    match Command::new(engine).args(["info"]).stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(s) if s.success() => None,
-        _ => Some(format!(
-            "`{engine} info` does not answer (no running container engine)"
-        )),
+        _ => Some(format!("`{engine} info` does not answer (no running container engine)")),
     }
 }
 
@@ -218,17 +164,11 @@ fn skip_or_fail(why: &str) {
     if std::env::var("E2E_REQUIRE_KIND").as_deref() == Ok("1") {
         panic!("E2E_REQUIRE_KIND=1 but {why}");
     }
-    eprintln!(
-        "skipped: {why}; install kind and start docker or podman to run it (see docs/kind.md)"
-    );
+    eprintln!("skipped: {why}; install kind and start docker or podman to run it (see docs/kind.md)");
 }
 
 fn env_lines(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
@@ -259,18 +199,14 @@ fn kind_setup_connect_query_teardown() {
     }
     let state = TempDir::new("kind-e2e");
     let config = state.0.join("e2e.toml");
-    std::fs::write(&config, "[cluster]\nname = \"e2e-migrations-test\"\n[postgres]\nhost_port = 25432\nnode_port = 30433\n").unwrap();
+    std::fs::write(
+        &config,
+        "[cluster]\nname = \"e2e-migrations-test\"\n[postgres]\nhost_port = 25432\nnode_port = 30433\n",
+    )
+    .unwrap();
     let setup = || {
         run(xtask(&state.0)
-            .args([
-                "e2e-setup",
-                "--backend",
-                "kind",
-                "--sets",
-                "audit,workflow",
-                "--print-env",
-                "--config",
-            ])
+            .args(["e2e-setup", "--backend", "kind", "--sets", "audit,workflow", "--print-env", "--config"])
             .arg(&config))
     };
     let o = setup();
@@ -280,22 +216,12 @@ fn kind_setup_connect_query_teardown() {
     assert!(url.contains("@127.0.0.1:25432/"), "{url}");
     assert!(Path::new(get(&env, "KUBECONFIG")).is_file());
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let tables = rt.block_on(async {
         let client = e2e_migrations::db::connect(&url).await.unwrap();
         migrated_tables(&client).await
     });
-    assert_eq!(
-        tables,
-        [
-            "audit_events",
-            "goose_db_version",
-            "remediation_workflow_catalog"
-        ]
-    );
+    assert_eq!(tables, ["audit_events", "goose_db_version", "remediation_workflow_catalog"]);
 
     let warm = Instant::now();
     let o = setup();
@@ -303,44 +229,25 @@ fn kind_setup_connect_query_teardown() {
     assert!(text(&o.stderr).contains("reused"), "{}", text(&o.stderr));
     eprintln!("warm setup: {:?}", warm.elapsed());
 
-    let o = run(xtask(&state.0)
-        .args(["e2e-teardown", "--config"])
-        .arg(&config));
+    let o = run(xtask(&state.0).args(["e2e-teardown", "--config"]).arg(&config));
     assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
-    let clusters = Command::new("kind")
-        .args(["get", "clusters"])
-        .output()
-        .unwrap();
-    assert!(
-        !text(&clusters.stdout)
-            .lines()
-            .any(|l| l == "e2e-migrations-test"),
-        "cluster still there"
-    );
-    let o = run(xtask(&state.0)
-        .args(["e2e-teardown", "--backend", "kind", "--config"])
-        .arg(&config));
-    assert!(
-        o.status.success(),
-        "a second teardown is a no-op: {}",
-        text(&o.stderr)
-    );
+    let clusters = Command::new("kind").args(["get", "clusters"]).output().unwrap();
+    assert!(!text(&clusters.stdout).lines().any(|l| l == "e2e-migrations-test"), "cluster still there");
+    let o = run(xtask(&state.0).args(["e2e-teardown", "--backend", "kind", "--config"]).arg(&config));
+    assert!(o.status.success(), "a second teardown is a no-op: {}", text(&o.stderr));
 }
 
 #[test]
 #[ignore = "needs an existing cluster: E2E_KUBE_CONTEXT=ctx [E2E_CONFIG=e2e.toml] cargo test -p xtask --test kind -- --ignored"]
 fn kube_setup_connect_query_teardown() {
     let Ok(context) = std::env::var("E2E_KUBE_CONTEXT") else {
-        return skip_or_fail(
-            "E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)",
-        );
+        return skip_or_fail("E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)");
     };
     let state = TempDir::new("kube-e2e");
     let dir_name = state.0.file_name().unwrap().to_string_lossy().into_owned();
     let namespace = format!("e2e-test-{}", dir_name.rsplit('-').next().unwrap());
-    let config_args: Vec<String> = std::env::var("E2E_CONFIG")
-        .map(|c| vec!["--config".to_string(), c])
-        .unwrap_or_default();
+    let config_args: Vec<String> =
+        std::env::var("E2E_CONFIG").map(|c| vec!["--config".to_string(), c]).unwrap_or_default();
     let o = run(xtask(&state.0)
         .args([
             "e2e-setup",
@@ -364,35 +271,18 @@ fn kube_setup_connect_query_teardown() {
         context: Some(context.clone()),
         namespace: namespace.clone(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (tables, report) = rt.block_on(async {
         let (client, forward) = target.connect().await.unwrap();
         let tables = migrated_tables(&client).await;
         drop(client);
         forward.abort();
         // the library entry point: the same sets again through the port-forward apply nothing
-        let report = target
-            .apply_sets(&["audit".to_string(), "workflow".to_string()])
-            .await
-            .unwrap();
+        let report = target.apply_sets(&["audit".to_string(), "workflow".to_string()]).await.unwrap();
         (tables, report)
     });
-    assert_eq!(
-        tables,
-        [
-            "audit_events",
-            "goose_db_version",
-            "remediation_workflow_catalog"
-        ]
-    );
-    assert!(
-        report.migrations.applied.is_empty(),
-        "{:?}",
-        report.migrations.applied
-    );
+    assert_eq!(tables, ["audit_events", "goose_db_version", "remediation_workflow_catalog"]);
+    assert!(report.migrations.applied.is_empty(), "{:?}", report.migrations.applied);
 
     let o = run(xtask(&state.0).args(["e2e-teardown"]));
     assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));

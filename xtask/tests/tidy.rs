@@ -30,9 +30,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.file_name()
-            .is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.'))
-        {
+        if p.file_name().is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.')) {
             continue;
         }
         if p.is_dir() {
@@ -51,21 +49,14 @@ fn no_ddl_under_test() {
     let test_dir = root.join("test");
     let mut files = Vec::new();
     files_under(&test_dir, &mut files);
-    assert!(
-        !files.is_empty(),
-        "no files under {}: is the tidy check looking in the right place?",
-        test_dir.display()
-    );
+    assert!(!files.is_empty(), "no files under {}: is the tidy check looking in the right place?", test_dir.display());
     let mut found = Vec::new();
     for f in files {
         let Ok(text) = std::fs::read_to_string(&f) else {
             continue;
         };
         for (line, l) in ddl_lines(&text) {
-            found.push(format!(
-                "{}:{line}: {l}",
-                f.strip_prefix(&root).unwrap_or(&f).display()
-            ));
+            found.push(format!("{}:{line}: {l}", f.strip_prefix(&root).unwrap_or(&f).display()));
         }
     }
     assert!(
@@ -78,12 +69,6 @@ fn no_ddl_under_test() {
 #[test]
 fn ddl_detection_is_case_insensitive_and_word_based() {
     assert_eq!(ddl_lines("x\n  create   TABLE t (id int);").len(), 1);
-    assert_eq!(
-        ddl_lines("client.execute(\"Alter Table t add c int\")").len(),
-        1
-    );
-    assert!(ddl_lines(
-        "INSERT INTO audit_events ...; -- creates tables? no\nlet created_table = 1;"
-    )
-    .is_empty());
+    assert_eq!(ddl_lines("client.execute(\"Alter Table t add c int\")").len(), 1);
+    assert!(ddl_lines("INSERT INTO audit_events ...; -- creates tables? no\nlet created_table = 1;").is_empty());
 }

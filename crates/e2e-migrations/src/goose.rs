@@ -229,7 +229,10 @@ fn parse_lines(
                 Annotation::Down => {
                     if section != Section::Up || in_block.is_some() {
                         if let Some(open) = in_block {
-                            return err(lineno, format!("'-- +goose Down' inside the StatementBegin block opened at line {open}"));
+                            return err(
+                                lineno,
+                                format!("'-- +goose Down' inside the StatementBegin block opened at line {open}"),
+                            );
                         }
                         return err(lineno, "'-- +goose Down' before '-- +goose Up': a migration must start with Up");
                     }
@@ -283,7 +286,11 @@ fn parse_lines(
         if section == Section::Start {
             return err(lineno, "SQL before '-- +goose Up': a migration must start with the Up annotation");
         }
-        let line = if envsub { envsubst(line, env).map_err(|m| ParseError { line: lineno, message: m })? } else { line.to_string() };
+        let line = if envsub {
+            envsubst(line, env).map_err(|m| ParseError { line: lineno, message: m })?
+        } else {
+            line.to_string()
+        };
         let scan = scan_line(&buf.lex, &line);
         let goose_ends = goose_ends_with_semicolon(&line);
         buf.lex = scan.state.clone();
@@ -427,7 +434,8 @@ mod tests {
 
     #[test]
     fn annotations_are_case_insensitive() {
-        let p = parse("-- +goose up\n-- +goose no transaction\nSELECT 1;\n-- +goose down\nSELECT 2;\n", &no_env).unwrap();
+        let p =
+            parse("-- +goose up\n-- +goose no transaction\nSELECT 1;\n-- +goose down\nSELECT 2;\n", &no_env).unwrap();
         assert_eq!(sqls(&p.up), ["SELECT 1;"]);
         assert!(p.no_transaction);
     }
@@ -508,7 +516,8 @@ mod tests {
 
     #[test]
     fn crlf_and_comments_between_statements() {
-        let p = parse("-- +goose Up\r\n-- a comment\r\nSELECT 1; -- trailing\r\n\r\n-- +goose Down\r\n", &no_env).unwrap();
+        let p =
+            parse("-- +goose Up\r\n-- a comment\r\nSELECT 1; -- trailing\r\n\r\n-- +goose Down\r\n", &no_env).unwrap();
         assert_eq!(sqls(&p.up), ["SELECT 1; -- trailing"]);
         assert_eq!(p.up[0].lines, [3]);
     }

@@ -14,7 +14,9 @@ pub fn validate(name: &str) -> Result<(), String> {
     }
     let mut chars = name.chars();
     let first = chars.next().expect("non-empty");
-    if !(first.is_ascii_alphabetic() || first == '_') || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
+    if !(first.is_ascii_alphabetic() || first == '_')
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    {
         return Err(format!("identifier {name:?} must be letters, digits and _ (not starting with a digit)"));
     }
     Ok(())

@@ -94,11 +94,7 @@ pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials> {
         String::from_utf8(data.0.clone())
             .map_err(|_| Error::Other(format!("secret {SECRET_NAME}: key {key} is not UTF-8")))
     };
-    Ok(Credentials {
-        user: get(USER_KEY)?,
-        password: get(PASSWORD_KEY)?,
-        database: get(DATABASE_KEY)?,
-    })
+    Ok(Credentials { user: get(USER_KEY)?, password: get(PASSWORD_KEY)?, database: get(DATABASE_KEY)? })
 }
 
 /// The label selector for the PostgreSQL pods.
@@ -116,11 +112,7 @@ pub fn pod_is_ready(pod: &Pod) -> bool {
         return false;
     };
     status.phase.as_deref() == Some("Running")
-        && status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+        && status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// The newest ready pod's name among `pods` (pure).
@@ -162,15 +154,9 @@ impl Forward {
     pub async fn join(self) -> Result<()> {
         match self.task.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Other(format!(
-                "port-forward to pod {}: {e}",
-                self.pod
-            ))),
+            Ok(Err(e)) => Err(Error::Other(format!("port-forward to pod {}: {e}", self.pod))),
             Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(Error::Other(format!(
-                "port-forward to pod {}: {e}",
-                self.pod
-            ))),
+            Err(e) => Err(Error::Other(format!("port-forward to pod {}: {e}", self.pod))),
         }
     }
 }
@@ -178,11 +164,7 @@ impl Forward {
 impl Target {
     /// A target in `namespace` with the default kubeconfig and context.
     pub fn new(namespace: impl Into<String>) -> Target {
-        Target {
-            kubeconfig: None,
-            context: None,
-            namespace: namespace.into(),
-        }
+        Target { kubeconfig: None, context: None, namespace: namespace.into() }
     }
 
     /// From the environment: `KUBECONFIG` (one file), `E2E_NAMESPACE` (required), and
@@ -193,15 +175,9 @@ impl Target {
                 "{NAMESPACE_ENV} is not set; run `eval \"$(cargo xtask e2e-setup --backend kube --context C --namespace N --print-env)\"` first"
             ))
         })?;
-        let kubeconfig = std::env::var_os("KUBECONFIG")
-            .filter(|k| !k.is_empty())
-            .map(PathBuf::from);
+        let kubeconfig = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()).map(PathBuf::from);
         let context = std::env::var(CONTEXT_ENV).ok().filter(|c| !c.is_empty());
-        Ok(Target {
-            kubeconfig,
-            context,
-            namespace,
-        })
+        Ok(Target { kubeconfig, context, namespace })
     }
 
     /// A Kubernetes client for this target's kubeconfig and context.
@@ -227,9 +203,7 @@ impl Target {
         let list = pods
             .list(&ListParams::default().labels(&pod_selector()))
             .await
-            .map_err(|e| {
-                Error::Other(format!("listing pods in namespace {}: {e}", self.namespace))
-            })?;
+            .map_err(|e| Error::Other(format!("listing pods in namespace {}: {e}", self.namespace)))?;
         pick_ready_pod(&list.items).ok_or_else(|| {
             Error::Other(format!(
                 "no ready PostgreSQL pod ({}) in namespace {}; run `cargo xtask e2e-setup --backend kube --namespace {}` first",
@@ -252,17 +226,11 @@ impl Target {
     /// and rolls their partitions, through the port-forward, with the default options.
     pub async fn apply_sets(&self, sets: &[String]) -> Result<ApplyReport> {
         let project = Project::load_default()?;
-        self.apply_project_sets(&project, sets, &Options::default())
-            .await
+        self.apply_project_sets(&project, sets, &Options::default()).await
     }
 
     /// As [`Target::apply_sets`], with a given project and options.
-    pub async fn apply_project_sets(
-        &self,
-        project: &Project,
-        sets: &[String],
-        opts: &Options,
-    ) -> Result<ApplyReport> {
+    pub async fn apply_project_sets(&self, project: &Project, sets: &[String], opts: &Options) -> Result<ApplyReport> {
         project.select(sets)?; // validate before touching the cluster
         let (mut client, forward) = self.connect().await?;
         let report = crate::apply::apply_sets(&mut client, project, sets, opts, Utc::now()).await;
@@ -274,29 +242,17 @@ impl Target {
 
 /// Applies `sets` to the PostgreSQL in `namespace` of the cluster in `kubeconfig` (current
 /// context), through a port-forward: the original design's one call for service test crates.
-pub async fn apply_sets(
-    kubeconfig: &Path,
-    namespace: &str,
-    sets: &[String],
-) -> Result<ApplyReport> {
-    let target = Target {
-        kubeconfig: Some(kubeconfig.to_path_buf()),
-        context: None,
-        namespace: namespace.to_string(),
-    };
+pub async fn apply_sets(kubeconfig: &Path, namespace: &str, sets: &[String]) -> Result<ApplyReport> {
+    let target = Target { kubeconfig: Some(kubeconfig.to_path_buf()), context: None, namespace: namespace.to_string() };
     target.apply_sets(sets).await
 }
 
 /// A client from `kubeconfig` (else `$KUBECONFIG`, else `~/.kube/config`) and `context` (else
 /// the current one).
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {
-    let options = KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..KubeConfigOptions::default()
-    };
-    let where_ = kubeconfig
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "$KUBECONFIG or ~/.kube/config".to_string());
+    let options = KubeConfigOptions { context: context.map(str::to_string), ..KubeConfigOptions::default() };
+    let where_ =
+        kubeconfig.map(|p| p.display().to_string()).unwrap_or_else(|| "$KUBECONFIG or ~/.kube/config".to_string());
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -306,13 +262,10 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
         None => kube::Config::from_kubeconfig(&options).await,
     }
     .map_err(|e| match context {
-        Some(c) => Error::Other(format!(
-            "kubeconfig {where_}, context {c:?} (--context): {e}"
-        )),
+        Some(c) => Error::Other(format!("kubeconfig {where_}, context {c:?} (--context): {e}")),
         None => Error::Other(format!("kubeconfig {where_}: {e}")),
     })?;
-    Client::try_from(config)
-        .map_err(|e| Error::Other(format!("creating a Kubernetes client from {where_}: {e}")))
+    Client::try_from(config).map_err(|e| Error::Other(format!("creating a Kubernetes client from {where_}: {e}")))
 }
 
 /// Opens a port-forward to `pod`'s PostgreSQL port and connects tokio-postgres over it.
@@ -323,16 +276,13 @@ pub async fn connect_forwarded(
     creds: &Credentials,
 ) -> Result<(tokio_postgres::Client, Forward)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut forwarder = pods.portforward(pod, &[POSTGRES_PORT]).await.map_err(|e| {
-        Error::Other(format!(
-            "port-forward to pod {pod} in namespace {namespace}: {e}"
-        ))
-    })?;
-    let stream = forwarder.take_stream(POSTGRES_PORT).ok_or_else(|| {
-        Error::Other(format!(
-            "port-forward to pod {pod}: no stream for port {POSTGRES_PORT}"
-        ))
-    })?;
+    let mut forwarder = pods
+        .portforward(pod, &[POSTGRES_PORT])
+        .await
+        .map_err(|e| Error::Other(format!("port-forward to pod {pod} in namespace {namespace}: {e}")))?;
+    let stream = forwarder
+        .take_stream(POSTGRES_PORT)
+        .ok_or_else(|| Error::Other(format!("port-forward to pod {pod}: no stream for port {POSTGRES_PORT}")))?;
     if let Some(err) = forwarder.take_error(POSTGRES_PORT) {
         let pod = pod.to_string();
         tokio::spawn(async move {
@@ -342,10 +292,7 @@ pub async fn connect_forwarded(
         });
     }
     let task = tokio::spawn(async move { forwarder.join().await.map_err(|e| e.to_string()) });
-    let forward = Forward {
-        task,
-        pod: pod.to_string(),
-    };
+    let forward = Forward { task, pod: pod.to_string() };
     let mut config = tokio_postgres::Config::new();
     config
         .user(&creds.user)
@@ -359,15 +306,15 @@ pub async fn connect_forwarded(
         Ok(Err(source)) => {
             forward.abort();
             return Err(Error::Db {
-                context: format!(
-                    "connecting through the port-forward to pod {pod} in namespace {namespace}"
-                ),
+                context: format!("connecting through the port-forward to pod {pod} in namespace {namespace}"),
                 source,
             });
         }
         Err(_) => {
             forward.abort();
-            return Err(Error::Other(format!("connecting through the port-forward to pod {pod} in namespace {namespace}: no answer in 30 s")));
+            return Err(Error::Other(format!(
+                "connecting through the port-forward to pod {pod} in namespace {namespace}: no answer in 30 s"
+            )));
         }
     };
     tokio::spawn(async move {
@@ -389,9 +336,7 @@ mod tests {
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
-                creation_timestamp: Some(Time(
-                    k8s_openapi::jiff::Timestamp::from_second(created_s).unwrap(),
-                )),
+                creation_timestamp: Some(Time(k8s_openapi::jiff::Timestamp::from_second(created_s).unwrap())),
                 ..ObjectMeta::default()
             },
             status: Some(PodStatus {
@@ -409,11 +354,8 @@ mod tests {
 
     #[test]
     fn picks_the_newest_ready_pod_and_ignores_the_ip() {
-        let pods = [
-            pod("old", "Running", true, 10),
-            pod("new", "Running", true, 20),
-            pod("newest", "Running", false, 30),
-        ];
+        let pods =
+            [pod("old", "Running", true, 10), pod("new", "Running", true, 20), pod("newest", "Running", false, 30)];
         assert_eq!(pick_ready_pod(&pods).as_deref(), Some("new"));
         assert_eq!(pick_ready_pod(&[pod("p", "Pending", true, 1)]), None);
         let mut leaving = pod("leaving", "Running", true, 1);
@@ -424,26 +366,12 @@ mod tests {
     #[test]
     fn credentials_come_from_the_secret_and_never_print_the_password() {
         let mut secret = Secret::default();
-        let data = [
-            (USER_KEY, "e2e"),
-            (PASSWORD_KEY, "s3cret"),
-            (DATABASE_KEY, "e2e"),
-        ];
-        secret.data = Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        );
+        let data = [(USER_KEY, "e2e"), (PASSWORD_KEY, "s3cret"), (DATABASE_KEY, "e2e")];
+        secret.data = Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect());
         let creds = credentials_from_secret(&secret).unwrap();
         assert_eq!(creds.password, "s3cret");
-        assert_eq!(
-            format!("{creds:?}"),
-            r#"Credentials { user: "e2e", password: "***", database: "e2e" }"#
-        );
+        assert_eq!(format!("{creds:?}"), r#"Credentials { user: "e2e", password: "***", database: "e2e" }"#);
         secret.data.as_mut().unwrap().remove(PASSWORD_KEY);
-        assert!(credentials_from_secret(&secret)
-            .unwrap_err()
-            .to_string()
-            .contains("no key POSTGRES_PASSWORD"));
+        assert!(credentials_from_secret(&secret).unwrap_err().to_string().contains("no key POSTGRES_PASSWORD"));
     }
 }

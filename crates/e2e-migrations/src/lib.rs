@@ -14,17 +14,17 @@ pub mod db;
 pub mod error;
 pub mod goose;
 pub mod ident;
-pub mod local;
-pub mod migrator;
 #[cfg(feature = "kube")]
 pub mod kube;
+pub mod local;
+pub mod migrator;
 pub mod partitions;
 pub mod plan;
 pub mod scan;
 pub mod sets;
+pub mod source;
 pub mod state;
 pub mod testdb;
-pub mod source;
 
 pub use error::{Error, Result};
 pub use migrator::{Options, Report};

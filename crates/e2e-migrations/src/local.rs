@@ -81,7 +81,11 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// Candidate folders for the server binaries, in search order (pure).
-pub fn bindir_candidates(env_bindir: Option<&Path>, path_var: Option<&str>, pg_config_bindir: Option<&Path>) -> Vec<PathBuf> {
+pub fn bindir_candidates(
+    env_bindir: Option<&Path>,
+    path_var: Option<&str>,
+    pg_config_bindir: Option<&Path>,
+) -> Vec<PathBuf> {
     let mut c: Vec<PathBuf> = Vec::new();
     if let Some(d) = env_bindir {
         c.push(d.to_path_buf());
@@ -99,7 +103,14 @@ pub fn bindir_candidates(env_bindir: Option<&Path>, path_var: Option<&str>, pg_c
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().map(|n| n.to_string_lossy().starts_with(char::is_numeric) || n.to_string_lossy().starts_with("postgresql")).unwrap_or(false))
+            .filter(|p| {
+                p.file_name()
+                    .map(|n| {
+                        n.to_string_lossy().starts_with(char::is_numeric)
+                            || n.to_string_lossy().starts_with("postgresql")
+                    })
+                    .unwrap_or(false)
+            })
             .collect();
         versions.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
         c.extend(versions.into_iter().map(|v| v.join("bin")));
@@ -237,7 +248,13 @@ struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
 fn lock_state(state_dir: &Path) -> Result<StateLock> {
     fs::create_dir_all(state_dir).map_err(io_err(state_dir))?;
     let path = state_dir.join(".lock");
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io_err(&path))?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
     let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::Server(format!("{}: cannot lock: {e}", path.display())))?;
     Ok(StateLock(lock))
@@ -276,7 +293,11 @@ fn is_running(state: &LocalState) -> bool {
         Some((pid, status)) => {
             alive(pid)
                 && status == "ready"
-                && TcpStream::connect_timeout(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, state.port).into(), Duration::from_secs(1)).is_ok()
+                && TcpStream::connect_timeout(
+                    &SocketAddrV4::new(Ipv4Addr::LOCALHOST, state.port).into(),
+                    Duration::from_secs(1),
+                )
+                .is_ok()
         }
         None => false,
     }
@@ -345,7 +366,11 @@ fn data_root_for(state_dir: &Path, acct: &Option<Account>) -> Result<PathBuf> {
     tracing::warn!(
         "{} is {}; the server's data goes to {} instead",
         state_dir.display(),
-        if reachable { "too deep for a unix socket path" } else { "not reachable by the server's account (a private parent folder)" },
+        if reachable {
+            "too deep for a unix socket path"
+        } else {
+            "not reachable by the server's account (a private parent folder)"
+        },
         fallback.display()
     );
     Ok(fallback)
@@ -383,11 +408,22 @@ fn create(state_dir: &Path) -> Result<LocalState> {
     initdb
         .arg("-D")
         .arg(state.data_dir())
-        .args(["-U", USER, "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+        .args([
+            "-U",
+            USER,
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()))
         .stdin(Stdio::null());
     run_as(&mut initdb, &acct);
-    let out = initdb.output().map_err(|e| Error::Server(format!("running {}: {e}", bindir.join("initdb").display())))?;
+    let out =
+        initdb.output().map_err(|e| Error::Server(format!("running {}: {e}", bindir.join("initdb").display())))?;
     let _ = fs::remove_file(&pwfile);
     if !out.status.success() {
         return Err(Error::Server(format!(
@@ -418,7 +454,11 @@ fn create_database(state: &LocalState) -> Result<()> {
         .output()
         .map_err(|e| Error::Server(format!("running createdb: {e}")))?;
     if !out.status.success() {
-        return Err(Error::Server(format!("createdb {} failed: {}", state.database, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(Error::Server(format!(
+            "createdb {} failed: {}",
+            state.database,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -442,7 +482,9 @@ fn start_server(state: &mut LocalState, acct: &Option<Account>) -> Result<()> {
             // Its own process group: a Ctrl-C in the terminal does not stop the shared server.
             .process_group(0);
         run_as(&mut cmd, acct);
-        let mut child = cmd.spawn().map_err(|e| Error::Server(format!("starting {}: {e}", state.bindir.join("postgres").display())))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Server(format!("starting {}: {e}", state.bindir.join("postgres").display())))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -454,7 +496,11 @@ fn start_server(state: &mut LocalState, acct: &Option<Account>) -> Result<()> {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(Error::Server(format!("postgres did not become ready within 60s; see {}:\n{}", log.display(), tail(&log, 15))));
+                return Err(Error::Server(format!(
+                    "postgres did not become ready within 60s; see {}:\n{}",
+                    log.display(),
+                    tail(&log, 15)
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

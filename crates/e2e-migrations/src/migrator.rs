@@ -347,7 +347,10 @@ pub async fn down(
         for m in targets {
             if !m.sql.has_down {
                 return Err(with_applied(
-                    Error::Other(format!("{}: no '-- +goose Down' section, so it cannot be reverted", m.path.display())),
+                    Error::Other(format!(
+                        "{}: no '-- +goose Down' section, so it cannot be reverted",
+                        m.path.display()
+                    )),
                     &report,
                 ));
             }

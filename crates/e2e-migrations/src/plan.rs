@@ -78,11 +78,7 @@ pub struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// Migrations to apply, in version order (a version lower than an applied one included).
     pub fn pending(&self) -> Vec<&'a Migration> {
-        self.migrations
-            .iter()
-            .filter(|(_, s)| matches!(s, State::Pending | State::Partial))
-            .map(|(m, _)| *m)
-            .collect()
+        self.migrations.iter().filter(|(_, s)| matches!(s, State::Pending | State::Partial)).map(|(m, _)| *m).collect()
     }
 
     /// Applied migrations whose file changed.

@@ -148,10 +148,7 @@ pub fn scan_line(state: &LexState, line: &str) -> LineScan {
                 if c == '$' {
                     let tag_len = tag.chars().count();
                     let end = i + 1 + tag_len;
-                    if end < chars.len()
-                        && chars[end] == '$'
-                        && chars[i + 1..end].iter().copied().eq(tag.chars())
-                    {
+                    if end < chars.len() && chars[end] == '$' && chars[i + 1..end].iter().copied().eq(tag.chars()) {
                         st = LexState::Normal;
                         i = end + 1;
                         continue;

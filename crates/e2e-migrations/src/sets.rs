@@ -59,10 +59,8 @@ pub struct Manifest {
 impl Manifest {
     /// Parses manifest text; errors carry the file and the TOML position.
     pub fn parse(file: &Path, text: &str) -> Result<Manifest> {
-        let m: Manifest = toml::from_str(text).map_err(|e| Error::Manifest {
-            file: file.to_path_buf(),
-            message: manifest_error_message(text, &e),
-        })?;
+        let m: Manifest = toml::from_str(text)
+            .map_err(|e| Error::Manifest { file: file.to_path_buf(), message: manifest_error_message(text, &e) })?;
         if m.sets.contains_key(ALL) {
             return Err(Error::Manifest {
                 file: file.to_path_buf(),
@@ -136,7 +134,10 @@ impl<'a> Catalog<'a> {
                 if inc != ALL && !sets.contains_key(inc) {
                     return Err(Error::Manifest {
                         file: manifest_file.clone(),
-                        message: format!("set {name:?} includes unknown set {inc:?}; known sets: {}", known(&sets).join(", ")),
+                        message: format!(
+                            "set {name:?} includes unknown set {inc:?}; known sets: {}",
+                            known(&sets).join(", ")
+                        ),
                     });
                 }
                 if inc == ALL {
@@ -198,7 +199,10 @@ impl<'a> Catalog<'a> {
                     Some(_) => {
                         return Err(Error::Manifest {
                             file: self.manifest_file.clone(),
-                            message: format!("table {:?} has two different partition specs in the selected sets", p.table),
+                            message: format!(
+                                "table {:?} has two different partition specs in the selected sets",
+                                p.table
+                            ),
                         })
                     }
                     None => partitions.push(p.clone()),

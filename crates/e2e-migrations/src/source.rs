@@ -66,11 +66,7 @@ pub fn checksum(up_text: &str) -> String {
 /// Builds a folder from file names and their contents (pure: no I/O).
 ///
 /// Rejects duplicate versions (naming every file) and files goose would refuse to parse.
-pub fn parse_folder(
-    dir: &Path,
-    files: Vec<(String, String)>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Folder> {
+pub fn parse_folder(dir: &Path, files: Vec<(String, String)>, env: &dyn Fn(&str) -> Option<String>) -> Result<Folder> {
     let mut warnings = Vec::new();
     let mut by_version: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
     for (name, text) in files {
@@ -148,7 +144,10 @@ mod tests {
 
     #[test]
     fn duplicate_versions_name_both_files() {
-        let e = parse_folder(Path::new("m"), vec![file("013_a.sql", "SELECT 1;"), file("13_b.sql", "SELECT 2;")], &|_| None)
+        let e =
+            parse_folder(Path::new("m"), vec![file("013_a.sql", "SELECT 1;"), file("13_b.sql", "SELECT 2;")], &|_| {
+                None
+            })
             .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("duplicate migration version 13"), "{msg}");

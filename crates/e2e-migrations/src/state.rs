@@ -96,7 +96,8 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         fs::create_dir_all(parent).map_err(io(parent))?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    let mut f =
+        fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(contents).map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
 }

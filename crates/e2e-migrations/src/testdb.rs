@@ -105,12 +105,7 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// The fingerprint of `sets` of `project` as of `now` (pure; validates the sets).
     pub fn new(project: &Project, sets: &[String], now: DateTime<Utc>) -> Result<Fingerprint> {
-        let mut sorted: Vec<String> = sets
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let mut sorted: Vec<String> = sets.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         if sorted.is_empty() {
             sorted.push(crate::sets::ALL.to_string());
         }
@@ -120,11 +115,7 @@ impl Fingerprint {
             .iter()
             .map(|m| {
                 let mut h = Sha256::new();
-                h.update(if m.sql.no_transaction {
-                    b"notx\n" as &[u8]
-                } else {
-                    b"tx\n"
-                });
+                h.update(if m.sql.no_transaction { b"notx\n" as &[u8] } else { b"tx\n" });
                 for s in &m.sql.up {
                     h.update(s.sql.as_bytes());
                     h.update(b"\n;\n");
@@ -148,9 +139,7 @@ impl Fingerprint {
 
     /// Hex SHA-256 of the canonical JSON form.
     pub fn hash(&self) -> String {
-        hex(&Sha256::digest(
-            serde_json::to_vec(self).expect("serialisable"),
-        ))
+        hex(&Sha256::digest(serde_json::to_vec(self).expect("serialisable")))
     }
 
     /// The first 12 hex digits of [`Fingerprint::hash`], used in database names.
@@ -187,10 +176,7 @@ const LABEL_LEN: usize = 24;
 /// cut to 24 bytes.
 pub fn sets_label(sets: &[String]) -> String {
     let joined = sets.join("_").to_ascii_lowercase();
-    let mut s: String = joined
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let mut s: String = joined.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     s.truncate(LABEL_LEN);
     s
 }
@@ -250,13 +236,7 @@ pub enum DbName {
 
 /// A per-process database name: `e2e_<kind>_<hash>_<host>_<pid>_<start base 36>_<n base 36>`.
 pub fn owned_name(kind: char, short_hash: &str, owner: &Owner, n: u64) -> String {
-    format!(
-        "{PREFIX}{kind}_{short_hash}_{}_{}_{}_{}",
-        owner.host,
-        owner.pid,
-        base36(owner.start),
-        base36(n)
-    )
+    format!("{PREFIX}{kind}_{short_hash}_{}_{}_{}_{}", owner.host, owner.pid, base36(owner.start), base36(n))
 }
 
 fn base36(mut n: u64) -> String {
@@ -278,10 +258,7 @@ pub fn parse_name(name: &str) -> Option<DbName> {
     let rest = name.strip_prefix(PREFIX)?;
     if let Some(t) = rest.strip_prefix("tpl_") {
         let (hash, label) = t.split_once('_')?;
-        return is_hash(hash).then(|| DbName::Template {
-            hash: hash.into(),
-            label: label.into(),
-        });
+        return is_hash(hash).then(|| DbName::Template { hash: hash.into(), label: label.into() });
     }
     let parts: Vec<&str> = rest.split('_').collect();
     let [kind, hash, host, pid, start, n] = parts.as_slice() else {
@@ -290,11 +267,7 @@ pub fn parse_name(name: &str) -> Option<DbName> {
     if !is_hash(hash) || host.len() != 4 || !host.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let owner = Owner {
-        host: host.to_string(),
-        pid: pid.parse().ok()?,
-        start: u64::from_str_radix(start, 36).ok()?,
-    };
+    let owner = Owner { host: host.to_string(), pid: pid.parse().ok()?, start: u64::from_str_radix(start, 36).ok()? };
     u64::from_str_radix(n, 36).ok()?;
     let hash = hash.to_string();
     match *kind {
@@ -357,10 +330,7 @@ pub fn reap_decision(db: &Seen, ctx: &ReapContext<'_>) -> Option<Reap> {
     match parse_name(&db.name)? {
         DbName::Template { hash, label } => {
             let current = ctx.current.get(&label)?; // only sets this process uses
-            let old_enough = db
-                .built_at
-                .map(|b| age(b) >= OLD_TEMPLATE_MIN_AGE)
-                .unwrap_or(true);
+            let old_enough = db.built_at.map(|b| age(b) >= OLD_TEMPLATE_MIN_AGE).unwrap_or(true);
             (*current != hash && old_enough).then_some(Reap::Superseded)
         }
         DbName::Ready { hash, .. } => (!ctx.templates.contains(&hash)).then_some(Reap::OrphanReady),
@@ -368,8 +338,7 @@ pub fn reap_decision(db: &Seen, ctx: &ReapContext<'_>) -> Option<Reap> {
             if owner == *ctx.me {
                 None
             } else if owner.host == ctx.me.host {
-                (!(ctx.pid_alive)(owner.pid) && age(owner.start) >= DEAD_OWNER_MIN_AGE)
-                    .then_some(Reap::DeadOwner)
+                (!(ctx.pid_alive)(owner.pid) && age(owner.start) >= DEAD_OWNER_MIN_AGE).then_some(Reap::DeadOwner)
             } else {
                 (age(owner.start) >= FOREIGN_MIN_AGE).then_some(Reap::ForeignAndOld)
             }
@@ -396,16 +365,10 @@ pub fn swap_database(url: &str, database: &str) -> Result<String> {
         };
         // The authority ends at the first '/' after the last '@' (passwords may hold '/').
         let auth_start = before_query.rfind('@').map(|i| i + 1).unwrap_or(0);
-        let authority_end = before_query[auth_start..]
-            .find('/')
-            .map(|i| i + auth_start)
-            .unwrap_or(before_query.len());
+        let authority_end = before_query[auth_start..].find('/').map(|i| i + auth_start).unwrap_or(before_query.len());
         let mut out = format!("{scheme}://{}/{database}", &before_query[..authority_end]);
         if let Some(q) = query {
-            let kept: Vec<&str> = q
-                .split('&')
-                .filter(|kv| !kv.starts_with("dbname="))
-                .collect();
+            let kept: Vec<&str> = q.split('&').filter(|kv| !kv.starts_with("dbname=")).collect();
             if !kept.is_empty() {
                 out.push('?');
                 out.push_str(&kept.join("&"));
@@ -414,18 +377,12 @@ pub fn swap_database(url: &str, database: &str) -> Result<String> {
         return Ok(out);
     }
     if url.contains('=') {
-        let mut parts: Vec<String> = url
-            .split_whitespace()
-            .filter(|kv| !kv.starts_with("dbname="))
-            .map(str::to_string)
-            .collect();
+        let mut parts: Vec<String> =
+            url.split_whitespace().filter(|kv| !kv.starts_with("dbname=")).map(str::to_string).collect();
         parts.push(format!("dbname={database}"));
         return Ok(parts.join(" "));
     }
-    Err(Error::Other(format!(
-        "database URL {:?}: expected postgres://... or key=value pairs",
-        db::redact(url)
-    )))
+    Err(Error::Other(format!("database URL {:?}: expected postgres://... or key=value pairs", db::redact(url))))
 }
 
 /// Where the test databases go, as chosen from the environment.
@@ -446,10 +403,7 @@ pub enum TargetChoice {
 /// A kube setup without a host URL is an error that says what to do.
 pub fn choose_target(env_url: Option<String>, setup: Option<&SetupState>) -> Result<TargetChoice> {
     if let Some(url) = env_url.filter(|u| !u.trim().is_empty()) {
-        return Ok(TargetChoice::Url {
-            url,
-            from: "DATABASE_URL".into(),
-        });
+        return Ok(TargetChoice::Url { url, from: "DATABASE_URL".into() });
     }
     match setup {
         Some(s) => match &s.database_url {
@@ -518,17 +472,10 @@ fn engine() -> &'static Engine {
             .enable_all()
             .build()
             .expect("the test database runtime");
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Engine {
             rt,
-            me: Owner {
-                host: host_tag(),
-                pid: std::process::id(),
-                start,
-            },
+            me: Owner { host: host_tag(), pid: std::process::id(), start },
             seq: AtomicU64::new(0),
             servers: Mutex::new(HashMap::new()),
         }
@@ -538,9 +485,7 @@ fn engine() -> &'static Engine {
 /// 4 hex digits of the host name and pid namespace: pids are comparable only within one.
 fn host_tag() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let ns = std::fs::read_link("/proc/self/ns/pid")
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();
     hex(&Sha256::digest(format!("{}|{ns}", host.trim())))[..4].to_string()
 }
 
@@ -635,12 +580,7 @@ impl Server {
                 let (sql, param) = (sql.to_string(), param.clone());
                 async move { c.query(&sql, &[&param]).await }
             },
-            || {
-                format!(
-                    "querying the catalog of {}",
-                    db::redact(&self.maintenance_url)
-                )
-            },
+            || format!("querying the catalog of {}", db::redact(&self.maintenance_url)),
         )
         .await
     }
@@ -677,28 +617,11 @@ impl Server {
 
     /// The template for `fp`, built if missing (once per process, under the fingerprint's lock
     /// across processes).
-    async fn template(
-        &self,
-        fp: &Fingerprint,
-        project: &Project,
-        now: DateTime<Utc>,
-    ) -> Result<String> {
+    async fn template(&self, fp: &Fingerprint, project: &Project, now: DateTime<Utc>) -> Result<String> {
         let hash = fp.short();
-        self.current
-            .lock()
-            .expect("lock")
-            .insert(fp.label(), hash.clone());
-        let cell = self
-            .templates
-            .lock()
-            .await
-            .entry(hash.clone())
-            .or_default()
-            .clone();
-        let name = cell
-            .get_or_try_init(|| self.ensure_template(fp, project, now))
-            .await?
-            .clone();
+        self.current.lock().expect("lock").insert(fp.label(), hash.clone());
+        let cell = self.templates.lock().await.entry(hash.clone()).or_default().clone();
+        let name = cell.get_or_try_init(|| self.ensure_template(fp, project, now)).await?.clone();
         Ok(name)
     }
 
@@ -707,18 +630,10 @@ impl Server {
     }
 
     async fn template_exists(&self, name: &str) -> Result<bool> {
-        Ok(!self
-            .admin_query("SELECT 1 FROM pg_database WHERE datname = $1", name)
-            .await?
-            .is_empty())
+        Ok(!self.admin_query("SELECT 1 FROM pg_database WHERE datname = $1", name).await?.is_empty())
     }
 
-    async fn ensure_template(
-        &self,
-        fp: &Fingerprint,
-        project: &Project,
-        now: DateTime<Utc>,
-    ) -> Result<String> {
+    async fn ensure_template(&self, fp: &Fingerprint, project: &Project, now: DateTime<Utc>) -> Result<String> {
         let name = fp.template_name();
         if self.template_exists(&name).await? {
             return Ok(name);
@@ -745,20 +660,9 @@ impl Server {
         Ok(name)
     }
 
-    async fn build_template(
-        &self,
-        fp: &Fingerprint,
-        project: &Project,
-        now: DateTime<Utc>,
-        name: &str,
-    ) -> Result<()> {
+    async fn build_template(&self, fp: &Fingerprint, project: &Project, now: DateTime<Utc>, name: &str) -> Result<()> {
         let e = engine();
-        let build = owned_name(
-            'b',
-            &fp.short(),
-            &e.me,
-            e.seq.fetch_add(1, Ordering::Relaxed),
-        );
+        let build = owned_name('b', &fp.short(), &e.me, e.seq.fetch_add(1, Ordering::Relaxed));
         let started = Instant::now();
         self.admin_execute(&format!("CREATE DATABASE {}", quote(&build)), || {
             format!("creating {build} to build the template {name}")
@@ -794,19 +698,11 @@ impl Server {
                 "ALTER DATABASE {b} WITH IS_TEMPLATE false; DROP DATABASE IF EXISTS {b} WITH (FORCE)",
                 b = quote(&build)
             );
-            if let Err(e) = self
-                .admin_execute(&cleanup, || format!("dropping the failed build {build}"))
-                .await
-            {
-                tracing::warn!(
-                    "could not drop the failed build {build}: {e} (a later run reaps it)"
-                );
+            if let Err(e) = self.admin_execute(&cleanup, || format!("dropping the failed build {build}")).await {
+                tracing::warn!("could not drop the failed build {build}: {e} (a later run reaps it)");
             }
             return Err(match err {
-                Error::Other(m) => Error::Other(format!(
-                    "building the template for sets {}: {m}",
-                    fp.sets.join(",")
-                )),
+                Error::Other(m) => Error::Other(format!("building the template for sets {}: {m}", fp.sets.join(","))),
                 other => other,
             });
         }
@@ -822,18 +718,12 @@ impl Server {
     async fn claim(&self, hash: &str, to: &str) -> Result<bool> {
         let pattern = format!("{PREFIX}r\\_{hash}\\_%");
         let rows = self
-            .admin_query(
-                "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname",
-                &pattern,
-            )
+            .admin_query("SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname", &pattern)
             .await?;
         for row in rows {
             let ready: String = row.get(0);
             let sql = format!("ALTER DATABASE {} RENAME TO {}", quote(&ready), quote(to));
-            match self
-                .admin_execute(&sql, || format!("claiming the ready clone {ready}"))
-                .await
-            {
+            match self.admin_execute(&sql, || format!("claiming the ready clone {ready}")).await {
                 Ok(()) => return Ok(true),
                 // Another process took it first, or something is connected to it: try the next.
                 Err(e) if matches!(sqlstate(&e), Some(c) if *c == SqlState::UNDEFINED_DATABASE || *c == SqlState::OBJECT_IN_USE) => {
@@ -846,10 +736,9 @@ impl Server {
     }
 
     async fn clone_template(&self, template: &str, to: &str) -> Result<()> {
-        self.admin_execute(
-            &format!("CREATE DATABASE {} TEMPLATE {}", quote(to), quote(template)),
-            || format!("creating {to} from the template {template}"),
-        )
+        self.admin_execute(&format!("CREATE DATABASE {} TEMPLATE {}", quote(to), quote(template)), || {
+            format!("creating {to} from the template {template}")
+        })
         .await
     }
 
@@ -871,13 +760,8 @@ impl Server {
 
     async fn refill_now(&self, template: &str, hash: &str, size: usize) -> Result<()> {
         let pattern = format!("{PREFIX}r\\_{hash}\\_%");
-        let have = self
-            .admin_query(
-                "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
-                &pattern,
-            )
-            .await?
-            .len();
+        let have =
+            self.admin_query("SELECT datname::text FROM pg_database WHERE datname LIKE $1", &pattern).await?.len();
         if have >= size {
             return Ok(());
         }
@@ -887,11 +771,7 @@ impl Server {
         for _ in have..size {
             let name = owned_name('r', hash, &e.me, e.seq.fetch_add(1, Ordering::Relaxed));
             client
-                .batch_execute(&format!(
-                    "CREATE DATABASE {} TEMPLATE {}",
-                    quote(&name),
-                    quote(template)
-                ))
+                .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", quote(&name), quote(template)))
                 .await
                 .db(|| format!("creating the ready clone {name} of {template}"))?;
         }
@@ -899,10 +779,9 @@ impl Server {
     }
 
     async fn drop_database(&self, name: &str) -> Result<()> {
-        self.admin_execute(
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name)),
-            || format!("dropping the test database {name}"),
-        )
+        self.admin_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name)), || {
+            format!("dropping the test database {name}")
+        })
         .await
     }
 
@@ -917,11 +796,9 @@ impl Server {
                 .reaped
                 .get_or_init(|| async {
                     match server.reap().await {
-                        Ok(dropped) if !dropped.is_empty() => tracing::info!(
-                            "reaped {} leftover test databases: {}",
-                            dropped.len(),
-                            dropped.join(", ")
-                        ),
+                        Ok(dropped) if !dropped.is_empty() => {
+                            tracing::info!("reaped {} leftover test databases: {}", dropped.len(), dropped.join(", "))
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!("could not reap leftover test databases: {e}"),
                     }
@@ -945,14 +822,9 @@ impl Server {
             .iter()
             .map(|r| {
                 let comment: Option<String> = r.get(2);
-                let built_at = comment
-                    .and_then(|c| serde_json::from_str::<TemplateComment>(&c).ok())
-                    .map(|c| c.built_at);
-                Seen {
-                    name: r.get(0),
-                    sessions: r.get(1),
-                    built_at,
-                }
+                let built_at =
+                    comment.and_then(|c| serde_json::from_str::<TemplateComment>(&c).ok()).map(|c| c.built_at);
+                Seen { name: r.get(0), sessions: r.get(1), built_at }
             })
             .collect();
         let templates: BTreeSet<String> = seen
@@ -976,16 +848,12 @@ impl Server {
                 continue;
             };
             let sql = match why {
-                Reap::Superseded => format!(
-                    "ALTER DATABASE {n} WITH IS_TEMPLATE false; DROP DATABASE {n}",
-                    n = quote(&s.name)
-                ),
+                Reap::Superseded => {
+                    format!("ALTER DATABASE {n} WITH IS_TEMPLATE false; DROP DATABASE {n}", n = quote(&s.name))
+                }
                 _ => format!("DROP DATABASE {}", quote(&s.name)),
             };
-            match self
-                .admin_execute(&sql, || format!("reaping {}", s.name))
-                .await
-            {
+            match self.admin_execute(&sql, || format!("reaping {}", s.name)).await {
                 Ok(()) => dropped.push(format!("{} ({why:?})", s.name)),
                 // In use after all (a session arrived, a clone in progress): a later run tries again.
                 Err(e) => tracing::debug!("not reaping {}: {e}", s.name),
@@ -1009,10 +877,7 @@ fn sqlstate(e: &Error) -> Option<&SqlState> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 async fn poll_lock(client: &Client, key: i64, what: &str) -> Result<()> {
@@ -1045,14 +910,8 @@ async fn poll_lock(client: &Client, key: i64, what: &str) -> Result<()> {
 }
 
 /// Runs `fut` on the module's runtime and awaits it from any runtime.
-async fn on_engine<T: Send + 'static>(
-    fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    engine()
-        .rt
-        .spawn(fut)
-        .await
-        .map_err(|e| Error::Other(format!("the test database task failed: {e}")))?
+async fn on_engine<T: Send + 'static>(fut: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    engine().rt.spawn(fut).await.map_err(|e| Error::Other(format!("the test database task failed: {e}")))?
 }
 
 /// The pool size from [`POOL_ENV`] (pure over the value).
@@ -1060,9 +919,7 @@ pub fn pool_size_from(value: Option<&str>) -> Result<usize> {
     match value.map(str::trim) {
         None | Some("") => Ok(DEFAULT_POOL),
         Some(v) => v.parse().map_err(|_| {
-            Error::Other(format!(
-                "{POOL_ENV}={v:?}: expected a number of ready databases (0 turns the pool off)"
-            ))
+            Error::Other(format!("{POOL_ENV}={v:?}: expected a number of ready databases (0 turns the pool off)"))
         }),
     }
 }
@@ -1083,9 +940,7 @@ pub struct TestDatabase {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("maintenance_url", &db::redact(&self.maintenance_url))
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("maintenance_url", &db::redact(&self.maintenance_url)).finish_non_exhaustive()
     }
 }
 
@@ -1155,10 +1010,7 @@ impl Drop for TestDatabase {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("warning: {e} (a later run reaps it)"),
-            Err(_) => eprintln!(
-                "warning: timed out dropping the test database {} (a later run reaps it)",
-                self.name
-            ),
+            Err(_) => eprintln!("warning: timed out dropping the test database {} (a later run reaps it)", self.name),
         }
         // Let background refills finish, so the next process finds the pool full.
         server.in_flight.wait(Duration::from_secs(30));
@@ -1239,14 +1091,7 @@ impl Builder {
             t
         })
         .await?;
-        Ok(Pool {
-            server,
-            fp,
-            template,
-            ready,
-            project,
-            now,
-        })
+        Ok(Pool { server, fp, template, ready, project, now })
     }
 
     /// One database.
@@ -1290,12 +1135,7 @@ impl Pool {
 
     /// Waits until the pool holds its ready clones.
     pub async fn warm(&self) -> Result<()> {
-        let (s, t, h, n) = (
-            self.server.clone(),
-            self.template.clone(),
-            self.fp.short(),
-            self.ready,
-        );
+        let (s, t, h, n) = (self.server.clone(), self.template.clone(), self.fp.short(), self.ready);
         on_engine(async move { s.refill_now(&t, &h, n).await }).await
     }
 
@@ -1328,12 +1168,7 @@ impl Pool {
         })
         .await?;
         let url = self.server.target.url_for(&name)?;
-        Ok(TestDatabase {
-            name,
-            url,
-            template,
-            server: Some(self.server.clone()),
-        })
+        Ok(TestDatabase { name, url, template, server: Some(self.server.clone()) })
     }
 }
 
@@ -1344,18 +1179,10 @@ mod tests {
     use std::path::Path;
 
     fn project(audit_body: &str) -> Project {
-        let f = |n: &str, b: &str| {
-            (
-                n.to_string(),
-                format!("-- +goose Up\n{b}\n-- +goose Down\nSELECT 1;\n"),
-            )
-        };
+        let f = |n: &str, b: &str| (n.to_string(), format!("-- +goose Up\n{b}\n-- +goose Down\nSELECT 1;\n"));
         let folder = parse_folder(
             Path::new("m"),
-            vec![
-                f("013_audit.sql", audit_body),
-                f("015_workflow.sql", "CREATE TABLE w (id int);"),
-            ],
+            vec![f("013_audit.sql", audit_body), f("015_workflow.sql", "CREATE TABLE w (id int);")],
             &|_| None,
         )
         .unwrap();
@@ -1365,18 +1192,11 @@ mod tests {
              [sets.workflow]\nfiles=[\"015_workflow.sql\"]\n",
         )
         .unwrap();
-        Project {
-            folder,
-            manifest: Some(manifest),
-        }
+        Project { folder, manifest: Some(manifest) }
     }
 
     fn at(day: &str) -> DateTime<Utc> {
-        NaiveDate::parse_from_str(day, "%Y-%m-%d")
-            .unwrap()
-            .and_hms_opt(12, 0, 0)
-            .unwrap()
-            .and_utc()
+        NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc()
     }
 
     fn sets(s: &[&str]) -> Vec<String> {
@@ -1403,21 +1223,14 @@ mod tests {
     fn fingerprint_changes_with_migration_day_sets_and_spec() {
         let p = project("CREATE TABLE a (d date);");
         let base = Fingerprint::new(&p, &sets(&["audit"]), at("2025-03-10")).unwrap();
-        let edited = Fingerprint::new(
-            &project("CREATE TABLE a (d date, x int);"),
-            &sets(&["audit"]),
-            at("2025-03-10"),
-        )
-        .unwrap();
+        let edited =
+            Fingerprint::new(&project("CREATE TABLE a (d date, x int);"), &sets(&["audit"]), at("2025-03-10")).unwrap();
         let next_day = Fingerprint::new(&p, &sets(&["audit"]), at("2025-03-11")).unwrap();
-        let other_sets =
-            Fingerprint::new(&p, &sets(&["audit", "workflow"]), at("2025-03-10")).unwrap();
+        let other_sets = Fingerprint::new(&p, &sets(&["audit", "workflow"]), at("2025-03-10")).unwrap();
         let mut spec = base.clone();
         spec.partitions[0].ahead = 6;
-        let hashes: BTreeSet<String> = [&base, &edited, &next_day, &other_sets, &spec]
-            .iter()
-            .map(|f| f.hash())
-            .collect();
+        let hashes: BTreeSet<String> =
+            [&base, &edited, &next_day, &other_sets, &spec].iter().map(|f| f.hash()).collect();
         assert_eq!(hashes.len(), 5, "every change must give a new template");
         assert_ne!(base.lock_key(), edited.lock_key());
         assert_ne!(base.lock_key(), db::LOCK_ID);
@@ -1425,67 +1238,32 @@ mod tests {
 
     #[test]
     fn unknown_set_is_refused_before_any_database() {
-        let e = Fingerprint::new(&project("SELECT 1;"), &sets(&["audti"]), at("2025-03-10"))
-            .unwrap_err();
+        let e = Fingerprint::new(&project("SELECT 1;"), &sets(&["audti"]), at("2025-03-10")).unwrap_err();
         assert!(e.to_string().contains("unknown set \"audti\""), "{e}");
     }
 
     #[test]
     fn names_fit_postgres_and_parse_back() {
-        let fp = Fingerprint::new(
-            &project("SELECT 1;"),
-            &sets(&["audit", "workflow"]),
-            at("2025-03-10"),
-        )
-        .unwrap();
+        let fp = Fingerprint::new(&project("SELECT 1;"), &sets(&["audit", "workflow"]), at("2025-03-10")).unwrap();
         let tpl = fp.template_name();
-        assert!(
-            tpl.starts_with("e2e_tpl_") && tpl.ends_with("_audit_workflow"),
-            "{tpl}"
-        );
-        assert_eq!(
-            parse_name(&tpl),
-            Some(DbName::Template {
-                hash: fp.short(),
-                label: "audit_workflow".into()
-            })
-        );
-        let owner = Owner {
-            host: "ab12".into(),
-            pid: 4_194_304,
-            start: 1_760_000_000,
-        };
+        assert!(tpl.starts_with("e2e_tpl_") && tpl.ends_with("_audit_workflow"), "{tpl}");
+        assert_eq!(parse_name(&tpl), Some(DbName::Template { hash: fp.short(), label: "audit_workflow".into() }));
+        let owner = Owner { host: "ab12".into(), pid: 4_194_304, start: 1_760_000_000 };
         let t = owned_name('t', &fp.short(), &owner, u64::MAX);
         assert!(t.len() <= crate::ident::MAX_LEN, "{t} is {} bytes", t.len());
         crate::ident::validate(&t).unwrap();
-        assert_eq!(
-            parse_name(&t),
-            Some(DbName::Test {
-                hash: fp.short(),
-                owner: owner.clone()
-            })
-        );
+        assert_eq!(parse_name(&t), Some(DbName::Test { hash: fp.short(), owner: owner.clone() }));
         assert_eq!(
             parse_name(&owned_name('r', &fp.short(), &owner, 7)),
-            Some(DbName::Ready {
-                hash: fp.short(),
-                owner: owner.clone()
-            })
+            Some(DbName::Ready { hash: fp.short(), owner: owner.clone() })
         );
         assert_eq!(
             parse_name(&owned_name('b', &fp.short(), &owner, 0)),
-            Some(DbName::Build {
-                hash: fp.short(),
-                owner
-            })
+            Some(DbName::Build { hash: fp.short(), owner })
         );
-        for foreign in [
-            "e2e",
-            "postgres",
-            "e2e_tpl_xyz_audit",
-            "e2e_t_0123456789ab_zz12_1_1_1",
-            "e2e_q_0123456789ab_ab12_1_1_1",
-        ] {
+        for foreign in
+            ["e2e", "postgres", "e2e_tpl_xyz_audit", "e2e_t_0123456789ab_zz12_1_1_1", "e2e_q_0123456789ab_ab12_1_1_1"]
+        {
             assert_eq!(parse_name(foreign), None, "{foreign}");
         }
     }
@@ -1509,81 +1287,29 @@ mod tests {
 
     fn fixture() -> Fixture {
         Fixture {
-            me: Owner {
-                host: "ab12".into(),
-                pid: 100,
-                start: NOW - 5,
-            },
+            me: Owner { host: "ab12".into(), pid: 100, start: NOW - 5 },
             templates: [H1.to_string()].into(),
             current: [("audit".to_string(), H1.to_string())].into(),
         }
     }
 
-    fn decide(
-        f: &Fixture,
-        name: &str,
-        sessions: i64,
-        built_at: Option<u64>,
-        alive: &[u32],
-    ) -> Option<Reap> {
+    fn decide(f: &Fixture, name: &str, sessions: i64, built_at: Option<u64>, alive: &[u32]) -> Option<Reap> {
         let alive = alive.to_vec();
         let pid_alive = move |p: u32| alive.contains(&p);
-        let ctx = ReapContext {
-            me: &f.me,
-            now: NOW,
-            templates: &f.templates,
-            current: &f.current,
-            pid_alive: &pid_alive,
-        };
-        reap_decision(
-            &Seen {
-                name: name.into(),
-                sessions,
-                built_at,
-            },
-            &ctx,
-        )
+        let ctx =
+            ReapContext { me: &f.me, now: NOW, templates: &f.templates, current: &f.current, pid_alive: &pid_alive };
+        reap_decision(&Seen { name: name.into(), sessions, built_at }, &ctx)
     }
 
     #[test]
     fn reaps_test_databases_of_dead_processes_on_this_host_once_old_enough() {
         let f = fixture();
-        let dead_old = owned_name(
-            't',
-            H1,
-            &Owner {
-                host: "ab12".into(),
-                pid: 7,
-                start: NOW - 3600,
-            },
-            0,
-        );
+        let dead_old = owned_name('t', H1, &Owner { host: "ab12".into(), pid: 7, start: NOW - 3600 }, 0);
         assert_eq!(decide(&f, &dead_old, 0, None, &[]), Some(Reap::DeadOwner));
-        assert_eq!(
-            decide(&f, &dead_old, 1, None, &[]),
-            None,
-            "a session is connected"
-        );
-        assert_eq!(
-            decide(&f, &dead_old, 0, None, &[7]),
-            None,
-            "the process is alive"
-        );
-        let dead_young = owned_name(
-            'b',
-            H1,
-            &Owner {
-                host: "ab12".into(),
-                pid: 7,
-                start: NOW - 10,
-            },
-            0,
-        );
-        assert_eq!(
-            decide(&f, &dead_young, 0, None, &[]),
-            None,
-            "too young to be sure"
-        );
+        assert_eq!(decide(&f, &dead_old, 1, None, &[]), None, "a session is connected");
+        assert_eq!(decide(&f, &dead_old, 0, None, &[7]), None, "the process is alive");
+        let dead_young = owned_name('b', H1, &Owner { host: "ab12".into(), pid: 7, start: NOW - 10 }, 0);
+        assert_eq!(decide(&f, &dead_young, 0, None, &[]), None, "too young to be sure");
         let mine = owned_name('t', H1, &f.me, 3);
         assert_eq!(decide(&f, &mine, 0, None, &[]), None, "this process's own");
     }
@@ -1591,99 +1317,44 @@ mod tests {
     #[test]
     fn foreign_hosts_are_reaped_only_after_a_day() {
         let f = fixture();
-        let hour = owned_name(
-            't',
-            H1,
-            &Owner {
-                host: "ffff".into(),
-                pid: 7,
-                start: NOW - 3600,
-            },
-            0,
-        );
+        let hour = owned_name('t', H1, &Owner { host: "ffff".into(), pid: 7, start: NOW - 3600 }, 0);
         assert_eq!(decide(&f, &hour, 0, None, &[]), None);
-        let days = owned_name(
-            't',
-            H1,
-            &Owner {
-                host: "ffff".into(),
-                pid: 7,
-                start: NOW - 2 * 86400,
-            },
-            0,
-        );
+        let days = owned_name('t', H1, &Owner { host: "ffff".into(), pid: 7, start: NOW - 2 * 86400 }, 0);
         assert_eq!(decide(&f, &days, 0, None, &[]), Some(Reap::ForeignAndOld));
     }
 
     #[test]
     fn ready_clones_live_as_long_as_their_template() {
         let f = fixture();
-        let dead = Owner {
-            host: "ab12".into(),
-            pid: 7,
-            start: NOW - 3600,
-        };
+        let dead = Owner { host: "ab12".into(), pid: 7, start: NOW - 3600 };
         assert_eq!(
             decide(&f, &owned_name('r', H1, &dead, 0), 0, None, &[]),
             None,
             "a pool is shared: its maker may be gone"
         );
-        assert_eq!(
-            decide(&f, &owned_name('r', H2, &dead, 0), 0, None, &[]),
-            Some(Reap::OrphanReady)
-        );
+        assert_eq!(decide(&f, &owned_name('r', H2, &dead, 0), 0, None, &[]), Some(Reap::OrphanReady));
     }
 
     #[test]
     fn superseded_templates_of_the_same_sets_are_reaped() {
         let f = fixture();
         let old = template_name(H2, "audit");
-        assert_eq!(
-            decide(&f, &old, 0, Some(NOW - 3600), &[]),
-            Some(Reap::Superseded)
-        );
-        assert_eq!(
-            decide(&f, &old, 0, Some(NOW - 30), &[]),
-            None,
-            "just built by another run"
-        );
-        assert_eq!(
-            decide(&f, &template_name(H1, "audit"), 0, None, &[]),
-            None,
-            "the current one"
-        );
-        assert_eq!(
-            decide(&f, &template_name(H2, "workflow"), 0, None, &[]),
-            None,
-            "sets this process does not use"
-        );
+        assert_eq!(decide(&f, &old, 0, Some(NOW - 3600), &[]), Some(Reap::Superseded));
+        assert_eq!(decide(&f, &old, 0, Some(NOW - 30), &[]), None, "just built by another run");
+        assert_eq!(decide(&f, &template_name(H1, "audit"), 0, None, &[]), None, "the current one");
+        assert_eq!(decide(&f, &template_name(H2, "workflow"), 0, None, &[]), None, "sets this process does not use");
         assert_eq!(decide(&f, "e2e", 0, None, &[]), None, "not ours");
     }
 
     #[test]
     fn database_urls_swap_their_database() {
         let s = |u: &str| swap_database(u, "postgres").unwrap();
-        assert_eq!(
-            s("postgres://u:p@127.0.0.1:5432/e2e"),
-            "postgres://u:p@127.0.0.1:5432/postgres"
-        );
-        assert_eq!(
-            s("postgresql://u:p/w@h/e2e?sslmode=disable"),
-            "postgresql://u:p/w@h/postgres?sslmode=disable"
-        );
+        assert_eq!(s("postgres://u:p@127.0.0.1:5432/e2e"), "postgres://u:p@127.0.0.1:5432/postgres");
+        assert_eq!(s("postgresql://u:p/w@h/e2e?sslmode=disable"), "postgresql://u:p/w@h/postgres?sslmode=disable");
         assert_eq!(s("postgres://h:5432"), "postgres://h:5432/postgres");
-        assert_eq!(
-            s("postgres://h/db?dbname=x&application_name=a"),
-            "postgres://h/postgres?application_name=a"
-        );
-        assert_eq!(
-            s("host=h user=u dbname=e2e"),
-            "host=h user=u dbname=postgres"
-        );
-        assert!(swap_database("mysql://h/db", "x")
-            .unwrap_err()
-            .to_string()
-            .contains("postgres://"));
+        assert_eq!(s("postgres://h/db?dbname=x&application_name=a"), "postgres://h/postgres?application_name=a");
+        assert_eq!(s("host=h user=u dbname=e2e"), "host=h user=u dbname=postgres");
+        assert!(swap_database("mysql://h/db", "x").unwrap_err().to_string().contains("postgres://"));
     }
 
     fn setup(backend: BackendKind, url: Option<&str>) -> SetupState {
@@ -1708,26 +1379,15 @@ mod tests {
         assert!(
             matches!(choose_target(None, Some(&from_setup)).unwrap(), TargetChoice::Url { url, .. } if url == "postgres://s/e2e")
         );
-        assert_eq!(
-            choose_target(Some(" ".into()), None).unwrap(),
-            TargetChoice::Local
-        );
-        let e = choose_target(None, Some(&setup(BackendKind::Kube, None)))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("Kube backend") && e.contains("DATABASE_URL") && e.contains("-n e2e"),
-            "{e}"
-        );
+        assert_eq!(choose_target(Some(" ".into()), None).unwrap(), TargetChoice::Local);
+        let e = choose_target(None, Some(&setup(BackendKind::Kube, None))).unwrap_err().to_string();
+        assert!(e.contains("Kube backend") && e.contains("DATABASE_URL") && e.contains("-n e2e"), "{e}");
     }
 
     #[test]
     fn pool_size_comes_from_the_environment() {
         assert_eq!(pool_size_from(None).unwrap(), DEFAULT_POOL);
         assert_eq!(pool_size_from(Some("0")).unwrap(), 0);
-        assert!(pool_size_from(Some("many"))
-            .unwrap_err()
-            .to_string()
-            .contains(POOL_ENV));
+        assert!(pool_size_from(Some("many")).unwrap_err().to_string().contains(POOL_ENV));
     }
 }

@@ -15,21 +15,8 @@ pub const SETS: &[&str] = &["audit"];
 pub type EventKey = (Uuid, NaiveDate);
 
 /// Records an analysis request at `at`; returns its key.
-pub async fn record_request(
-    client: &Client,
-    correlation_id: &str,
-    at: DateTime<Utc>,
-) -> Result<EventKey, Error> {
-    insert(
-        client,
-        correlation_id,
-        at,
-        "aianalysis.request",
-        "pending",
-        None,
-        None,
-    )
-    .await
+pub async fn record_request(client: &Client, correlation_id: &str, at: DateTime<Utc>) -> Result<EventKey, Error> {
+    insert(client, correlation_id, at, "aianalysis.request", "pending", None, None).await
 }
 
 /// Records the analysis response to `request` at `at`, with its duration and outcome.
@@ -41,16 +28,7 @@ pub async fn record_response(
     outcome: &str,
     duration_ms: i32,
 ) -> Result<EventKey, Error> {
-    insert(
-        client,
-        correlation_id,
-        at,
-        "aianalysis.response",
-        outcome,
-        Some(request),
-        Some(duration_ms),
-    )
-    .await
+    insert(client, correlation_id, at, "aianalysis.response", outcome, Some(request), Some(duration_ms)).await
 }
 
 async fn insert(

@@ -20,14 +20,9 @@ async fn signals_land_in_every_month_of_the_window() {
     let mut dates = Vec::new();
     for m in 0..5 {
         let d = first.checked_add_months(Months::new(m)).unwrap();
-        record_signal(
-            &c,
-            &format!("sig-{m}"),
-            d,
-            &json!({"alert": "KubePodCrashLooping"}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{d}: {e}"));
+        record_signal(&c, &format!("sig-{m}"), d, &json!({"alert": "KubePodCrashLooping"}))
+            .await
+            .unwrap_or_else(|e| panic!("{d}: {e}"));
         dates.push(d);
     }
     let rows = c
@@ -42,15 +37,9 @@ async fn signals_land_in_every_month_of_the_window() {
         rows.len(),
         5,
         "five months, five partitions: {:?}",
-        rows.iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
     );
-    assert!(
-        rows.iter()
-            .all(|r| r.get::<_, String>(1).starts_with("FOR VALUES FROM")),
-        "none in the default partition"
-    );
+    assert!(rows.iter().all(|r| r.get::<_, String>(1).starts_with("FOR VALUES FROM")), "none in the default partition");
 }
 
 #[tokio::test]
@@ -58,9 +47,7 @@ async fn a_signal_outside_the_window_goes_to_the_default_partition() {
     let db = TestDatabase::new(SETS).await.expect("test database");
     let c = db.connect().await.expect("connect");
     let long_ago = NaiveDate::from_ymd_opt(2001, 1, 1).unwrap();
-    let (id, date) = record_signal(&c, "sig-old", long_ago, &json!({"alert": "old"}))
-        .await
-        .expect("kept, not lost");
+    let (id, date) = record_signal(&c, "sig-old", long_ago, &json!({"alert": "old"})).await.expect("kept, not lost");
     let bound: String = c
         .query_one(
             "SELECT pg_get_expr(c.relpartbound, c.oid) FROM audit_events p JOIN pg_class c ON c.oid = p.tableoid
@@ -77,30 +64,9 @@ async fn a_signal_outside_the_window_goes_to_the_default_partition() {
 async fn signals_are_found_by_their_content() {
     let db = TestDatabase::new(SETS).await.expect("test database");
     let c = db.connect().await.expect("connect");
-    record_signal(
-        &c,
-        "sig-a",
-        today(),
-        &json!({"alert": "HighMemory", "labels": {"team": "payments"}}),
-    )
-    .await
-    .unwrap();
-    record_signal(
-        &c,
-        "sig-b",
-        today(),
-        &json!({"alert": "HighMemory", "labels": {"team": "search"}}),
-    )
-    .await
-    .unwrap();
-    record_signal(
-        &c,
-        "sig-c",
-        today(),
-        &json!({"alert": "DiskFull", "labels": {"team": "payments"}}),
-    )
-    .await
-    .unwrap();
+    record_signal(&c, "sig-a", today(), &json!({"alert": "HighMemory", "labels": {"team": "payments"}})).await.unwrap();
+    record_signal(&c, "sig-b", today(), &json!({"alert": "HighMemory", "labels": {"team": "search"}})).await.unwrap();
+    record_signal(&c, "sig-c", today(), &json!({"alert": "DiskFull", "labels": {"team": "payments"}})).await.unwrap();
     let rows = c
         .query(
             "SELECT correlation_id FROM audit_events WHERE event_data @> $1 ORDER BY correlation_id",
@@ -111,10 +77,7 @@ async fn signals_are_found_by_their_content() {
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, ["sig-a", "sig-c"]);
     let ip: String = c
-        .query_one(
-            "SELECT host(actor_ip) FROM audit_events WHERE correlation_id = 'sig-a'",
-            &[],
-        )
+        .query_one("SELECT host(actor_ip) FROM audit_events WHERE correlation_id = 'sig-a'", &[])
         .await
         .unwrap()
         .get(0);
@@ -136,8 +99,5 @@ async fn event_data_and_correlation_are_required() {
         .expect_err("event_data is NOT NULL");
     assert_eq!(e.code(), Some(&SqlState::NOT_NULL_VIOLATION), "{e}");
     let e = record_signal(&c, "", today(), &json!({})).await.map(|_| ());
-    assert!(
-        e.is_ok(),
-        "an empty correlation id is a value, not a missing one: {e:?}"
-    );
+    assert!(e.is_ok(), "an empty correlation id is a value, not a missing one: {e:?}");
 }

@@ -41,12 +41,11 @@ pub async fn record(
 }
 
 /// Sets a notification's status (acknowledged, escalated, ...); returns the rows changed.
-pub async fn set_status(
-    client: &Client,
-    notification_id: &str,
-    status: &str,
-) -> Result<u64, Error> {
+pub async fn set_status(client: &Client, notification_id: &str, status: &str) -> Result<u64, Error> {
     client
-        .execute("UPDATE notification_audit SET status = $2, updated_at = now() WHERE notification_id = $1", &[&notification_id, &status])
+        .execute(
+            "UPDATE notification_audit SET status = $2, updated_at = now() WHERE notification_id = $1",
+            &[&notification_id, &status],
+        )
         .await
 }

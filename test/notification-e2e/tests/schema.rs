@@ -8,23 +8,13 @@ use tokio_postgres::error::SqlState;
 async fn every_documented_status_is_accepted_and_others_refused() {
     let db = TestDatabase::new(SETS).await.expect("test database");
     let c = db.connect().await.expect("connect");
-    for (i, status) in ["sent", "failed", "acknowledged", "escalated"]
-        .iter()
-        .enumerate()
-    {
-        record(&c, "rem-1", &format!("n-{i}"), "slack", status, 0)
-            .await
-            .unwrap_or_else(|e| panic!("{status}: {e}"));
+    for (i, status) in ["sent", "failed", "acknowledged", "escalated"].iter().enumerate() {
+        record(&c, "rem-1", &format!("n-{i}"), "slack", status, 0).await.unwrap_or_else(|e| panic!("{status}: {e}"));
     }
     for status in ["delivered", "SENT", ""] {
-        let e = record(&c, "rem-1", &format!("bad-{status}"), "slack", status, 0)
-            .await
-            .expect_err(status);
+        let e = record(&c, "rem-1", &format!("bad-{status}"), "slack", status, 0).await.expect_err(status);
         assert_eq!(e.code(), Some(&SqlState::CHECK_VIOLATION), "{status}: {e}");
-        assert_eq!(
-            e.as_db_error().and_then(|d| d.constraint()),
-            Some("notification_audit_status_check")
-        );
+        assert_eq!(e.as_db_error().and_then(|d| d.constraint()), Some("notification_audit_status_check"));
     }
 }
 
@@ -34,18 +24,10 @@ async fn status_updates_are_checked_too() {
     let c = db.connect().await.expect("connect");
     record_sent(&c, "rem-2", "n-1", "email").await.unwrap();
     assert_eq!(set_status(&c, "n-1", "acknowledged").await.unwrap(), 1);
-    let e = set_status(&c, "n-1", "read")
-        .await
-        .expect_err("unknown status");
+    let e = set_status(&c, "n-1", "read").await.expect_err("unknown status");
     assert_eq!(e.code(), Some(&SqlState::CHECK_VIOLATION), "{e}");
-    let status: String = c
-        .query_one(
-            "SELECT status FROM notification_audit WHERE notification_id = 'n-1'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let status: String =
+        c.query_one("SELECT status FROM notification_audit WHERE notification_id = 'n-1'", &[]).await.unwrap().get(0);
     assert_eq!(status, "acknowledged", "the refused update changed nothing");
 }
 
@@ -54,30 +36,19 @@ async fn a_notification_is_recorded_once() {
     let db = TestDatabase::new(SETS).await.expect("test database");
     let c = db.connect().await.expect("connect");
     record_sent(&c, "rem-3", "n-dup", "slack").await.unwrap();
-    let e = record_sent(&c, "rem-3", "n-dup", "email")
-        .await
-        .expect_err("duplicate notification id");
+    let e = record_sent(&c, "rem-3", "n-dup", "email").await.expect_err("duplicate notification id");
     assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION), "{e}");
-    assert_eq!(
-        e.as_db_error().and_then(|d| d.constraint()),
-        Some("uq_notification_audit_notification_id")
-    );
+    assert_eq!(e.as_db_error().and_then(|d| d.constraint()), Some("uq_notification_audit_notification_id"));
 }
 
 #[tokio::test]
 async fn escalation_levels_are_not_negative_and_ids_increase() {
     let db = TestDatabase::new(SETS).await.expect("test database");
     let c = db.connect().await.expect("connect");
-    let e = record(&c, "rem-4", "n-neg", "pager", "escalated", -1)
-        .await
-        .expect_err("negative level");
+    let e = record(&c, "rem-4", "n-neg", "pager", "escalated", -1).await.expect_err("negative level");
     assert_eq!(e.code(), Some(&SqlState::CHECK_VIOLATION), "{e}");
-    let first = record(&c, "rem-4", "n-a", "pager", "escalated", 1)
-        .await
-        .unwrap();
-    let second = record(&c, "rem-4", "n-b", "pager", "escalated", 2)
-        .await
-        .unwrap();
+    let first = record(&c, "rem-4", "n-a", "pager", "escalated", 1).await.unwrap();
+    let second = record(&c, "rem-4", "n-b", "pager", "escalated", 2).await.unwrap();
     assert!(second > first);
     let rows = c
         .query("SELECT notification_id FROM notification_audit WHERE remediation_id = 'rem-4' ORDER BY escalation_level DESC", &[])
@@ -99,19 +70,9 @@ async fn the_notification_set_brings_only_its_own_tables() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (
-            row.get::<_, bool>(0),
-            row.get::<_, bool>(1),
-            row.get::<_, bool>(2)
-        ),
-        (true, false, false)
-    );
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2)), (true, false, false));
     let applied: i64 = c
-        .query_one(
-            "SELECT count(*) FROM goose_db_version WHERE version_id = 21 AND is_applied",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM goose_db_version WHERE version_id = 21 AND is_applied", &[])
         .await
         .unwrap()
         .get(0);

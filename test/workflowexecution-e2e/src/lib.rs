@@ -55,12 +55,7 @@ pub async fn record(client: &Client, e: &ExecutionEvent<'_>) -> Result<(Uuid, Na
 }
 
 /// Registers a workflow in the catalog; returns its id.
-pub async fn register_workflow(
-    client: &Client,
-    name: &str,
-    version: &str,
-    status: &str,
-) -> Result<Uuid, Error> {
+pub async fn register_workflow(client: &Client, name: &str, version: &str, status: &str) -> Result<Uuid, Error> {
     let row = client
         .query_one(
             "INSERT INTO remediation_workflow_catalog (workflow_name, version, content, content_hash, status, labels)

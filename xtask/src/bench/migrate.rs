@@ -23,9 +23,22 @@ fn up_only_files(project: &Project, out: &Path) -> Result<Vec<PathBuf>> {
 
 fn psql(ctx: &Ctx, db: &str) -> Command {
     let mut c = Command::new(&ctx.psql);
-    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &ctx.server.port.to_string(), "-U", &ctx.server.user, "-d", db])
-        .env("PGPASSWORD", &ctx.server.password)
-        .stdout(std::process::Stdio::null());
+    c.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &ctx.server.port.to_string(),
+        "-U",
+        &ctx.server.user,
+        "-d",
+        db,
+    ])
+    .env("PGPASSWORD", &ctx.server.password)
+    .stdout(std::process::Stdio::null());
     c
 }
 
@@ -108,7 +121,10 @@ pub(crate) async fn apply_200(ctx: &Ctx) -> Result<Vec<CaseResult>> {
     let project = Project::load(&dir)?;
     let files = up_only_files(&project, &ctx.work.join("apply_200_up"))?;
     let one = ctx.work.join("apply_200_one_session.sql");
-    std::fs::write(&one, project.folder.migrations.iter().map(|m| m.sql.up_text.as_str()).collect::<Vec<_>>().join("\n"))?;
+    std::fs::write(
+        &one,
+        project.folder.migrations.iter().map(|m| m.sql.up_text.as_str()).collect::<Vec<_>>().join("\n"),
+    )?;
     let (o, per_file, one_s) = measure(ctx, &dir, &files, Some(&one)).await?;
     Ok(vec![
         CaseResult::pair("apply_200", "psql_one_session", o, one_s.expect("measured"), Goal::RatioAtMost(1.15)),
@@ -120,7 +136,10 @@ pub(crate) async fn apply_200(ctx: &Ctx) -> Result<Vec<CaseResult>> {
 pub(crate) async fn setup_warm(ctx: &Ctx) -> Result<Vec<CaseResult>> {
     let setup = || {
         let mut c = Command::new(&ctx.xtask);
-        c.args(["e2e-setup", "--backend", "local"]).env("E2E_STATE_DIR", &ctx.state_dir).env("E2E_LOG", "warn").env_remove("DATABASE_URL");
+        c.args(["e2e-setup", "--backend", "local"])
+            .env("E2E_STATE_DIR", &ctx.state_dir)
+            .env("E2E_LOG", "warn")
+            .env_remove("DATABASE_URL");
         c
     };
     time_process(&mut setup())?; // warm: everything applied

@@ -158,7 +158,14 @@ impl Bench {
         let server_dir = state_dir.join("local");
         let (server, _) = tokio::task::spawn_blocking(move || local::ensure_running(&server_dir)).await??;
         let psql = which("psql").context("psql is needed for the baselines (apt-get install postgresql-client)")?;
-        let ctx = Ctx { xtask: target.join("release/xtask"), server, state_dir: state_dir.clone(), work, psql, runs: self.runs };
+        let ctx = Ctx {
+            xtask: target.join("release/xtask"),
+            server,
+            state_dir: state_dir.clone(),
+            work,
+            psql,
+            runs: self.runs,
+        };
         eprintln!("bench server on 127.0.0.1:{}; {} runs per measurement (medians)", ctx.server.port, ctx.runs);
 
         let mut results = Vec::new();

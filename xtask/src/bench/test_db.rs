@@ -21,8 +21,8 @@ const SETS: &[&str] = &["all"];
 /// goal ratio at most 0.5; and `test_db_pool`: taking a ready database from a warm pool, goal
 /// under 10 ms.
 pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
-    let project = Project::load(&e2e_migrations::bundled_migrations_dir())
-        .context("loading the project's migrations")?;
+    let project =
+        Project::load(&e2e_migrations::bundled_migrations_dir()).context("loading the project's migrations")?;
     let target = Target::url(ctx.server.url());
     let now = chrono::Utc::now();
 
@@ -42,17 +42,12 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
     let all: Vec<String> = SETS.iter().map(|s| s.to_string()).collect();
     for i in 0..ctx.runs {
         let start = Instant::now();
-        let db = clones
-            .get()
-            .await
-            .context("test_db: cloning the template")?;
+        let db = clones.get().await.context("test_db: cloning the template")?;
         ours.push(start.elapsed().as_secs_f64());
         db.close().await.context("test_db: dropping the clone")?;
 
         let name = format!("bench_create_and_migrate_{i}");
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
         let start = Instant::now();
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
@@ -64,43 +59,22 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
             .context("create_and_migrate: applying")?;
         baseline.push(start.elapsed().as_secs_f64());
         drop(client);
-        admin
-            .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-            .await?;
+        admin.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await?;
     }
-    let mut results = vec![CaseResult::pair(
-        "test_db",
-        "create_and_migrate",
-        median(ours),
-        median(baseline),
-        Goal::RatioAtMost(0.5),
-    )];
+    let mut results =
+        vec![CaseResult::pair("test_db", "create_and_migrate", median(ours), median(baseline), Goal::RatioAtMost(0.5))];
 
     // A warm pool: wait (untimed) until it is full again, then time taking one.
-    let pool = e2e_migrations::TestDatabase::builder(SETS)
-        .project(project)
-        .target(target)
-        .now(now)
-        .ready(2)
-        .pool()
-        .await?;
+    let pool =
+        e2e_migrations::TestDatabase::builder(SETS).project(project).target(target).now(now).ready(2).pool().await?;
     let mut taken = Vec::with_capacity(ctx.runs);
     for _ in 0..ctx.runs {
-        pool.warm()
-            .await
-            .context("test_db_pool: filling the pool")?;
+        pool.warm().await.context("test_db_pool: filling the pool")?;
         let start = Instant::now();
-        let db = pool
-            .get()
-            .await
-            .context("test_db_pool: taking a ready database")?;
+        let db = pool.get().await.context("test_db_pool: taking a ready database")?;
         taken.push(start.elapsed().as_secs_f64());
         db.close().await.context("test_db_pool: dropping it")?;
     }
-    results.push(CaseResult::alone(
-        "test_db_pool",
-        median(taken),
-        Goal::UnderSeconds(0.010),
-    ));
+    results.push(CaseResult::alone("test_db_pool", median(taken), Goal::UnderSeconds(0.010)));
     Ok(results)
 }

@@ -69,14 +69,8 @@ pub(crate) fn availability(p: &Probe) -> std::result::Result<Engine, String> {
         }
     }
     if problems.is_empty() {
-        let which = if p.podman_requested {
-            "podman (KIND_EXPERIMENTAL_PROVIDER=podman)"
-        } else {
-            "docker or podman"
-        };
-        return Err(format!(
-            "no container engine for kind: install {which} and start it, {or_local}"
-        ));
+        let which = if p.podman_requested { "podman (KIND_EXPERIMENTAL_PROVIDER=podman)" } else { "docker or podman" };
+        return Err(format!("no container engine for kind: install {which} and start it, {or_local}"));
     }
     Err(format!("{}, {or_local}", problems.join("; ")))
 }
@@ -93,26 +87,15 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Probes this machine (a few seconds at most; the engines only when kind is there).
 pub(crate) fn probe(sh: &Shell) -> Probe {
-    let podman_requested = std::env::var("KIND_EXPERIMENTAL_PROVIDER")
-        .map(|v| v == "podman")
-        .unwrap_or(false);
+    let podman_requested = std::env::var("KIND_EXPERIMENTAL_PROVIDER").map(|v| v == "podman").unwrap_or(false);
     let kind = on_path("kind");
-    let docker = if podman_requested || !kind {
-        EngineAnswer::Missing
-    } else {
-        engine_answer(sh, Engine::Docker)
-    };
+    let docker = if podman_requested || !kind { EngineAnswer::Missing } else { engine_answer(sh, Engine::Docker) };
     let podman = if docker == EngineAnswer::Running || !kind {
         EngineAnswer::Missing
     } else {
         engine_answer(sh, Engine::Podman)
     };
-    Probe {
-        kind,
-        podman_requested,
-        docker,
-        podman,
-    }
+    Probe { kind, podman_requested, docker, podman }
 }
 
 /// Whether `program` is an executable file in a PATH folder.
@@ -136,10 +119,7 @@ fn engine_answer(sh: &Shell, engine: Engine) -> EngineAnswer {
     }
     let format = "{{.ID}}";
     let mut command: Command = cmd!(sh, "{program} info --format {format}").into();
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let Ok(mut child) = command.spawn() else {
         return EngineAnswer::Missing;
     };
@@ -171,10 +151,7 @@ fn engine_answer(sh: &Shell, engine: Engine) -> EngineAnswer {
 pub(crate) enum Marker {
     /// The API answered; the control-plane node carries our owner label (and this config hash);
     /// `healthy` when the node is Ready.
-    Ours {
-        config_hash: Option<String>,
-        healthy: bool,
-    },
+    Ours { config_hash: Option<String>, healthy: bool },
     /// The API answered; the node has no owner label: someone else's cluster.
     Foreign,
     /// The API did not answer (stopped engine, broken cluster): what went wrong.
@@ -214,25 +191,15 @@ pub(crate) fn decide(
         ))
     };
     match marker {
-        Marker::Foreign => not_ours(&format!(
-            "its node lacks the label {}={}",
-            super::config::OWNER_LABEL,
-            super::config::OWNER_VALUE
-        )),
-        Marker::Unreachable(e) if state_owned => {
-            Action::Recreate(format!("its API does not answer ({e})"))
+        Marker::Foreign => {
+            not_ours(&format!("its node lacks the label {}={}", super::config::OWNER_LABEL, super::config::OWNER_VALUE))
         }
-        Marker::Unreachable(e) => not_ours(&format!(
-            "its API does not answer ({e}), so its owner cannot be checked"
-        )),
+        Marker::Unreachable(e) if state_owned => Action::Recreate(format!("its API does not answer ({e})")),
+        Marker::Unreachable(e) => not_ours(&format!("its API does not answer ({e}), so its owner cannot be checked")),
         Marker::Ours { .. } if recreate => Action::Recreate("--recreate".to_string()),
-        Marker::Ours { healthy: false, .. } => {
-            Action::Recreate("its node is not Ready".to_string())
-        }
+        Marker::Ours { healthy: false, .. } => Action::Recreate("its node is not Ready".to_string()),
         Marker::Ours { config_hash, .. } if config_hash.as_deref() != Some(want_hash) => {
-            Action::Recreate(
-                "the cluster config changed since it was created (e2e.toml)".to_string(),
-            )
+            Action::Recreate("the cluster config changed since it was created (e2e.toml)".to_string())
         }
         Marker::Ours { .. } => Action::Reuse,
     }
@@ -250,12 +217,7 @@ pub(crate) enum TeardownAction {
 }
 
 /// Decides what teardown does (pure): only a cluster setup created is deleted.
-pub(crate) fn decide_teardown(
-    name: &str,
-    existing: &[String],
-    marker: &Marker,
-    state_owned: bool,
-) -> TeardownAction {
+pub(crate) fn decide_teardown(name: &str, existing: &[String], marker: &Marker, state_owned: bool) -> TeardownAction {
     if !existing.iter().any(|c| c == name) {
         return TeardownAction::Nothing(format!("no Kind cluster named {name:?}"));
     }
@@ -303,17 +265,8 @@ impl Paths {
 
 /// `kind get clusters`.
 pub(crate) fn list_clusters(sh: &Shell) -> Result<Vec<String>> {
-    let out = cmd!(sh, "kind get clusters")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .context("`kind get clusters` failed")?;
-    Ok(out
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    let out = cmd!(sh, "kind get clusters").quiet().ignore_stderr().read().context("`kind get clusters` failed")?;
+    Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
 }
 
 /// Writes the cluster's kubeconfig (from `kind get kubeconfig`) to our file, mode 0600.
@@ -353,25 +306,17 @@ fn set_private(path: &Path) {
 /// `kind delete cluster` (idempotent in kind itself).
 pub(crate) fn delete(sh: &Shell, name: &str, kubeconfig: &Path) -> Result<()> {
     let args = plan::kind_delete_args(name, kubeconfig);
-    cmd!(sh, "kind {args...}")
-        .run()
-        .with_context(|| format!("`kind delete cluster --name {name}` failed"))?;
+    cmd!(sh, "kind {args...}").run().with_context(|| format!("`kind delete cluster --name {name}` failed"))?;
     Ok(())
 }
 
 /// Exports the cluster's logs under `dir/logs-<time>`; returns a line for the error message.
 pub(crate) fn export_logs(sh: &Shell, name: &str, dir: &Path) -> String {
-    let out = dir.join(format!(
-        "logs-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-    ));
+    let out = dir.join(format!("logs-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
     let args = plan::kind_export_logs_args(name, &out);
     match cmd!(sh, "kind {args...}").quiet().ignore_stdout().run() {
         Ok(()) => format!("\n  cluster logs exported to {}", out.display()),
-        Err(e) => format!(
-            "\n  (exporting the cluster logs to {} failed too: {e})",
-            out.display()
-        ),
+        Err(e) => format!("\n  (exporting the cluster logs to {} failed too: {e})", out.display()),
     }
 }
 
@@ -399,31 +344,19 @@ pub(crate) fn load_image(
     fresh: bool,
 ) -> Result<String> {
     let Some(id) = local_image_id(sh, engine, image) else {
-        return Ok(format!(
-            "{image} is not in the local {}: the node pulls it",
-            engine.program()
-        ));
+        return Ok(format!("{image} is not in the local {}: the node pulls it", engine.program()));
     };
     let record = format!("{image} {id}\n");
-    if !fresh
-        && std::fs::read_to_string(&paths.loaded_image)
-            .map(|r| r == record)
-            .unwrap_or(false)
-    {
+    if !fresh && std::fs::read_to_string(&paths.loaded_image).map(|r| r == record).unwrap_or(false) {
         return Ok(format!("{image} already loaded"));
     }
     for argv in plan::image_load_commands(engine, image, name, &paths.archive) {
         let (program, args) = argv.split_first().expect("a command");
-        cmd!(sh, "{program} {args...}")
-            .run()
-            .with_context(|| format!("loading {image} into cluster {name} failed"))?;
+        cmd!(sh, "{program} {args...}").run().with_context(|| format!("loading {image} into cluster {name} failed"))?;
     }
     let _ = std::fs::remove_file(&paths.archive);
     e2e_migrations::state::write_private(&paths.loaded_image, record.as_bytes())?;
-    Ok(format!(
-        "loaded {image} from the local {}",
-        engine.program()
-    ))
+    Ok(format!("loaded {image} from the local {}", engine.program()))
 }
 
 #[cfg(test)]
@@ -431,95 +364,59 @@ mod tests {
     use super::*;
 
     fn probe(kind: bool, docker: EngineAnswer, podman: EngineAnswer) -> Probe {
-        Probe {
-            kind,
-            podman_requested: false,
-            docker,
-            podman,
-        }
+        Probe { kind, podman_requested: false, docker, podman }
     }
 
     #[test]
     fn missing_kind_says_what_to_install() {
-        let e =
-            availability(&probe(false, EngineAnswer::Running, EngineAnswer::Missing)).unwrap_err();
+        let e = availability(&probe(false, EngineAnswer::Running, EngineAnswer::Missing)).unwrap_err();
         expect_test::expect![[r#"`kind` is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`), or use --backend local"#]]
         .assert_eq(&e);
     }
 
     #[test]
     fn no_engine_says_what_to_install() {
-        let e =
-            availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Missing)).unwrap_err();
-        expect_test::expect![[r#"no container engine for kind: install docker or podman and start it, or use --backend local"#]].assert_eq(&e);
+        let e = availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Missing)).unwrap_err();
+        expect_test::expect![[
+            r#"no container engine for kind: install docker or podman and start it, or use --backend local"#
+        ]]
+        .assert_eq(&e);
     }
 
     #[test]
     fn a_stopped_docker_says_to_start_it() {
-        let said = "\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n";
-        let e = availability(&probe(
-            true,
-            EngineAnswer::NotRunning(said.into()),
-            EngineAnswer::Missing,
-        ))
-        .unwrap_err();
+        let said =
+            "\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n";
+        let e = availability(&probe(true, EngineAnswer::NotRunning(said.into()), EngineAnswer::Missing)).unwrap_err();
         expect_test::expect![[r#"docker is installed but not running (`docker info`: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?): start it (`sudo systemctl start docker`, or open Docker Desktop / colima), or use --backend local"#]]
         .assert_eq(&e);
-        let e =
-            availability(&probe(true, EngineAnswer::TimedOut, EngineAnswer::Missing)).unwrap_err();
+        let e = availability(&probe(true, EngineAnswer::TimedOut, EngineAnswer::Missing)).unwrap_err();
         assert!(e.contains("did not answer within 5 s"), "{e}");
     }
 
     #[test]
     fn podman_serves_when_docker_is_absent_or_requested() {
-        assert_eq!(
-            availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Running)),
-            Ok(Engine::Podman)
-        );
-        assert_eq!(
-            availability(&probe(true, EngineAnswer::Running, EngineAnswer::Missing)),
-            Ok(Engine::Docker)
-        );
-        let p = Probe {
-            kind: true,
-            podman_requested: true,
-            docker: EngineAnswer::Running,
-            podman: EngineAnswer::Missing,
-        };
-        assert!(availability(&p)
-            .unwrap_err()
-            .contains("install podman (KIND_EXPERIMENTAL_PROVIDER=podman)"));
+        assert_eq!(availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Running)), Ok(Engine::Podman));
+        assert_eq!(availability(&probe(true, EngineAnswer::Running, EngineAnswer::Missing)), Ok(Engine::Docker));
+        let p =
+            Probe { kind: true, podman_requested: true, docker: EngineAnswer::Running, podman: EngineAnswer::Missing };
+        assert!(availability(&p).unwrap_err().contains("install podman (KIND_EXPERIMENTAL_PROVIDER=podman)"));
     }
 
     fn ours(hash: &str) -> Marker {
-        Marker::Ours {
-            config_hash: Some(hash.to_string()),
-            healthy: true,
-        }
+        Marker::Ours { config_hash: Some(hash.to_string()), healthy: true }
     }
 
     #[test]
     fn reuse_decisions() {
         let existing = vec!["other".to_string(), "e2e".to_string()];
-        assert_eq!(
-            decide("new", &existing, &Marker::Foreign, false, false, "h"),
-            Action::Create
-        );
-        assert_eq!(
-            decide("e2e", &existing, &ours("h"), false, false, "h"),
-            Action::Reuse
-        );
-        assert_eq!(
-            decide("e2e", &existing, &ours("h"), false, true, "h"),
-            Action::Recreate("--recreate".into())
-        );
+        assert_eq!(decide("new", &existing, &Marker::Foreign, false, false, "h"), Action::Create);
+        assert_eq!(decide("e2e", &existing, &ours("h"), false, false, "h"), Action::Reuse);
+        assert_eq!(decide("e2e", &existing, &ours("h"), false, true, "h"), Action::Recreate("--recreate".into()));
         assert!(
             matches!(decide("e2e", &existing, &ours("old"), true, false, "h"), Action::Recreate(w) if w.contains("config changed"))
         );
-        let sick = Marker::Ours {
-            config_hash: Some("h".into()),
-            healthy: false,
-        };
+        let sick = Marker::Ours { config_hash: Some("h".into()), healthy: false };
         assert!(
             matches!(decide("e2e", &existing, &sick, true, false, "h"), Action::Recreate(w) if w.contains("not Ready"))
         );
@@ -537,35 +434,17 @@ mod tests {
         assert!(
             matches!(decide("e2e", &existing, &down, false, false, "h"), Action::Refuse(e) if e.contains("owner cannot be checked"))
         );
-        assert!(matches!(
-            decide("e2e", &existing, &down, true, false, "h"),
-            Action::Recreate(_)
-        ));
+        assert!(matches!(decide("e2e", &existing, &down, true, false, "h"), Action::Recreate(_)));
     }
 
     #[test]
     fn teardown_deletes_only_our_cluster() {
         let existing = vec!["e2e".to_string()];
-        assert_eq!(
-            decide_teardown("e2e", &existing, &ours("x"), false),
-            TeardownAction::Delete
-        );
-        assert!(matches!(
-            decide_teardown("gone", &existing, &ours("x"), true),
-            TeardownAction::Nothing(_)
-        ));
-        assert!(matches!(
-            decide_teardown("e2e", &existing, &Marker::Foreign, true),
-            TeardownAction::Refuse(_)
-        ));
+        assert_eq!(decide_teardown("e2e", &existing, &ours("x"), false), TeardownAction::Delete);
+        assert!(matches!(decide_teardown("gone", &existing, &ours("x"), true), TeardownAction::Nothing(_)));
+        assert!(matches!(decide_teardown("e2e", &existing, &Marker::Foreign, true), TeardownAction::Refuse(_)));
         let down = Marker::Unreachable("refused".into());
-        assert_eq!(
-            decide_teardown("e2e", &existing, &down, true),
-            TeardownAction::Delete
-        );
-        assert!(matches!(
-            decide_teardown("e2e", &existing, &down, false),
-            TeardownAction::Refuse(_)
-        ));
+        assert_eq!(decide_teardown("e2e", &existing, &down, true), TeardownAction::Delete);
+        assert!(matches!(decide_teardown("e2e", &existing, &down, false), TeardownAction::Refuse(_)));
     }
 }

@@ -110,19 +110,15 @@ pub(crate) struct PortMapping {
 
 impl E2eConfig {
     /// Reads `path` if given (it must exist), else `default_path` if it exists, else defaults.
-    pub(crate) fn load(
-        explicit: Option<&Path>,
-        default_path: &Path,
-    ) -> Result<(E2eConfig, Option<PathBuf>)> {
+    pub(crate) fn load(explicit: Option<&Path>, default_path: &Path) -> Result<(E2eConfig, Option<PathBuf>)> {
         let path = match explicit {
             Some(p) => p.to_path_buf(),
             None if default_path.is_file() => default_path.to_path_buf(),
             None => return Ok((E2eConfig::default(), None)),
         };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("--config {}: cannot read it", path.display()))?;
-        let config =
-            E2eConfig::parse(&text).with_context(|| format!("--config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("--config {}: cannot read it", path.display()))?;
+        let config = E2eConfig::parse(&text).with_context(|| format!("--config {}", path.display()))?;
         Ok((config, Some(path)))
     }
 
@@ -140,8 +136,7 @@ impl E2eConfig {
         if self.postgres.image.trim().is_empty() {
             bail!("postgres.image is empty: name a pinned PostgreSQL image such as postgres:16.6-bookworm");
         }
-        if !["Always", "IfNotPresent", "Never"].contains(&self.postgres.image_pull_policy.as_str())
-        {
+        if !["Always", "IfNotPresent", "Never"].contains(&self.postgres.image_pull_policy.as_str()) {
             bail!(
                 "postgres.image_pull_policy {:?}: expected Always, IfNotPresent or Never",
                 self.postgres.image_pull_policy
@@ -179,13 +174,13 @@ impl E2eConfig {
 pub(crate) fn check_dns_label(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !ok {
-        bail!("{what} {name:?}: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit");
+        bail!(
+            "{what} {name:?}: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+        );
     }
     Ok(())
 }
@@ -267,9 +262,7 @@ impl KindCluster {
             }],
         };
         let hash = cluster.hash();
-        cluster.nodes[0]
-            .labels
-            .insert(CONFIG_HASH_LABEL.to_string(), hash);
+        cluster.nodes[0].labels.insert(CONFIG_HASH_LABEL.to_string(), hash);
         cluster
     }
 
@@ -290,9 +283,7 @@ impl KindCluster {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]
@@ -379,10 +370,7 @@ mod tests {
         let mut changed = E2eConfig::default();
         changed.postgres.host_port = 15433;
         assert_ne!(a.hash(), KindCluster::from_config(&changed).hash());
-        assert_eq!(
-            a.hash(),
-            KindCluster::from_config(&E2eConfig::default()).hash()
-        );
+        assert_eq!(a.hash(), KindCluster::from_config(&E2eConfig::default()).hash());
     }
 
     fn err(toml: &str) -> String {
@@ -392,14 +380,12 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_field() {
         assert!(err("[cluster]\nname = \"Team_A\"").contains("cluster.name \"Team_A\""));
-        assert!(err("[postgres]\nnode_port = 8080")
-            .contains("postgres.node_port 8080: a NodePort must be in 30000-32767"));
-        assert!(err("[postgres]\nimage_pull_policy = \"never\"")
-            .contains("postgres.image_pull_policy \"never\""));
         assert!(
-            err("[[port_mappings]]\nname = \"svc\"\nnode_port = 30100\nhost_port = 15432")
-                .contains("port_mappings \"svc\" host_port 15432 is also postgres.host_port")
+            err("[postgres]\nnode_port = 8080").contains("postgres.node_port 8080: a NodePort must be in 30000-32767")
         );
+        assert!(err("[postgres]\nimage_pull_policy = \"never\"").contains("postgres.image_pull_policy \"never\""));
+        assert!(err("[[port_mappings]]\nname = \"svc\"\nnode_port = 30100\nhost_port = 15432")
+            .contains("port_mappings \"svc\" host_port 15432 is also postgres.host_port"));
         assert!(err("[postgres]\nimgae = \"x\"").contains("unknown field `imgae`"));
     }
 
@@ -409,9 +395,6 @@ mod tests {
         let (config, path) = E2eConfig::load(None, nowhere).unwrap();
         assert_eq!((config, path), (E2eConfig::default(), None));
         let e = format!("{:#}", E2eConfig::load(Some(nowhere), nowhere).unwrap_err());
-        assert!(
-            e.starts_with("--config /nonexistent/e2e.toml: cannot read it"),
-            "{e}"
-        );
+        assert!(e.starts_with("--config /nonexistent/e2e.toml: cannot read it"), "{e}");
     }
 }

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use e2e_migrations::kube::{
-    pick_ready_pod, pod_selector, APP_NAME, MANAGED_BY, MANAGED_BY_LABEL, SECRET_NAME,
-};
+use e2e_migrations::kube::{pick_ready_pod, pod_selector, APP_NAME, MANAGED_BY, MANAGED_BY_LABEL, SECRET_NAME};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
@@ -27,10 +25,7 @@ pub(crate) enum NamespaceFacts {
     /// No such namespace.
     Missing,
     /// It exists, with these labels, maybe being deleted.
-    Exists {
-        labels: BTreeMap<String, String>,
-        terminating: bool,
-    },
+    Exists { labels: BTreeMap<String, String>, terminating: bool },
 }
 
 /// What setup does with the namespace.
@@ -47,11 +42,7 @@ pub(crate) enum NamespaceAction {
 }
 
 /// Decides what to do with `namespace` (pure): only a namespace setup labelled is adopted.
-pub(crate) fn decide_namespace(
-    namespace: &str,
-    facts: &NamespaceFacts,
-    flag: &str,
-) -> NamespaceAction {
+pub(crate) fn decide_namespace(namespace: &str, facts: &NamespaceFacts, flag: &str) -> NamespaceAction {
     match facts {
         NamespaceFacts::Missing => NamespaceAction::Create,
         NamespaceFacts::Exists { labels, terminating } if labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) => {
@@ -104,7 +95,9 @@ pub(crate) struct Diagnosis {
 
 /// The timeout error's text (pure).
 pub(crate) fn render_timeout(namespace: &str, timeout_s: u64, d: &Diagnosis) -> String {
-    let mut s = format!("PostgreSQL in namespace {namespace} was not ready after {timeout_s} s (postgres.ready_timeout_s in e2e.toml)");
+    let mut s = format!(
+        "PostgreSQL in namespace {namespace} was not ready after {timeout_s} s (postgres.ready_timeout_s in e2e.toml)"
+    );
     if d.pods.is_empty() {
         s.push_str("\n  no pod was created (see the events)");
     }
@@ -135,28 +128,14 @@ pub(crate) fn render_timeout(namespace: &str, timeout_s: u64, d: &Diagnosis) -> 
 
 /// Reduces a pod to what the timeout error shows (pure).
 pub(crate) fn pod_report(pod: &Pod) -> PodReport {
-    let mut r = PodReport {
-        name: pod.name_any(),
-        phase: "Unknown".to_string(),
-        ..PodReport::default()
-    };
+    let mut r = PodReport { name: pod.name_any(), phase: "Unknown".to_string(), ..PodReport::default() };
     let Some(st) = &pod.status else { return r };
     r.phase = st.phase.clone().unwrap_or_else(|| "Unknown".to_string());
-    for c in st
-        .conditions
-        .iter()
-        .flatten()
-        .filter(|c| c.status != "True")
-    {
+    for c in st.conditions.iter().flatten().filter(|c| c.status != "True") {
         r.conditions.push(
-            format!(
-                "{}: {} {}",
-                c.type_,
-                c.reason.as_deref().unwrap_or(""),
-                c.message.as_deref().unwrap_or("")
-            )
-            .trim_end()
-            .to_string(),
+            format!("{}: {} {}", c.type_, c.reason.as_deref().unwrap_or(""), c.message.as_deref().unwrap_or(""))
+                .trim_end()
+                .to_string(),
         );
     }
     for cs in st.container_statuses.iter().flatten() {
@@ -183,10 +162,7 @@ pub(crate) fn pod_report(pod: &Pod) -> PodReport {
             ));
         }
         if cs.restart_count > 0 {
-            r.containers.push(format!(
-                "container {}: restarted {} times",
-                cs.name, cs.restart_count
-            ));
+            r.containers.push(format!("container {}: restarted {} times", cs.name, cs.restart_count));
         }
     }
     r
@@ -196,21 +172,17 @@ pub(crate) fn pod_report(pod: &Pod) -> PodReport {
 pub(crate) fn recent_events(events: &[Event], n: usize) -> Vec<String> {
     let mut evs: Vec<&Event> = events.iter().collect();
     evs.sort_by_key(|e| {
-        e.last_timestamp
+        e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0)).or(e
+            .metadata
+            .creation_timestamp
             .as_ref()
-            .map(|t| t.0)
-            .or(e.event_time.as_ref().map(|t| t.0))
-            .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .map(|t| t.0))
     });
     let skip = evs.len().saturating_sub(n);
     evs.into_iter()
         .skip(skip)
         .map(|e| {
-            let count = e
-                .count
-                .filter(|c| *c > 1)
-                .map(|c| format!(" (x{c})"))
-                .unwrap_or_default();
+            let count = e.count.filter(|c| *c > 1).map(|c| format!(" (x{c})")).unwrap_or_default();
             format!(
                 "{}/{}: {}: {}{count}",
                 e.involved_object.kind.as_deref().unwrap_or("?"),
@@ -225,18 +197,13 @@ pub(crate) fn recent_events(events: &[Event], n: usize) -> Vec<String> {
 /// Generates a password: 24 random bytes from the OS, hex.
 pub(crate) fn generate_password() -> Result<String> {
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness from the OS for the password: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS for the password: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -273,11 +240,7 @@ pub(crate) struct Deployed {
 /// Applies the manifests and waits until PostgreSQL is ready.
 pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
     let ns_api: Api<Namespace> = Api::all(d.client.clone());
-    let facts = match ns_api
-        .get_opt(d.namespace)
-        .await
-        .with_context(|| format!("reading namespace {}", d.namespace))?
-    {
+    let facts = match ns_api.get_opt(d.namespace).await.with_context(|| format!("reading namespace {}", d.namespace))? {
         None => NamespaceFacts::Missing,
         Some(ns) => NamespaceFacts::Exists {
             labels: ns.metadata.labels.clone().unwrap_or_default(),
@@ -289,10 +252,7 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
         NamespaceAction::Reuse => false,
         NamespaceAction::Create => true,
         NamespaceAction::WaitThenCreate => {
-            eprintln!(
-                "  namespace {} is being deleted (an earlier teardown): waiting until it is gone",
-                d.namespace
-            );
+            eprintln!("  namespace {} is being deleted (an earlier teardown): waiting until it is gone", d.namespace);
             wait_namespace_gone(&ns_api, d.namespace, Duration::from_secs(180)).await?;
             true
         }
@@ -301,15 +261,9 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
     let existing = if created_namespace {
         None
     } else {
-        secrets
-            .get_opt(SECRET_NAME)
-            .await
-            .context("reading the credentials secret")?
+        secrets.get_opt(SECRET_NAME).await.context("reading the credentials secret")?
     };
-    let password = match existing
-        .as_ref()
-        .map(e2e_migrations::kube::credentials_from_secret)
-    {
+    let password = match existing.as_ref().map(e2e_migrations::kube::credentials_from_secret) {
         Some(Ok(c)) => c.password,
         _ => generate_password()?,
     };
@@ -321,74 +275,39 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
     apply(&deployments, &m.deployment).await?;
 
     let timeout = Duration::from_secs(d.pg.ready_timeout_s);
-    let ready = await_condition(deployments, APP_NAME, |d: Option<&Deployment>| {
-        d.is_some_and(deployment_ready)
-    });
+    let ready = await_condition(deployments, APP_NAME, |d: Option<&Deployment>| d.is_some_and(deployment_ready));
     match tokio::time::timeout(timeout, ready).await {
         Ok(r) => {
             r.context("watching the deployment")?;
         }
         Err(_) => {
             let diagnosis = diagnose(&d.client, d.namespace).await;
-            bail!(render_timeout(
-                d.namespace,
-                d.pg.ready_timeout_s,
-                &diagnosis
-            ));
+            bail!(render_timeout(d.namespace, d.pg.ready_timeout_s, &diagnosis));
         }
     }
     let pods: Api<Pod> = Api::namespaced(d.client.clone(), d.namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&pod_selector()))
-        .await
-        .context("listing the PostgreSQL pods")?;
-    let pod = pick_ready_pod(&list.items).with_context(|| {
-        format!(
-            "deployment {APP_NAME} is ready but no ready pod matches {}",
-            pod_selector()
-        )
-    })?;
-    Ok(Deployed {
-        pod,
-        password,
-        created_namespace,
-    })
+    let list =
+        pods.list(&ListParams::default().labels(&pod_selector())).await.context("listing the PostgreSQL pods")?;
+    let pod = pick_ready_pod(&list.items)
+        .with_context(|| format!("deployment {APP_NAME} is ready but no ready pod matches {}", pod_selector()))?;
+    Ok(Deployed { pod, password, created_namespace })
 }
 
 /// Gathers the timeout error's facts; each part that cannot be read is left out.
 async fn diagnose(client: &Client, namespace: &str) -> Diagnosis {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&pod_selector()))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    let list = pods.list(&ListParams::default().labels(&pod_selector())).await.map(|l| l.items).unwrap_or_default();
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let events = events
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    let events = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
     let mut log = None;
-    if let Some(p) = list
-        .iter()
-        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
-    {
+    if let Some(p) = list.iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0)) {
         let name = p.name_any();
-        let lp = LogParams {
-            container: Some("postgres".to_string()),
-            tail_lines: Some(20),
-            ..LogParams::default()
-        };
+        let lp = LogParams { container: Some("postgres".to_string()), tail_lines: Some(20), ..LogParams::default() };
         if let Ok(text) = pods.logs(&name, &lp).await {
             log = Some((name, text.lines().map(str::to_string).collect()));
         }
     }
-    Diagnosis {
-        pods: list.iter().map(pod_report).collect(),
-        events: recent_events(&events, 10),
-        log,
-    }
+    Diagnosis { pods: list.iter().map(pod_report).collect(), events: recent_events(&events, 10), log }
 }
 
 /// What tearing a namespace down found.
@@ -401,17 +320,9 @@ pub(crate) enum Deleted {
 }
 
 /// Deletes `namespace` if it carries our label, and waits until it is gone.
-pub(crate) async fn delete_namespace(
-    client: &Client,
-    namespace: &str,
-    timeout: Duration,
-) -> Result<Deleted> {
+pub(crate) async fn delete_namespace(client: &Client, namespace: &str, timeout: Duration) -> Result<Deleted> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let Some(ns) = api
-        .get_opt(namespace)
-        .await
-        .with_context(|| format!("reading namespace {namespace}"))?
-    else {
+    let Some(ns) = api.get_opt(namespace).await.with_context(|| format!("reading namespace {namespace}"))? else {
         return Ok(Deleted::Missing);
     };
     let labels = ns.metadata.labels.clone().unwrap_or_default();
@@ -427,11 +338,7 @@ pub(crate) async fn delete_namespace(
     Ok(Deleted::Deleted)
 }
 
-async fn wait_namespace_gone(
-    api: &Api<Namespace>,
-    namespace: &str,
-    timeout: Duration,
-) -> Result<()> {
+async fn wait_namespace_gone(api: &Api<Namespace>, namespace: &str, timeout: Duration) -> Result<()> {
     let Some(ns) = api.get_opt(namespace).await? else {
         return Ok(());
     };
@@ -442,10 +349,9 @@ async fn wait_namespace_gone(
             r.with_context(|| format!("watching namespace {namespace}"))?;
             Ok(())
         }
-        Err(_) => bail!(
-            "namespace {namespace} is still being deleted after {} s; check its finalizers",
-            timeout.as_secs()
-        ),
+        Err(_) => {
+            bail!("namespace {namespace} is still being deleted after {} s; check its finalizers", timeout.as_secs())
+        }
     }
 }
 
@@ -455,49 +361,27 @@ mod tests {
     use expect_test::expect;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateWaiting, ContainerStatus, ObjectReference, PodCondition,
-        PodStatus,
+        ContainerState, ContainerStateWaiting, ContainerStatus, ObjectReference, PodCondition, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn namespace_decisions() {
-        assert_eq!(
-            decide_namespace("e2e", &NamespaceFacts::Missing, "--namespace"),
-            NamespaceAction::Create
-        );
+        assert_eq!(decide_namespace("e2e", &NamespaceFacts::Missing, "--namespace"), NamespaceAction::Create);
         let ours = labels(&[(MANAGED_BY_LABEL, MANAGED_BY)]);
-        let facts = NamespaceFacts::Exists {
-            labels: ours.clone(),
-            terminating: false,
-        };
-        assert_eq!(
-            decide_namespace("e2e", &facts, "--namespace"),
-            NamespaceAction::Reuse
-        );
-        let facts = NamespaceFacts::Exists {
-            labels: ours,
-            terminating: true,
-        };
-        assert_eq!(
-            decide_namespace("e2e", &facts, "--namespace"),
-            NamespaceAction::WaitThenCreate
-        );
+        let facts = NamespaceFacts::Exists { labels: ours.clone(), terminating: false };
+        assert_eq!(decide_namespace("e2e", &facts, "--namespace"), NamespaceAction::Reuse);
+        let facts = NamespaceFacts::Exists { labels: ours, terminating: true };
+        assert_eq!(decide_namespace("e2e", &facts, "--namespace"), NamespaceAction::WaitThenCreate);
     }
 
     #[test]
     fn a_namespace_setup_did_not_create_is_refused() {
-        let facts = NamespaceFacts::Exists {
-            labels: labels(&[("team", "payments")]),
-            terminating: false,
-        };
+        let facts = NamespaceFacts::Exists { labels: labels(&[("team", "payments")]), terminating: false };
         let NamespaceAction::Refuse(e) = decide_namespace("payments", &facts, "--namespace") else {
             panic!("must refuse")
         };
@@ -505,22 +389,10 @@ mod tests {
         .assert_eq(&e);
     }
 
-    fn deployment(
-        generation: i64,
-        observed: i64,
-        updated: i32,
-        ready: i32,
-        total: i32,
-    ) -> Deployment {
+    fn deployment(generation: i64, observed: i64, updated: i32, ready: i32, total: i32) -> Deployment {
         Deployment {
-            metadata: ObjectMeta {
-                generation: Some(generation),
-                ..ObjectMeta::default()
-            },
-            spec: DeploymentSpec {
-                replicas: Some(1),
-                ..DeploymentSpec::default()
-            },
+            metadata: ObjectMeta { generation: Some(generation), ..ObjectMeta::default() },
+            spec: DeploymentSpec { replicas: Some(1), ..DeploymentSpec::default() },
             status: Some(DeploymentStatus {
                 observed_generation: Some(observed),
                 updated_replicas: Some(updated),
@@ -534,15 +406,9 @@ mod tests {
     #[test]
     fn a_deployment_is_ready_when_its_current_spec_is_rolled_out() {
         assert!(deployment_ready(&deployment(2, 2, 1, 1, 1)));
-        assert!(
-            !deployment_ready(&deployment(2, 1, 1, 1, 1)),
-            "old generation"
-        );
+        assert!(!deployment_ready(&deployment(2, 1, 1, 1, 1)), "old generation");
         assert!(!deployment_ready(&deployment(2, 2, 1, 0, 1)), "not ready");
-        assert!(
-            !deployment_ready(&deployment(2, 2, 1, 1, 2)),
-            "old pod still there"
-        );
+        assert!(!deployment_ready(&deployment(2, 2, 1, 1, 2)), "old pod still there");
         assert!(!deployment_ready(&Deployment::default()));
     }
 
@@ -568,7 +434,9 @@ mod tests {
                     state: Some(ContainerState {
                         waiting: Some(ContainerStateWaiting {
                             reason: Some("ErrImageNeverPull".into()),
-                            message: Some("Container image \"postgres:16\" is not present with pull policy of Never".into()),
+                            message: Some(
+                                "Container image \"postgres:16\" is not present with pull policy of Never".into(),
+                            ),
                         }),
                         ..ContainerState::default()
                     }),
@@ -597,12 +465,7 @@ mod tests {
                 "Container image \"postgres:16\" is not present with pull policy of Never",
                 12,
             ),
-            event(
-                10,
-                "Scheduled",
-                "Successfully assigned e2e/postgres-7d4b9-xk2p to kind-control-plane",
-                1,
-            ),
+            event(10, "Scheduled", "Successfully assigned e2e/postgres-7d4b9-xk2p to kind-control-plane", 1),
         ];
         let d = Diagnosis {
             pods: vec![pod_report(&pod)],

@@ -24,7 +24,10 @@ pub(crate) async fn connect_url(url: &str, within: Duration) -> Result<tokio_pos
             }
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("PostgreSQL is ready in the cluster but not reachable on the published port after {} s", within.as_secs())
+                    format!(
+                        "PostgreSQL is ready in the cluster but not reachable on the published port after {} s",
+                        within.as_secs()
+                    )
                 })
             }
         }
@@ -48,9 +51,6 @@ mod tests {
 
     #[test]
     fn node_port_url_is_on_loopback() {
-        assert_eq!(
-            node_port_url("e2e", "pw", 15432, "e2e"),
-            "postgres://e2e:pw@127.0.0.1:15432/e2e"
-        );
+        assert_eq!(node_port_url("e2e", "pw", 15432, "e2e"), "postgres://e2e:pw@127.0.0.1:15432/e2e");
     }
 }

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 
 use e2e_migrations::kube::{
-    APP_LABEL, APP_NAME, DATABASE_KEY, MANAGED_BY, MANAGED_BY_LABEL, PASSWORD_KEY, POSTGRES_PORT,
-    SECRET_NAME, USER_KEY,
+    APP_LABEL, APP_NAME, DATABASE_KEY, MANAGED_BY, MANAGED_BY_LABEL, PASSWORD_KEY, POSTGRES_PORT, SECRET_NAME, USER_KEY,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Namespace,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Namespace, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -27,11 +26,7 @@ pub(crate) const CREDENTIALS_HASH_ANNOTATION: &str = "e2e-migrations/credentials
 const DATA_DIR: &str = "/var/lib/postgresql/data";
 
 /// The settings that make PostgreSQL fast for throwaway test data (never for real data).
-pub(crate) const TEST_SPEED_SETTINGS: &[&str] = &[
-    "fsync=off",
-    "synchronous_commit=off",
-    "full_page_writes=off",
-];
+pub(crate) const TEST_SPEED_SETTINGS: &[&str] = &["fsync=off", "synchronous_commit=off", "full_page_writes=off"];
 
 /// How the host reaches the Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,20 +88,13 @@ fn secret_env(name: &str, key: &str) -> EnvVar {
 
 /// A short stable hash (FNV-1a 64, hex) of the password, for the pod-template annotation.
 pub(crate) fn credentials_hash(password: &str) -> String {
-    let h = password.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = password.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("{h:016x}")
 }
 
 impl Manifests {
     /// Builds the objects for `pg` in `namespace` with `password` (pure).
-    pub(crate) fn new(
-        pg: &PostgresSettings,
-        namespace: &str,
-        password: &str,
-        exposure: Exposure,
-    ) -> Manifests {
+    pub(crate) fn new(pg: &PostgresSettings, namespace: &str, password: &str, exposure: Exposure) -> Manifests {
         let namespace_obj = Namespace {
             metadata: ObjectMeta {
                 name: Some(namespace.to_string()),
@@ -115,19 +103,11 @@ impl Manifests {
             },
             ..Namespace::default()
         };
-        let data = [
-            (USER_KEY, pg.user.as_str()),
-            (PASSWORD_KEY, password),
-            (DATABASE_KEY, pg.database.as_str()),
-        ];
+        let data = [(USER_KEY, pg.user.as_str()), (PASSWORD_KEY, password), (DATABASE_KEY, pg.database.as_str())];
         let secret = Secret {
             metadata: meta(SECRET_NAME, namespace),
             type_: Some("Opaque".to_string()),
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
             ..Secret::default()
         };
         let (type_, node_port) = match exposure {
@@ -153,11 +133,7 @@ impl Manifests {
             ..Service::default()
         };
         let mut args = vec!["postgres".to_string()];
-        for s in TEST_SPEED_SETTINGS
-            .iter()
-            .map(|s| s.to_string())
-            .chain(pg.settings.iter().cloned())
-        {
+        for s in TEST_SPEED_SETTINGS.iter().map(|s| s.to_string()).chain(pg.settings.iter().cloned()) {
             args.push("-c".to_string());
             args.push(s);
         }
@@ -171,11 +147,7 @@ impl Manifests {
                 secret_env("POSTGRES_USER", USER_KEY),
                 secret_env("POSTGRES_PASSWORD", PASSWORD_KEY),
                 secret_env("POSTGRES_DB", DATABASE_KEY),
-                EnvVar {
-                    name: "PGDATA".to_string(),
-                    value: Some(format!("{DATA_DIR}/pgdata")),
-                    ..EnvVar::default()
-                },
+                EnvVar { name: "PGDATA".to_string(), value: Some(format!("{DATA_DIR}/pgdata")), ..EnvVar::default() },
             ]),
             ports: Some(vec![ContainerPort {
                 name: Some("postgres".to_string()),
@@ -187,20 +159,10 @@ impl Manifests {
             readiness_probe: Some(Probe {
                 exec: Some(ExecAction {
                     command: Some(
-                        [
-                            "pg_isready",
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            &port,
-                            "-U",
-                            &pg.user,
-                            "-d",
-                            &pg.database,
-                        ]
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
+                        ["pg_isready", "-h", "127.0.0.1", "-p", &port, "-U", &pg.user, "-d", &pg.database]
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect(),
                     ),
                 }),
                 period_seconds: Some(1),
@@ -230,10 +192,7 @@ impl Manifests {
                     type_: Some("Recreate".to_string()),
                     ..DeploymentStrategy::default()
                 }),
-                selector: LabelSelector {
-                    match_labels: Some(app_labels()),
-                    ..LabelSelector::default()
-                },
+                selector: LabelSelector { match_labels: Some(app_labels()), ..LabelSelector::default() },
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(app_labels()),
@@ -260,12 +219,7 @@ impl Manifests {
             },
             ..Deployment::default()
         };
-        Manifests {
-            namespace: namespace_obj,
-            secret,
-            service,
-            deployment,
-        }
+        Manifests { namespace: namespace_obj, secret, service, deployment }
     }
 
     /// All objects as one YAML stream (`---` between documents), in apply order.
@@ -461,10 +415,7 @@ mod tests {
         for exposure in [Exposure::NodePort(30432), Exposure::ClusterIp] {
             let m = Manifests::new(&PostgresSettings::default(), "e2e", "pw", exposure);
             let ports = m.service.spec.unwrap().ports.unwrap();
-            assert!(
-                ports.iter().all(|p| p.protocol.as_deref() == Some("TCP")),
-                "{exposure:?}"
-            );
+            assert!(ports.iter().all(|p| p.protocol.as_deref() == Some("TCP")), "{exposure:?}");
         }
     }
 

@@ -27,9 +27,7 @@ use kube::{Api, Client};
 use xshell::Shell;
 
 use self::cluster::{Action, Marker, Paths, TeardownAction};
-use self::config::{
-    E2eConfig, KindCluster, CONFIG_FILE, CONFIG_HASH_LABEL, OWNER_LABEL, OWNER_VALUE,
-};
+use self::config::{E2eConfig, KindCluster, CONFIG_FILE, CONFIG_HASH_LABEL, OWNER_LABEL, OWNER_VALUE};
 use self::manifests::{Exposure, Manifests};
 use crate::flags::{Setup, Teardown};
 use crate::target::Step;
@@ -41,10 +39,7 @@ pub(crate) fn unavailable_reason() -> Option<String> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
 fn shell() -> Result<Shell> {
@@ -79,12 +74,8 @@ pub(crate) fn kube_target(
     cmd: &str,
 ) -> Result<KubeTarget> {
     let saved = saved.filter(|s| s.backend == BackendKind::Kube);
-    let context = context
-        .map(str::to_string)
-        .or_else(|| saved.and_then(|s| s.context.clone()));
-    let namespace = namespace
-        .map(str::to_string)
-        .or_else(|| saved.and_then(|s| s.namespace.clone()));
+    let context = context.map(str::to_string).or_else(|| saved.and_then(|s| s.context.clone()));
+    let namespace = namespace.map(str::to_string).or_else(|| saved.and_then(|s| s.namespace.clone()));
     let Some(context) = context else {
         bail!("{cmd} --backend kube needs --context CONTEXT: the kubeconfig context of the existing cluster (see `kubectl config get-contexts`)");
     };
@@ -99,9 +90,7 @@ pub(crate) fn kube_target(
 fn user_kubeconfig() -> PathBuf {
     match std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
         Some(k) => PathBuf::from(k),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".kube")
-            .join("config"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".kube").join("config"),
     }
 }
 
@@ -113,11 +102,8 @@ fn sets_label(args: &Setup) -> String {
 fn dry_run_manifests(pg: &config::PostgresSettings, namespace: &str, exposure: Exposure) -> String {
     let mut m = Manifests::new(pg, namespace, "<generated>", exposure);
     let data = m.secret.data.take().unwrap_or_default();
-    m.secret.string_data = Some(
-        data.into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .collect(),
-    );
+    m.secret.string_data =
+        Some(data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect());
     m.to_yaml()
 }
 
@@ -131,16 +117,8 @@ pub(crate) async fn setup(args: &Setup) -> Result<Option<(SetupState, tokio_post
     }
 }
 
-async fn setup_kube(
-    args: &Setup,
-    config: &E2eConfig,
-) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
-    let t = kube_target(
-        args.cluster.context.as_deref(),
-        args.cluster.namespace.as_deref(),
-        None,
-        "e2e-setup",
-    )?;
+async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+    let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), None, "e2e-setup")?;
     let pg = &config.postgres;
     if args.dry_run {
         let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp);
@@ -160,12 +138,10 @@ async fn setup_kube(
     }
     let step = Step::start(format!("cluster (context {})", t.context));
     let client = e2e_migrations::kube::client(None, Some(&t.context)).await?;
-    let version = client.apiserver_version().await.with_context(|| {
-        format!(
-            "reaching the API server of context {} (--context)",
-            t.context
-        )
-    })?;
+    let version = client
+        .apiserver_version()
+        .await
+        .with_context(|| format!("reaching the API server of context {} (--context)", t.context))?;
     step.done(format!("Kubernetes {}.{}", version.major, version.minor));
     let step = Step::start(format!("PostgreSQL in namespace {}", t.namespace));
     let d = deploy::Deploy {
@@ -179,20 +155,12 @@ async fn setup_kube(
     step.done(format!(
         "pod {} ready{}",
         deployed.pod,
-        if deployed.created_namespace {
-            " (namespace created)"
-        } else {
-            ""
-        }
+        if deployed.created_namespace { " (namespace created)" } else { "" }
     ));
     let step = Step::start("connect");
-    let creds = Credentials {
-        user: pg.user.clone(),
-        password: deployed.password.clone(),
-        database: pg.database.clone(),
-    };
-    let pg_client =
-        forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds).await?;
+    let creds =
+        Credentials { user: pg.user.clone(), password: deployed.password.clone(), database: pg.database.clone() };
+    let pg_client = forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds).await?;
     step.done(format!("port-forward to pod {}", deployed.pod));
     let st = SetupState {
         backend: BackendKind::Kube,
@@ -210,13 +178,9 @@ async fn setup_kube(
 /// Asks the cluster (through our kubeconfig) whether its node carries our owner label.
 async fn marker(kubeconfig: &Path, name: &str) -> Marker {
     let ask = async {
-        let client: Client =
-            e2e_migrations::kube::client(Some(kubeconfig), Some(&format!("kind-{name}"))).await?;
+        let client: Client = e2e_migrations::kube::client(Some(kubeconfig), Some(&format!("kind-{name}"))).await?;
         let nodes: Api<Node> = Api::all(client);
-        let list = nodes
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e2e_migrations::Error::Other(e.to_string()))?;
+        let list = nodes.list(&ListParams::default()).await.map_err(|e| e2e_migrations::Error::Other(e.to_string()))?;
         Ok::<_, e2e_migrations::Error>(list.items)
     };
     let nodes = match tokio::time::timeout(Duration::from_secs(10), ask).await {
@@ -227,53 +191,31 @@ async fn marker(kubeconfig: &Path, name: &str) -> Marker {
     let ours: Vec<&Node> = nodes
         .iter()
         .filter(|n| {
-            n.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(OWNER_LABEL))
-                .map(String::as_str)
-                == Some(OWNER_VALUE)
+            n.metadata.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).map(String::as_str) == Some(OWNER_VALUE)
         })
         .collect();
     let Some(first) = ours.first() else {
         return Marker::Foreign;
     };
-    let config_hash = first
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(CONFIG_HASH_LABEL))
-        .cloned();
+    let config_hash = first.metadata.labels.as_ref().and_then(|l| l.get(CONFIG_HASH_LABEL)).cloned();
     let healthy = nodes.iter().all(|n| {
         n.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     });
-    Marker::Ours {
-        config_hash,
-        healthy,
-    }
+    Marker::Ours { config_hash, healthy }
 }
 
 fn saved_owns_cluster(saved: Option<&SetupState>, name: &str) -> bool {
-    saved.is_some_and(|s| {
-        s.backend == BackendKind::Kind && s.owned && s.cluster.as_deref() == Some(name)
-    })
+    saved.is_some_and(|s| s.backend == BackendKind::Kind && s.owned && s.cluster.as_deref() == Some(name))
 }
 
-async fn setup_kind(
-    args: &Setup,
-    config: &E2eConfig,
-) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let sh = shell()?;
     let name = &config.cluster.name;
     let pg = &config.postgres;
-    let namespace = args
-        .cluster
-        .namespace
-        .clone()
-        .unwrap_or_else(|| pg.namespace.clone());
+    let namespace = args.cluster.namespace.clone().unwrap_or_else(|| pg.namespace.clone());
     config::check_dns_label("--namespace", &namespace)?;
     let kind_config = KindCluster::from_config(config);
     let config_yaml = kind_config.to_yaml();
@@ -305,8 +247,7 @@ async fn setup_kind(
     }
 
     let step = Step::start("kind and container engine");
-    let engine = cluster::availability(&cluster::probe(&sh))
-        .map_err(|e| anyhow::anyhow!("--backend kind: {e}"))?;
+    let engine = cluster::availability(&cluster::probe(&sh)).map_err(|e| anyhow::anyhow!("--backend kind: {e}"))?;
     step.done(engine.program());
 
     let step = Step::start(format!("cluster {name}"));
@@ -351,30 +292,15 @@ async fn setup_kind(
         let what = cluster::load_image(&sh, engine, &pg.image, name, &paths, fresh)?;
         step.done(what);
         let step = Step::start(format!("PostgreSQL in namespace {namespace}"));
-        let client =
-            e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}")))
-                .await?;
-        let flag = if args.cluster.namespace.is_some() {
-            "--namespace"
-        } else {
-            "postgres.namespace in e2e.toml"
-        };
-        let d = deploy::Deploy {
-            client,
-            namespace: &namespace,
-            namespace_flag: flag,
-            pg,
-            exposure,
-        };
+        let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?;
+        let flag = if args.cluster.namespace.is_some() { "--namespace" } else { "postgres.namespace in e2e.toml" };
+        let d = deploy::Deploy { client, namespace: &namespace, namespace_flag: flag, pg, exposure };
         let deployed = deploy::deploy(&d).await?;
         step.done(format!("pod {} ready", deployed.pod));
         let step = Step::start("connect");
         let url = forward::node_port_url(&pg.user, &deployed.password, pg.host_port, &pg.database);
         let client = forward::connect_url(&url, Duration::from_secs(20)).await?;
-        step.done(format!(
-            "127.0.0.1:{} (NodePort {})",
-            pg.host_port, pg.node_port
-        ));
+        step.done(format!("127.0.0.1:{} (NodePort {})", pg.host_port, pg.node_port));
         Ok::<_, anyhow::Error>((url, client))
     }
     .await;
@@ -409,19 +335,16 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
         return teardown_kube(args, state).await;
     }
     let config = load_config(args.cluster.config.as_deref())?;
-    let name = state
-        .and_then(|s| s.cluster.clone())
-        .unwrap_or_else(|| config.cluster.name.clone());
+    let name = state.and_then(|s| s.cluster.clone()).unwrap_or_else(|| config.cluster.name.clone());
     let paths = Paths::new(&e2e_migrations::state_root(), &name);
     if args.dry_run {
-        print!(
-            "{}",
-            plan::render(&plan::kind_teardown(&name, &paths.kubeconfig))
-        );
+        print!("{}", plan::render(&plan::kind_teardown(&name, &paths.kubeconfig)));
         return Ok(());
     }
     if args.keep {
-        eprintln!("keeping Kind cluster {name} (--keep / KEEP_CLUSTER=true); `cargo xtask e2e-teardown` deletes it later");
+        eprintln!(
+            "keeping Kind cluster {name} (--keep / KEEP_CLUSTER=true); `cargo xtask e2e-teardown` deletes it later"
+        );
         return Ok(());
     }
     let sh = shell()?;
@@ -455,37 +378,20 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
 }
 
 async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()> {
-    let t = kube_target(
-        args.cluster.context.as_deref(),
-        args.cluster.namespace.as_deref(),
-        state,
-        "e2e-teardown",
-    )?;
+    let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), state, "e2e-teardown")?;
     if args.dry_run {
-        print!(
-            "{}",
-            plan::render(&plan::kube_teardown(
-                &format!("context {}", t.context),
-                &t.namespace
-            ))
-        );
+        print!("{}", plan::render(&plan::kube_teardown(&format!("context {}", t.context), &t.namespace)));
         return Ok(());
     }
     if args.keep {
-        eprintln!(
-            "keeping namespace {} (--keep / KEEP_CLUSTER=true)",
-            t.namespace
-        );
+        eprintln!("keeping namespace {} (--keep / KEEP_CLUSTER=true)", t.namespace);
         return Ok(());
     }
     let step = Step::start(format!("namespace {} (context {})", t.namespace, t.context));
     let client = e2e_migrations::kube::client(None, Some(&t.context)).await?;
     let started = Instant::now();
     match deploy::delete_namespace(&client, &t.namespace, Duration::from_secs(180)).await? {
-        deploy::Deleted::Deleted => step.done(format!(
-            "deleted (gone after {:.0} s)",
-            started.elapsed().as_secs_f64()
-        )),
+        deploy::Deleted::Deleted => step.done(format!("deleted (gone after {:.0} s)", started.elapsed().as_secs_f64())),
         deploy::Deleted::Missing => step.done("nothing to delete"),
     }
     Ok(())
@@ -510,23 +416,11 @@ mod tests {
 
     #[test]
     fn kube_needs_context_and_namespace_and_says_which_flag() {
-        let e = kube_target(None, Some("ns"), None, "e2e-setup")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("e2e-setup --backend kube needs --context CONTEXT"),
-            "{e}"
-        );
-        let e = kube_target(Some("ctx"), None, None, "e2e-setup")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("e2e-setup --backend kube needs --namespace NAMESPACE"),
-            "{e}"
-        );
-        let e = kube_target(Some("ctx"), Some("Bad_NS"), None, "e2e-setup")
-            .unwrap_err()
-            .to_string();
+        let e = kube_target(None, Some("ns"), None, "e2e-setup").unwrap_err().to_string();
+        assert!(e.starts_with("e2e-setup --backend kube needs --context CONTEXT"), "{e}");
+        let e = kube_target(Some("ctx"), None, None, "e2e-setup").unwrap_err().to_string();
+        assert!(e.starts_with("e2e-setup --backend kube needs --namespace NAMESPACE"), "{e}");
+        let e = kube_target(Some("ctx"), Some("Bad_NS"), None, "e2e-setup").unwrap_err().to_string();
         assert!(e.starts_with("--namespace \"Bad_NS\""), "{e}");
     }
 
@@ -535,26 +429,14 @@ mod tests {
         let s = saved("lab", "e2e-check");
         assert_eq!(
             kube_target(None, None, Some(&s), "e2e-teardown").unwrap(),
-            KubeTarget {
-                context: "lab".into(),
-                namespace: "e2e-check".into()
-            }
+            KubeTarget { context: "lab".into(), namespace: "e2e-check".into() }
         );
-        assert_eq!(
-            kube_target(None, Some("other"), Some(&s), "e2e-teardown")
-                .unwrap()
-                .namespace,
-            "other"
-        );
+        assert_eq!(kube_target(None, Some("other"), Some(&s), "e2e-teardown").unwrap().namespace, "other");
     }
 
     #[test]
     fn dry_run_shows_the_secret_readable_with_the_password_redacted() {
-        let yaml = dry_run_manifests(
-            &config::PostgresSettings::default(),
-            "e2e",
-            Exposure::ClusterIp,
-        );
+        let yaml = dry_run_manifests(&config::PostgresSettings::default(), "e2e", Exposure::ClusterIp);
         assert!(yaml.contains("POSTGRES_PASSWORD: <generated>"), "{yaml}");
         assert!(!yaml.contains("\ndata:"), "{yaml}");
     }

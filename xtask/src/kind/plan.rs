@@ -27,10 +27,7 @@ impl Engine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
     /// A command; `when` says under which condition it runs.
-    Run {
-        argv: Vec<String>,
-        when: Option<String>,
-    },
+    Run { argv: Vec<String>, when: Option<String> },
     /// A file written with mode 0600.
     Write { path: String, text: String },
     /// Objects applied server-side.
@@ -64,21 +61,9 @@ pub(crate) fn kind_get_kubeconfig_args(name: &str) -> Vec<String> {
 
 /// Loading a local image into the node: `kind load docker-image` for Docker; for Podman, the
 /// image saved to `archive` first, then `kind load image-archive`.
-pub(crate) fn image_load_commands(
-    engine: Engine,
-    image: &str,
-    cluster: &str,
-    archive: &Path,
-) -> Vec<Vec<String>> {
+pub(crate) fn image_load_commands(engine: Engine, image: &str, cluster: &str, archive: &Path) -> Vec<Vec<String>> {
     match engine {
-        Engine::Docker => vec![strings(&[
-            "kind",
-            "load",
-            "docker-image",
-            image,
-            "--name",
-            cluster,
-        ])],
+        Engine::Docker => vec![strings(&["kind", "load", "docker-image", image, "--name", cluster])],
         Engine::Podman => {
             let archive = archive.display().to_string();
             vec![
@@ -169,31 +154,18 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<Step> {
     ];
     let loads = image_load_commands(k.engine, k.image, k.cluster, k.archive);
     steps.push(Step::Run {
-        argv: strings(&[
-            k.engine.program(),
-            "image",
-            "inspect",
-            "--format",
-            "{{.Id}}",
-            k.image,
-        ]),
+        argv: strings(&[k.engine.program(), "image", "inspect", "--format", "{{.Id}}", k.image]),
         when: Some("is the image present in the local engine?".to_string()),
     });
     for argv in loads {
         steps.push(Step::Run {
             argv,
-            when: Some(
-                "when the image is present locally and not loaded into this cluster yet"
-                    .to_string(),
-            ),
+            when: Some("when the image is present locally and not loaded into this cluster yet".to_string()),
         });
     }
     steps.extend(deploy(d));
     steps.push(Step::Run {
-        argv: kind(kind_export_logs_args(
-            k.cluster,
-            Path::new("target/e2e/kind/logs-<time>"),
-        )),
+        argv: kind(kind_export_logs_args(k.cluster, Path::new("target/e2e/kind/logs-<time>"))),
         when: Some("only if a step above fails; the path is printed".to_string()),
     });
     steps
@@ -256,10 +228,7 @@ pub(crate) fn kube_teardown(target: &str, namespace: &str) -> Vec<Step> {
 pub(crate) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+".contains(&b))
-            {
+            if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+".contains(&b)) {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -276,10 +245,7 @@ pub(crate) fn render(steps: &[Step]) -> String {
         let n = i + 1;
         match step {
             Step::Run { argv, when: None } => writeln!(out, "# {n}.\n{}", shell_words(argv)),
-            Step::Run {
-                argv,
-                when: Some(w),
-            } => writeln!(out, "# {n}. {w}\n{}", shell_words(argv)),
+            Step::Run { argv, when: Some(w) } => writeln!(out, "# {n}. {w}\n{}", shell_words(argv)),
             Step::Write { path, text } => {
                 writeln!(out, "# {n}. write {path} (mode 0600)\n{}", text.trim_end())
             }
@@ -356,12 +322,7 @@ mod tests {
 
     #[test]
     fn podman_saves_an_archive_first() {
-        let cmds = image_load_commands(
-            Engine::Podman,
-            "postgres:16",
-            "e2e",
-            Path::new("/t/image.tar"),
-        );
+        let cmds = image_load_commands(Engine::Podman, "postgres:16", "e2e", Path::new("/t/image.tar"));
         let lines: Vec<String> = cmds.iter().map(|c| shell_words(c)).collect();
         expect![[r#"
             [
@@ -391,9 +352,6 @@ mod tests {
     #[test]
     fn shell_words_quote_only_when_needed() {
         let argv = strings(&["docker", "image", "inspect", "--format", "{{.Id}}", "it's"]);
-        assert_eq!(
-            shell_words(&argv),
-            r#"docker image inspect --format '{{.Id}}' 'it'\''s'"#
-        );
+        assert_eq!(shell_words(&argv), r#"docker image inspect --format '{{.Id}}' 'it'\''s'"#);
     }
 }

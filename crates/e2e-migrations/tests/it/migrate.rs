@@ -24,7 +24,11 @@ async fn fresh_apply_then_rerun_applies_nothing() {
     let names: Vec<&str> = first.applied.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["013_create_audit_events_table.sql", "015_create_workflow_catalog_table.sql", "021_create_notification_audit_table.sql"]
+        [
+            "013_create_audit_events_table.sql",
+            "015_create_workflow_catalog_table.sql",
+            "021_create_notification_audit_table.sql"
+        ]
     );
     let c = db.connect().await;
     for t in ["audit_events", "remediation_workflow_catalog", "notification_audit"] {
@@ -32,7 +36,10 @@ async fn fresh_apply_then_rerun_applies_nothing() {
     }
     // goose's own view: its marker row plus one applied row per version.
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id = 0").await, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id IN (13, 15, 21) AND is_applied").await, 3);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id IN (13, 15, 21) AND is_applied").await,
+        3
+    );
     assert_eq!(count(&c, "SELECT count(*) FROM e2e_migrations_meta WHERE statements_done IS NULL").await, 3);
 
     let second = up_all(&db, &project).await.unwrap();
