@@ -162,7 +162,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ParsedS
     let raw_lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     // `split` yields a final empty item for a trailing newline; it is not a line of the file.
     let raw_lines = match raw_lines.split_last() {
-        Some((last, rest)) if last.is_empty() => rest.to_vec(),
+        Some((&"", rest)) => rest.to_vec(),
         _ => raw_lines,
     };
 
