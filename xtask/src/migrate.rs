@@ -25,8 +25,9 @@ impl MigrateUp {
     async fn run(self) -> Result<()> {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
-        let url = resolve_url(self.db.database_url.as_deref())?;
-        let mut client = connect(&url).await?;
+        let resolved = resolve_url(self.db.database_url.as_deref()).await?;
+        let url = &resolved.url;
+        let mut client = connect(url).await?;
         let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
         let report = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
         match self.output {
@@ -49,8 +50,9 @@ impl MigrateDown {
     async fn run(self) -> Result<()> {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
-        let url = resolve_url(self.db.database_url.as_deref())?;
-        let mut client = connect(&url).await?;
+        let resolved = resolve_url(self.db.database_url.as_deref()).await?;
+        let url = &resolved.url;
+        let mut client = connect(url).await?;
         let opts = Options { lock_timeout: Duration::from_secs(self.lock_timeout), ..Options::default() };
         let report = migrator::down(&mut client, &project.folder, &selection.migrations, self.to, &opts).await?;
         for a in &report.applied {
@@ -76,8 +78,9 @@ fn state_word(s: State) -> &'static str {
 async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
     let (project, sets) = load_project(&a.sets)?;
     let selection = project.select(&sets)?;
-    let url = resolve_url(a.db.database_url.as_deref())?;
-    let client = connect(&url).await?;
+    let resolved = resolve_url(a.db.database_url.as_deref()).await?;
+    let url = &resolved.url;
+    let client = connect(url).await?;
     let plan = migrator::status(&client, &project.folder, &selection.migrations).await?;
     if plan_only {
         let pending = plan.pending();

@@ -80,8 +80,9 @@ async fn prepare(c: &Common) -> Result<Option<(Vec<PartitionSpec>, tokio_postgre
         eprintln!("no partitioned tables are declared in the selected sets ({label})");
         return Ok(None);
     }
-    let url = resolve_url(c.db.database_url.as_deref())?;
-    Ok(Some((specs, connect(&url).await?)))
+    let resolved = resolve_url(c.db.database_url.as_deref()).await?;
+    let url = &resolved.url;
+    Ok(Some((specs, connect(url).await?)))
 }
 
 async fn change(a: Change, prune_only: bool) -> Result<()> {

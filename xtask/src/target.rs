@@ -49,26 +49,41 @@ pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
     Ok((project, sets))
 }
 
-/// The URL for `migrate` and `partitions`: the flag or `DATABASE_URL`, else what e2e-setup left,
-/// else the local default (started if needed).
-pub(crate) fn resolve_url(explicit: Option<&str>) -> Result<String> {
+/// A database URL for `migrate` and `partitions`, and the port-forward behind it when the
+/// server is in a cluster without a host port (kept alive while the command runs).
+pub(crate) struct Resolved {
+    /// The URL.
+    pub url: String,
+    _forward: Option<e2e_migrations::kube::LocalForward>,
+}
+
+/// The URL for `migrate` and `partitions`: the flag or `DATABASE_URL`, else what e2e-setup left
+/// (through a port-forward for `--backend kube`), else the local default (started if needed).
+pub(crate) async fn resolve_url(explicit: Option<&str>) -> Result<Resolved> {
     if let Some(u) = explicit {
-        return Ok(u.to_string());
+        return Ok(Resolved { url: u.to_string(), _forward: None });
     }
     let root = e2e_migrations::state_root();
     if let Some(s) = state::read(&root)? {
         if let Some(u) = s.database_url {
-            return Ok(u);
+            return Ok(Resolved { url: u, _forward: None });
         }
-        anyhow::bail!(
-            "e2e-setup used --backend {:?}, which has no host URL; pass --database-url (for kube: port-forward first)",
-            s.backend
-        );
+        let Some(namespace) = s.namespace else {
+            anyhow::bail!(
+                "{} names no database URL and no namespace; rerun e2e-setup",
+                state::state_file(&root).display()
+            );
+        };
+        let step = Step::start(format!("port-forward to namespace {namespace}"));
+        let target = e2e_migrations::kube::Target { kubeconfig: s.kubeconfig, context: s.context, namespace };
+        let forward = target.local_forward().await?;
+        step.done(format!("127.0.0.1:{}", forward.addr.port()));
+        return Ok(Resolved { url: forward.url.clone(), _forward: Some(forward) });
     }
     let step = Step::start("local PostgreSQL");
-    let (st, how) = local::ensure_running(&local::default_state_dir())?;
+    let (st, how) = tokio::task::spawn_blocking(|| local::ensure_running(&local::default_state_dir())).await??;
     step.done(format!("{how:?} on 127.0.0.1:{}", st.port).to_lowercase());
-    Ok(st.url())
+    Ok(Resolved { url: st.url(), _forward: None })
 }
 
 /// Connects, saying where (without the password) if it fails.

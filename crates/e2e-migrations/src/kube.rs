@@ -375,3 +375,92 @@ mod tests {
         assert!(credentials_from_secret(&secret).unwrap_err().to_string().contains("no key POSTGRES_PASSWORD"));
     }
 }
+
+/// A listener on 127.0.0.1 that forwards every connection to the PostgreSQL pod over the
+/// Kubernetes API (one port-forward per connection, as `kubectl port-forward` does), so that code
+/// that speaks URLs (test databases, `migrate`, `psql`) reaches a server that has no host port.
+#[derive(Debug)]
+pub struct LocalForward {
+    /// A URL of the setup's database through the listener (password included).
+    pub url: String,
+    /// The listener's address.
+    pub addr: std::net::SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LocalForward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Percent-encodes a URL user-info part (everything but RFC 3986's unreserved characters).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Target {
+    /// Starts a [`LocalForward`] to a ready pod (the listener lives on the current runtime until
+    /// the value is dropped).
+    pub async fn local_forward(&self) -> Result<LocalForward> {
+        let client = self.client().await?;
+        let creds = self.credentials(&client).await?;
+        let pod = self.ready_pod(&client).await?;
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| Error::Other(format!("listening on 127.0.0.1 for the port-forward: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| Error::Other(format!("port-forward listener: {e}")))?;
+        let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = match listener.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!("port-forward listener: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (pods, pod) = (pods.clone(), pod.clone());
+                tokio::spawn(async move {
+                    let mut forwarder = match pods.portforward(&pod, &[POSTGRES_PORT]).await {
+                        Ok(f) => f,
+                        Err(e) => return tracing::warn!("port-forward to pod {pod}: {e}"),
+                    };
+                    if let Some(mut stream) = forwarder.take_stream(POSTGRES_PORT) {
+                        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+                    }
+                    drop(tcp);
+                    let _ = forwarder.join().await;
+                });
+            }
+        });
+        let url = format!(
+            "postgres://{}:{}@127.0.0.1:{}/{}",
+            percent_encode(&creds.user),
+            percent_encode(&creds.password),
+            addr.port(),
+            percent_encode(&creds.database)
+        );
+        Ok(LocalForward { url, addr, task })
+    }
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+
+    #[test]
+    fn user_info_is_percent_encoded() {
+        assert_eq!(percent_encode("a b@c:d/é"), "a%20b%40c%3Ad%2F%C3%A9");
+        assert_eq!(percent_encode("9f_A-z.~"), "9f_A-z.~");
+        let url = format!("postgres://u:{}@127.0.0.1:5/db", percent_encode("p@ss:w/rd"));
+        let c: tokio_postgres::Config = url.parse().unwrap();
+        assert_eq!(c.get_password(), Some(&b"p@ss:w/rd"[..]));
+    }
+}

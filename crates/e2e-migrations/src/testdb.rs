@@ -397,6 +397,10 @@ pub enum TargetChoice {
     },
     /// The local default server (started on demand).
     Local,
+    /// A namespace of a cluster (`e2e-setup --backend kube`), reached through a local
+    /// port-forward listener.
+    #[cfg(feature = "kube")]
+    Kube(crate::kube::Target),
 }
 
 /// Picks the server (pure): `DATABASE_URL`, else what e2e-setup left, else the local default.
@@ -408,6 +412,12 @@ pub fn choose_target(env_url: Option<String>, setup: Option<&SetupState>) -> Res
     match setup {
         Some(s) => match &s.database_url {
             Some(url) => Ok(TargetChoice::Url { url: url.clone(), from: format!("the {:?} setup in {}", s.backend, state::state_file(&crate::state_root()).display()) }),
+            #[cfg(feature = "kube")]
+            None if s.backend == BackendKind::Kube && s.namespace.is_some() => Ok(TargetChoice::Kube(crate::kube::Target {
+                kubeconfig: s.kubeconfig.clone(),
+                context: s.context.clone(),
+                namespace: s.namespace.clone().expect("checked"),
+            })),
             None if s.backend == BackendKind::Kube || s.backend == BackendKind::Kind => Err(Error::Other(format!(
                 "e2e-setup used the {:?} backend, which leaves no URL reachable from this host; test databases need one: \
                  port-forward PostgreSQL (e.g. kubectl -n {} port-forward svc/postgres 5432) and set DATABASE_URL",
@@ -443,6 +453,8 @@ impl Target {
                 let (server, _) = local::ensure_running(&local::default_state_dir())?;
                 Ok(Target { url: server.url() })
             }
+            #[cfg(feature = "kube")]
+            TargetChoice::Kube(kube) => Ok(Target { url: kube_forward_url(kube)? }),
         }
     }
 
@@ -450,6 +462,26 @@ impl Target {
     pub fn url_for(&self, database: &str) -> Result<String> {
         swap_database(&self.url, database)
     }
+}
+
+/// The URL of a local port-forward listener to the cluster's PostgreSQL, started once per
+/// namespace on the engine's runtime and kept for the life of the process.
+#[cfg(feature = "kube")]
+fn kube_forward_url(target: crate::kube::Target) -> Result<String> {
+    static FORWARDS: OnceLock<Mutex<HashMap<String, crate::kube::LocalForward>>> = OnceLock::new();
+    let key = format!("{:?}|{:?}|{}", target.kubeconfig, target.context, target.namespace);
+    let mut forwards = FORWARDS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = forwards.get(&key) {
+        return Ok(f.url.clone());
+    }
+    // A thread of its own: blocking on the engine from inside a caller's runtime would panic.
+    let handle = engine().rt.handle().clone();
+    let forward = std::thread::spawn(move || handle.block_on(target.local_forward()))
+        .join()
+        .map_err(|_| Error::Other("starting the port-forward panicked".to_string()))??;
+    let url = forward.url.clone();
+    forwards.insert(key, forward);
+    Ok(url)
 }
 
 // ---------------------------------------------------------------------------------------------
