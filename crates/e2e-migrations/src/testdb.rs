@@ -30,8 +30,9 @@
 //!   made in one `#[tokio::test]` and dropped anywhere; `Drop` waits for the `DROP DATABASE`.
 //!
 //! The server: `DATABASE_URL` when set, else the connection `cargo xtask e2e-setup` left (see
-//! [`crate::state`]), else the local default server (started on demand, shared by all test
-//! binaries). The role needs `CREATEDB`.
+//! [`crate::state`]; for `--backend kube`, with the `kube` feature, through a local port-forward
+//! listener), else the local default server (started on demand, shared by all test binaries).
+//! The role needs `CREATEDB`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
