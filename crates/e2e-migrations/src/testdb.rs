@@ -1413,8 +1413,17 @@ mod tests {
             matches!(choose_target(None, Some(&from_setup)).unwrap(), TargetChoice::Url { url, .. } if url == "postgres://s/e2e")
         );
         assert_eq!(choose_target(Some(" ".into()), None).unwrap(), TargetChoice::Local);
-        let e = choose_target(None, Some(&setup(BackendKind::Kube, None))).unwrap_err().to_string();
-        assert!(e.contains("Kube backend") && e.contains("DATABASE_URL") && e.contains("-n e2e"), "{e}");
+        let kube_setup = setup(BackendKind::Kube, None);
+        #[cfg(feature = "kube")]
+        assert!(
+            matches!(choose_target(None, Some(&kube_setup)).unwrap(), TargetChoice::Kube(t) if t.namespace == "e2e"),
+            "a kube setup is reached through a port-forward"
+        );
+        #[cfg(not(feature = "kube"))]
+        {
+            let e = choose_target(None, Some(&kube_setup)).unwrap_err().to_string();
+            assert!(e.contains("Kube backend") && e.contains("DATABASE_URL") && e.contains("-n e2e"), "{e}");
+        }
     }
 
     #[test]
