@@ -53,8 +53,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, `outer: inner`, leaving out a cause that the message before it
-/// already spells out (the library's errors include their source in their own message).
+/// The error and its causes, `outer: inner`. The library's errors already spell out their cause
+/// (with SQLSTATE, detail and hint), so the chain stops at the first of them; a cause that the
+/// message before it already contains is left out too.
 fn render_error(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -64,6 +65,9 @@ fn render_error(e: &anyhow::Error) -> String {
                 out.push_str(": ");
             }
             out.push_str(&text);
+        }
+        if cause.downcast_ref::<e2e_migrations::Error>().is_some() {
+            break;
         }
     }
     out

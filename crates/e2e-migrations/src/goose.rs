@@ -156,9 +156,51 @@ impl Buffer {
     }
 }
 
+/// What goose's own parser holds as an unfinished statement (see `parse_lines`).
+#[derive(Default)]
+struct GooseBuffer {
+    text: String,
+    first_line: usize,
+}
+
+impl GooseBuffer {
+    /// One non-annotation line, as goose's parser takes it.
+    fn feed(&mut self, lineno: usize, line: &str, in_block: bool) {
+        if self.text.is_empty() && (line.trim().starts_with("--") || line.is_empty()) {
+            return; // goose skips these only while its buffer is empty
+        }
+        if self.text.is_empty() {
+            self.first_line = lineno;
+        }
+        self.text.push_str(line);
+        self.text.push('\n');
+        if !in_block && goose_ends_with_semicolon(line) {
+            self.text.clear();
+        }
+    }
+
+    /// At the end of a section: goose refuses one that leaves anything but whitespace buffered.
+    fn check(&self, section: Section) -> Result<(), ParseError> {
+        if self.text.trim().is_empty() {
+            return Ok(());
+        }
+        let name = if section == Section::Down { "Down" } else { "Up" };
+        err(
+            self.first_line,
+            format!(
+                "goose rejects the end of the {name} section from here (\"missing semicolon?\"): its statements end only at a \
+                 line whose last word ends in `;`, and text after that (a /* comment */, or a comment after a blank-looking \
+                 line of spaces) counts as an unterminated statement"
+            ),
+        )
+    }
+}
+
 /// Parses a goose SQL migration. `env` resolves variables for `ENVSUB ON` sections.
 pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ParsedSql, ParseError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.starts_with('\u{feff}') {
+        return err(1, "the file starts with a UTF-8 byte-order mark, which hides the first annotation from goose; save it without one");
+    }
     let raw_lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     // `split` yields a final empty item for a trailing newline; it is not a line of the file.
     let raw_lines = match raw_lines.split_last() {
@@ -189,6 +231,9 @@ fn parse_lines(
     let mut envsub = false;
     let mut buf = Buffer::new();
     let mut up_lines: Vec<&str> = Vec::new();
+    // goose's own statement buffer, kept beside ours: goose ends a statement only at a line whose
+    // last word ends in `;`, and refuses a section that ends with anything else buffered.
+    let mut goose_buf = GooseBuffer::default();
 
     let flush_check = |buf: &Buffer, section: Section| -> Result<(), ParseError> {
         if !buf.is_empty() && (buf.lex != LexState::Normal || buf.has_code()) {
@@ -237,7 +282,11 @@ fn parse_lines(
                         return err(lineno, "'-- +goose Down' before '-- +goose Up': a migration must start with Up");
                     }
                     flush_check(&buf, section)?;
+                    if !implicit_up {
+                        goose_buf.check(section)?;
+                    }
                     buf = Buffer::new();
+                    goose_buf = GooseBuffer::default();
                     section = Section::Down;
                     out.has_down = true;
                     continue;
@@ -257,6 +306,7 @@ fn parse_lines(
                         return err(lineno, "'-- +goose StatementEnd' without a '-- +goose StatementBegin'");
                     }
                     in_block = None;
+                    goose_buf = GooseBuffer::default();
                     let stmt = buf.take(true);
                     match section {
                         Section::Up => out.up.push(stmt),
@@ -278,6 +328,9 @@ fn parse_lines(
                     continue;
                 }
             }
+        }
+        if section != Section::Start {
+            goose_buf.feed(lineno, line, in_block.is_some());
         }
         // Before a statement starts, comment lines and empty lines are skipped, as goose does.
         if buf.is_empty() && (line.trim().starts_with("--") || line.is_empty()) {
@@ -325,6 +378,9 @@ fn parse_lines(
         return err(open, "'-- +goose StatementBegin' without its '-- +goose StatementEnd'");
     }
     flush_check(&buf, section)?;
+    if !implicit_up {
+        goose_buf.check(section)?;
+    }
     let mut up_text = up_lines.join("\n");
     if implicit_up {
         up_text = raw_lines.join("\n");
@@ -512,6 +568,29 @@ mod tests {
         let p = parse("CREATE TABLE t (x int);\nINSERT INTO t VALUES (1);\n", &no_env).unwrap();
         assert_eq!(p.up.len(), 2);
         assert!(p.warnings[0].1.contains("goose itself rejects"));
+    }
+
+    #[test]
+    fn rejects_what_goose_reads_as_unterminated() {
+        // A block comment after the last `;`: goose's last word is `*/`.
+        let e = parse("-- +goose Up\nCREATE TABLE t (x int); /* note */\n-- +goose Down\nDROP TABLE t;\n", &no_env)
+            .unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("goose rejects the end of the Up section"), "{}", e.message);
+        // A line holding only a block comment after the last statement.
+        let e = parse("-- +goose Up\nSELECT 1;\n/* closing note */\n", &no_env).unwrap_err();
+        assert_eq!(e.line, 3);
+        // A line of spaces, then a comment: goose buffers both.
+        let e = parse("-- +goose Up\nSELECT 1;\n   \n-- trailing\n-- +goose Down\nSELECT 2;\n", &no_env).unwrap_err();
+        assert_eq!(e.line, 3, "goose's buffer starts at the line of spaces");
+        // What goose accepts stays accepted.
+        parse("-- +goose Up\nSELECT 1; -- done\n\n-- trailing comment\n-- +goose Down\nSELECT 2;\n", &no_env).unwrap();
+    }
+
+    #[test]
+    fn rejects_a_byte_order_mark() {
+        let e = parse("\u{feff}-- +goose Up\nSELECT 1;\n", &no_env).unwrap_err();
+        assert!(e.message.contains("byte-order mark"), "{}", e.message);
     }
 
     #[test]

@@ -75,10 +75,13 @@ pub fn parse_folder(dir: &Path, files: Vec<(String, String)>, env: &dyn Fn(&str)
         }
         match version_of(&name) {
             Some(v) => by_version.entry(v).or_default().push((name, text)),
-            None => warnings.push(format!(
-                "{}: ignored: not a goose migration name (expected NNN_description.sql)",
-                dir.join(&name).display()
-            )),
+            None => {
+                return Err(Error::Other(format!(
+                    "{}: not a goose migration name: expected NNN_description.sql with NNN above 0 \
+                     (goose refuses a folder holding it); rename it or move it out of the folder",
+                    dir.join(&name).display()
+                )))
+            }
         }
     }
     if let Some((version, files)) = by_version.iter().find(|(_, f)| f.len() > 1) {
@@ -158,6 +161,17 @@ mod tests {
     fn parse_errors_name_file_and_line() {
         let e = parse_folder(Path::new("m"), vec![file("1_a.sql", "SELECT 1")], &|_| None).unwrap_err();
         assert_eq!(e.to_string().split(": ").next().unwrap(), "m/1_a.sql:2");
+    }
+
+    #[test]
+    fn sql_files_without_a_version_are_refused_as_goose_does() {
+        for bad in ["notes.sql", "0_zero.sql", "x_1.sql"] {
+            let e =
+                parse_folder(Path::new("m"), vec![file("001_a.sql", "SELECT 1;"), file(bad, "SELECT 2;")], &|_| None)
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.starts_with(&format!("m/{bad}: not a goose migration name")), "{e}");
+        }
     }
 
     #[test]
