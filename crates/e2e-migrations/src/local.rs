@@ -276,12 +276,26 @@ pub fn read_state(state_dir: &Path) -> Result<Option<LocalState>> {
 
 use crate::state::write_private;
 
-/// The postmaster's pid and status from `postmaster.pid`, when the file exists.
+/// The postmaster's pid and status from `postmaster.pid`, when the file exists and that pid is
+/// still our server: a stale file (after a reboot or a crash) may name a pid that another
+/// process has since taken, which must never be signalled.
 fn postmaster(data_dir: &Path) -> Option<(i32, String)> {
     let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let lines: Vec<&str> = text.lines().collect();
-    let pid = lines.first()?.trim().parse().ok()?;
+    let pid: i32 = lines.first()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if !is_our_postmaster(&cmdline, data_dir) {
+        return None;
+    }
     Some((pid, lines.get(7).map(|s| s.trim().to_string()).unwrap_or_default()))
+}
+
+/// Whether a process command line (NUL-separated) is `postgres -D <data_dir>` (pure).
+pub fn is_our_postmaster(cmdline: &[u8], data_dir: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_postgres = args.first().map(|a| a.ends_with(b"postgres") || a.ends_with(b"postmaster")).unwrap_or(false);
+    let data = data_dir.as_os_str().as_encoded_bytes();
+    is_postgres && args.windows(2).any(|w| w[0] == b"-D" && w[1] == data)
 }
 
 fn alive(pid: i32) -> bool {
@@ -376,6 +390,24 @@ fn data_root_for(state_dir: &Path, acct: &Option<Account>) -> Result<PathBuf> {
     Ok(fallback)
 }
 
+/// Creates `dir` anew, mode 0700, not following a symlink planted in its place (the fallback
+/// folder has a predictable name in a world-writable folder): whatever is there is removed
+/// (a symlink itself, not its target), then the folder is made without `create_dir_all`, so
+/// that a folder someone else made in between is an error rather than adopted.
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(dir).map_err(io_err(dir))?,
+        Ok(_) => fs::remove_file(dir).map_err(io_err(dir))?,
+        Err(_) => {}
+    }
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    fs::DirBuilder::new().mode(0o700).create(dir).map_err(io_err(dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
 fn create(state_dir: &Path) -> Result<LocalState> {
     let bindir = find_bindir()?;
     let acct = service_account()?;
@@ -383,11 +415,7 @@ fn create(state_dir: &Path) -> Result<LocalState> {
         tracing::info!("running as root: PostgreSQL runs as the unprivileged account '{}'", a.name);
     }
     let data_root = data_root_for(state_dir, &acct)?;
-    if data_root.exists() {
-        fs::remove_dir_all(&data_root).map_err(io_err(&data_root))?;
-    }
-    fs::create_dir_all(&data_root).map_err(io_err(&data_root))?;
-    fs::set_permissions(&data_root, fs::Permissions::from_mode(0o700)).map_err(io_err(&data_root))?;
+    make_private_dir(&data_root)?;
     chown(&data_root, &acct)?;
     let mut state = LocalState {
         port: 0,
@@ -464,6 +492,11 @@ fn create_database(state: &LocalState) -> Result<()> {
 }
 
 fn start_server(state: &mut LocalState, acct: &Option<Account>) -> Result<()> {
+    let pidfile = state.data_dir().join("postmaster.pid");
+    if pidfile.exists() && postmaster(&state.data_dir()).is_none() {
+        // Left by a server that is gone (its pid may now be another process's).
+        fs::remove_file(&pidfile).map_err(io_err(&pidfile))?;
+    }
     let mut last_err = String::new();
     for _attempt in 0..3 {
         state.port = free_port()?;
@@ -567,6 +600,30 @@ mod tests {
         assert!(can_traverse(&[(0o40710, 0, 104)], 101, 104));
         assert!(can_traverse(&[(0o40700, 101, 104)], 101, 104));
         assert!(!can_traverse(&[(0o40755, 0, 0), (0o40750, 0, 0)], 101, 104));
+    }
+
+    #[test]
+    fn only_our_own_postmaster_is_recognised() {
+        let data = Path::new("/t/server/data");
+        assert!(is_our_postmaster(b"/usr/lib/postgresql/15/bin/postgres\0-D\0/t/server/data\0", data));
+        assert!(!is_our_postmaster(b"/usr/lib/postgresql/15/bin/postgres\0-D\0/other/data\0", data));
+        assert!(!is_our_postmaster(b"/usr/bin/vim\0-D\0/t/server/data\0", data));
+        assert!(!is_our_postmaster(b"", data));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_followed() {
+        let base = std::env::temp_dir().join(format!("e2e-local-test-{}", std::process::id()));
+        let target = base.join("victim");
+        fs::create_dir_all(&target).unwrap();
+        let link = base.join("fallback");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        make_private_dir(&link).unwrap();
+        let m = fs::symlink_metadata(&link).unwrap();
+        assert!(m.is_dir() && !m.file_type().is_symlink());
+        assert_eq!(m.mode() & 0o777, 0o700);
+        assert!(target.is_dir(), "the symlink's target is left alone");
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
