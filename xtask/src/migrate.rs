@@ -72,6 +72,7 @@ fn state_word(s: State) -> &'static str {
         State::Drifted => "DRIFTED",
         State::Pending => "pending",
         State::Partial => "partial",
+        State::PartialChanged => "PARTIAL, CHANGED",
     }
 }
 

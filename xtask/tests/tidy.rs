@@ -15,11 +15,19 @@ fn ddl_lines(text: &str) -> Vec<(usize, String)> {
                 .map(move |w| (i, w.to_ascii_lowercase()))
         })
         .collect();
-    let mut found: Vec<(usize, String)> = words
-        .windows(2)
-        .filter(|w| (w[0].1 == "create" || w[0].1 == "alter") && w[1].1 == "table")
-        .map(|w| (w[0].0 + 1, lines[w[0].0].trim().to_string()))
-        .collect();
+    // CREATE [GLOBAL|LOCAL] [TEMP|TEMPORARY|UNLOGGED] TABLE, ALTER TABLE.
+    const BETWEEN: &[&str] = &["global", "local", "temp", "temporary", "unlogged"];
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for (i, (line, word)) in words.iter().enumerate() {
+        if word != "create" && word != "alter" {
+            continue;
+        }
+        let rest = words[i + 1..].iter().map(|(_, w)| w.as_str());
+        let mut rest = rest.skip_while(|w| word == "create" && BETWEEN.contains(w));
+        if rest.next() == Some("table") {
+            found.push((line + 1, lines[*line].trim().to_string()));
+        }
+    }
     found.dedup();
     found
 }
@@ -71,4 +79,8 @@ fn ddl_detection_is_case_insensitive_and_word_based() {
     assert_eq!(ddl_lines("x\n  create   TABLE t (id int);").len(), 1);
     assert_eq!(ddl_lines("client.execute(\"Alter Table t add c int\")").len(), 1);
     assert!(ddl_lines("INSERT INTO audit_events ...; -- creates tables? no\nlet created_table = 1;").is_empty());
+    assert_eq!(ddl_lines("CREATE TEMP TABLE x (id int)").len(), 1);
+    assert_eq!(ddl_lines("create global temporary\n table x ()").len(), 1);
+    assert_eq!(ddl_lines("CREATE UNLOGGED TABLE x ()").len(), 1);
+    assert!(ddl_lines("create index on t (x); alter index i rename to j").is_empty());
 }

@@ -66,26 +66,31 @@ pub fn redact(url: &str) -> String {
 /// `pg_advisory_lock` can deadlock with `CREATE INDEX CONCURRENTLY`, which waits for every
 /// other transaction). Says once what it waits for; gives up after `timeout`.
 pub async fn lock(client: &Client, timeout: Duration) -> Result<()> {
+    lock_key(client, LOCK_ID, timeout, "the migration lock").await
+}
+
+/// Takes the session advisory lock `key` (named `what` in messages) by polling, as [`lock`].
+pub async fn lock_key(client: &Client, key: i64, timeout: Duration, what: &str) -> Result<()> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(5);
     let mut told = false;
     loop {
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_ID])
-            .await
-            .db(|| "taking the migration lock".to_string())?;
+        let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.db(|| format!("taking {what}"))?;
         if row.get::<_, bool>(0) {
             return Ok(());
         }
         let waited = start.elapsed();
         if waited >= timeout {
-            let holder = lock_holder(client).await?;
-            return Err(Error::LockTimeout { waited_s: waited.as_secs_f64(), holder });
+            let holder = lock_holder(client, key).await?;
+            return Err(Error::LockTimeout {
+                waited_s: waited.as_secs_f64(),
+                holder: format!("{what}, held by {holder}"),
+            });
         }
         if !told && waited >= Duration::from_millis(200) {
             told = true;
-            let holder = lock_holder(client).await?;
-            tracing::info!("waiting for the migration lock, held by {holder} (gives up after {}s)", timeout.as_secs());
+            let holder = lock_holder(client, key).await?;
+            tracing::info!("waiting for {what}, held by {holder} (gives up after {}s)", timeout.as_secs());
         }
         tokio::time::sleep(delay.min(timeout.saturating_sub(waited))).await;
         delay = (delay * 2).min(Duration::from_millis(100));
@@ -114,17 +119,17 @@ where
     Ok(value)
 }
 
-async fn lock_holder(client: &Client) -> Result<String> {
+async fn lock_holder(client: &Client, key: i64) -> Result<String> {
     let rows = client
         .query(
             "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), coalesce(left(a.query, 80), '')
                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted
                 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
-            &[&LOCK_ID],
+            &[&key],
         )
         .await
-        .db(|| "finding the holder of the migration lock".to_string())?;
+        .db(|| "finding the holder of an advisory lock".to_string())?;
     Ok(match rows.first() {
         Some(r) => format!(
             "pid {} ({}, {}: {:?})",

@@ -23,7 +23,10 @@ pub struct SqlFailure {
 
 impl std::fmt::Display for SqlFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)?;
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
         if let Some(c) = self.column {
             write!(f, ":{c}")?;
         }
@@ -118,11 +121,11 @@ pub enum Error {
         partial_statements: usize,
     },
     /// The advisory lock was not obtained in time.
-    #[error("timed out after {waited_s:.0}s waiting for the migration lock ({holder}); pass a longer --lock-timeout or stop the other run")]
+    #[error("timed out after {waited_s:.0}s waiting for {holder}; pass a longer --lock-timeout or stop the other run")]
     LockTimeout {
         /// Seconds waited.
         waited_s: f64,
-        /// Who holds it, as the server reports.
+        /// Which lock, and who holds it, as the server reports.
         holder: String,
     },
     /// A partition spec that cannot be applied.

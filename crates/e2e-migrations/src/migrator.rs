@@ -106,23 +106,29 @@ pub async fn ensure_tables(client: &Client) -> Result<()> {
     client.batch_execute(ENSURE_TABLES).await.db(|| "creating the tracking tables".to_string())
 }
 
-/// Reads goose's table and ours (both must exist).
-pub async fn read_tracking(client: &Client) -> Result<Tracking> {
-    let (goose, meta) = tokio::join!(
-        client.query("SELECT id::bigint, version_id, is_applied FROM goose_db_version", &[]),
-        client.query("SELECT version_id, file_name, checksum, statements_done FROM e2e_migrations_meta", &[]),
-    );
-    let goose = goose
-        .db(|| "reading goose_db_version".to_string())?
-        .iter()
-        .map(|r| GooseRow { id: r.get(0), version: r.get(1), is_applied: r.get(2) })
-        .collect();
-    let meta = meta
-        .db(|| format!("reading {META_TABLE}"))?
+async fn read_goose(client: &Client) -> Result<Vec<GooseRow>> {
+    let rows = client
+        .query("SELECT id::bigint, version_id, is_applied FROM goose_db_version", &[])
+        .await
+        .db(|| "reading goose_db_version".to_string())?;
+    Ok(rows.iter().map(|r| GooseRow { id: r.get(0), version: r.get(1), is_applied: r.get(2) }).collect())
+}
+
+async fn read_meta(client: &Client) -> Result<Vec<MetaRow>> {
+    let rows = client
+        .query("SELECT version_id, file_name, checksum, statements_done FROM e2e_migrations_meta", &[])
+        .await
+        .db(|| format!("reading {META_TABLE}"))?;
+    Ok(rows
         .iter()
         .map(|r| MetaRow { version: r.get(0), file_name: r.get(1), checksum: r.get(2), statements_done: r.get(3) })
-        .collect();
-    Ok(Tracking { goose, meta })
+        .collect())
+}
+
+/// Reads goose's table and ours (both must exist; the two queries are pipelined).
+pub async fn read_tracking(client: &Client) -> Result<Tracking> {
+    let (goose, meta) = tokio::join!(read_goose(client), read_meta(client));
+    Ok(Tracking { goose: goose?, meta: meta? })
 }
 
 /// Reads the tracking state without creating anything: empty when the tables do not exist.
@@ -136,16 +142,7 @@ pub async fn read_tracking_if_present(client: &Client) -> Result<Tracking> {
         .db(|| "looking for the tracking tables".to_string())?;
     match (row.get::<_, bool>(0), row.get::<_, bool>(1)) {
         (true, true) => read_tracking(client).await,
-        (true, false) => {
-            let goose = client
-                .query("SELECT id::bigint, version_id, is_applied FROM goose_db_version", &[])
-                .await
-                .db(|| "reading goose_db_version".to_string())?
-                .iter()
-                .map(|r| GooseRow { id: r.get(0), version: r.get(1), is_applied: r.get(2) })
-                .collect();
-            Ok(Tracking { goose, meta: Vec::new() })
-        }
+        (true, false) => Ok(Tracking { goose: read_goose(client).await?, meta: Vec::new() }),
         _ => Ok(Tracking::default()),
     }
 }
@@ -180,7 +177,7 @@ async fn apply_plan(client: &Client, plan: &Plan<'_>) -> Result<Report> {
                     .await
                     .db(|| format!("recording the accepted checksum of {}", m.name))?;
             }
-            plan::State::Pending | plan::State::Partial => {}
+            plan::State::Pending | plan::State::Partial | plan::State::PartialChanged => {}
         }
     }
     for m in plan.pending() {
@@ -295,13 +292,18 @@ fn failure(m: &Migration, stmt: Option<&Statement>, e: &tokio_postgres::Error, p
         (Some(s), _) => (s.first_line(), None),
         (None, _) => (0, None),
     };
+    let at_commit = stmt.is_none();
     let f = match e.as_db_error() {
         Some(db) => SqlFailure {
             file: m.path.clone(),
             line,
             column,
             sqlstate: db.code().code().to_string(),
-            message: db.message().to_string(),
+            message: if at_commit {
+                format!("at COMMIT (tracking rows or deferred constraints): {}", db.message())
+            } else {
+                db.message().to_string()
+            },
             detail: db.detail().map(str::to_string),
             hint: db.hint().map(str::to_string),
         },
@@ -335,7 +337,7 @@ pub async fn down(
         let mut applied: Vec<&Migration> = plan
             .migrations
             .iter()
-            .filter(|(_, s)| !matches!(s, plan::State::Pending | plan::State::Partial))
+            .filter(|(_, s)| !matches!(s, plan::State::Pending | plan::State::Partial | plan::State::PartialChanged))
             .map(|(m, _)| *m)
             .collect();
         applied.reverse();

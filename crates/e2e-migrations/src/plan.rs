@@ -62,6 +62,8 @@ pub enum State {
     Pending,
     /// A `NO TRANSACTION` migration interrupted part-way; the next run resumes it.
     Partial,
+    /// A `NO TRANSACTION` migration interrupted part-way whose file changed since: refused.
+    PartialChanged,
 }
 
 /// The plan for a selection against a database.
@@ -86,8 +88,19 @@ impl<'a> Plan<'a> {
         self.migrations.iter().filter(|(_, s)| *s == State::Drifted).map(|(m, _)| *m).collect()
     }
 
-    /// Refuses drift unless `accept` is set.
+    /// Refuses drift unless `accept` is set, and always refuses to resume an interrupted
+    /// `NO TRANSACTION` migration whose file changed (its first statements are the old ones).
     pub fn check_drift(&self, accept: bool) -> Result<()> {
+        if let Some((m, _)) = self.migrations.iter().find(|(_, s)| *s == State::PartialChanged) {
+            let done = self.resume.get(&m.version).copied().unwrap_or(0);
+            return Err(Error::Other(format!(
+                "{}: a NO TRANSACTION run stopped after statement {done} of it, and the file has changed since; \
+                 those {done} statements of the earlier version stay applied: finish or undo them by hand, then \
+                 `DELETE FROM e2e_migrations_meta WHERE version_id = {}` and run again",
+                m.path.display(),
+                m.version
+            )));
+        }
         let drifted = self.drifted();
         if drifted.is_empty() || accept {
             return Ok(());
@@ -112,9 +125,13 @@ pub fn plan<'a>(folder: &Folder, selected: &[&'a Migration], goose: &[GooseRow],
                 }
             } else {
                 match meta.get(&m.version).and_then(|r| r.statements_done.map(|d| (r, d))) {
-                    Some((row, done)) if done > 0 && row.checksum == m.checksum => {
+                    Some((row, done)) if done > 0 => {
                         resume.insert(m.version, done as usize);
-                        State::Partial
+                        if row.checksum == m.checksum {
+                            State::Partial
+                        } else {
+                            State::PartialChanged
+                        }
                     }
                     _ => State::Pending,
                 }
@@ -184,6 +201,22 @@ mod tests {
         let sel: Vec<&Migration> = f.migrations.iter().collect();
         let p = plan(&f, &sel, &goose(&[(1, 1, true)]), &[]);
         assert_eq!(p.migrations[0].1, State::AppliedUnverified);
+    }
+
+    #[test]
+    fn partial_migration_whose_file_changed_is_refused() {
+        let f = folder(&[1]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let mut row = meta(&f, 1);
+        row.statements_done = Some(1);
+        row.checksum = "0".repeat(64);
+        let p = plan(&f, &sel, &goose(&[]), &[row]);
+        assert_eq!(p.migrations[0].1, State::PartialChanged);
+        let e = p.check_drift(true).unwrap_err().to_string();
+        assert!(
+            e.contains("m/001_m.sql") && e.contains("stopped after statement 1") && e.contains("version_id = 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -675,7 +675,7 @@ impl Server {
         let lock = db::connect(&self.maintenance_url).await?;
         let key = fp.lock_key();
         let what = format!("the template {name} (sets {})", fp.sets.join(","));
-        poll_lock(&lock, key, &what).await?;
+        db::lock_key(&lock, key, TEMPLATE_LOCK_TIMEOUT, &format!("the lock on building {what}")).await?;
         let result = async {
             if self.template_exists(&name).await? {
                 return Ok(name.clone());
@@ -911,35 +911,6 @@ fn sqlstate(e: &Error) -> Option<&SqlState> {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-async fn poll_lock(client: &Client, key: i64, what: &str) -> Result<()> {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(5);
-    let mut told = false;
-    loop {
-        let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .db(|| format!("taking the lock on {what}"))?
-            .get(0);
-        if got {
-            return Ok(());
-        }
-        let waited = start.elapsed();
-        if waited >= TEMPLATE_LOCK_TIMEOUT {
-            return Err(Error::LockTimeout {
-                waited_s: waited.as_secs_f64(),
-                holder: format!("another process building {what}"),
-            });
-        }
-        if !told && waited >= Duration::from_secs(1) {
-            told = true;
-            tracing::info!("waiting for another process to finish building {what}");
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
-    }
 }
 
 /// Runs `fut` on the module's runtime and awaits it from any runtime.
