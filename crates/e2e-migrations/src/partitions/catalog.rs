@@ -1,4 +1,5 @@
-//! Reading a partitioned table from the catalog: its key, its columns, its partitions and bounds.
+//! Reading a partitioned table from the catalog: its key, its columns, its partitions and bounds,
+//! and the foreign keys that reference it.
 //!
 //! Partitions come from `pg_inherits`, their bounds from `pg_get_expr(relpartbound)`, parsed
 //! (never guessed from names). The bound text follows the session's `DateStyle` and `TimeZone`,
@@ -9,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::plan::{Bound, Bounds, Existing};
 use super::spec::PartitionSpec;
-use super::sql::{KeyType, Parent};
+use super::sql::{ForeignKey, KeyType, Parent};
 use crate::error::{DbContext, Error, Result};
 use crate::ident::quote_qualified;
 
@@ -24,8 +25,12 @@ pub struct TableInfo {
     pub oid: u32,
     /// The parent, resolved (schema, name, key column and type).
     pub parent: Parent,
-    /// Its writable columns (not generated), in order: what moving rows copies.
+    /// Its writable columns (not dropped, not generated), in the parent's order: what moving rows
+    /// copies, by name (a partition may order its columns differently).
     pub columns: Vec<String>,
+    /// The foreign keys that reference the parent (its own self-references included), declared
+    /// on their tables (not the per-partition clones): what moving rows may have to re-create.
+    pub references: Vec<ForeignKey>,
     /// Its partitions with their bounds, by name.
     pub partitions: Vec<Existing>,
     /// Names among the candidates that other relations of the parent's schema hold.
@@ -95,7 +100,7 @@ pub async fn read(client: &Client, spec: &PartitionSpec, candidates: &[String]) 
 
     let by_oid: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&oid];
     let by_name: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&schema, &candidates, &oid];
-    let (parts, columns, taken) = tokio::join!(
+    let (parts, columns, taken, references) = tokio::join!(
         client.query(
             "SELECT c.relname::text, n.nspname::text, pg_get_expr(c.relpartbound, c.oid)
                FROM pg_inherits i
@@ -118,6 +123,16 @@ pub async fn read(client: &Client, spec: &PartitionSpec, candidates: &[String]) 
               ORDER BY 1",
             &by_name,
         ),
+        client.query(
+            "SELECT n.nspname::text, r.relname::text, k.conname::text, pg_get_constraintdef(k.oid),
+                    obj_description(k.oid, 'pg_constraint')
+               FROM pg_constraint k
+               JOIN pg_class r ON r.oid = k.conrelid
+               JOIN pg_namespace n ON n.oid = r.relnamespace
+              WHERE k.contype = 'f' AND k.confrelid = $1 AND k.conparentid = 0
+              ORDER BY 1, 2, 3",
+            &by_oid,
+        ),
     );
     let mut partitions = Vec::new();
     for r in parts.db(ctx)? {
@@ -129,7 +144,18 @@ pub async fn read(client: &Client, spec: &PartitionSpec, candidates: &[String]) 
     }
     let columns = columns.db(ctx)?.iter().map(|r| r.get(0)).collect();
     let taken = taken.db(ctx)?.iter().map(|r| r.get(0)).collect();
-    Ok(TableInfo { oid, parent, columns, partitions, taken })
+    let references = references
+        .db(ctx)?
+        .iter()
+        .map(|r| ForeignKey {
+            schema: r.get(0),
+            table: r.get(1),
+            name: r.get(2),
+            definition: r.get(3),
+            comment: r.get(4),
+        })
+        .collect();
+    Ok(TableInfo { oid, parent, columns, references, partitions, taken })
 }
 
 /// Counts the rows of each partition (its whole subtree), in order.

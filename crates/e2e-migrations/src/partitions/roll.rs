@@ -6,6 +6,19 @@
 //! wait bounded by `lock_timeout` and retried with backoff; re-read and re-plan under the lock;
 //! take rows of the new ranges out of the default partition, create the partitions, put the rows
 //! back through the parent, prune; commit. Everything runs under the migrations' advisory lock.
+//!
+//! Foreign keys that reference the table (such as `audit_events`' own parent event key) are
+//! enforced by PostgreSQL partition by partition of the referenced table: a referenced row moved
+//! out of the default partition looks deleted from it and fails the key, even a deferred one
+//! (checked at commit, the key is looked up in the default partition alone, so making the key
+//! `DEFERRABLE` does not help); and a partition whose rows are referenced, even only by rows of
+//! its own, cannot be detached (nor dropped). So when taking the rows, or pruning, fails on a
+//! foreign key, the attempt rolls back to a savepoint, drops the keys that reference the table,
+//! runs the statement again, and adds the keys back (validated again: rows left that reference
+//! pruned ones fail clearly, and nothing is removed; never `CASCADE`) before committing. This
+//! needs ownership of the referencing tables, not superuser. The roll's constraints are
+//! `IMMEDIATE`, so that a deferrable key fails at the statement, not at commit. A partition
+//! detached while the keys were aside keeps no copy of them.
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +31,9 @@ use super::calendar::{self, Period, Wanted};
 use super::catalog::{self, TableInfo};
 use super::plan::{self, Bound, Bounds, Existing, Mode, Plan};
 use super::spec::{Interval, PartitionSpec};
-use super::sql::{self, KeyType};
+use super::sql::{self, ForeignKey, KeyType};
 use crate::db;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{describe_db_error, DbContext, Error, Result};
 
 /// Options for rolling partitions.
 #[derive(Debug, Clone)]
@@ -188,7 +201,7 @@ async fn locked_attempt(
 ) -> Result<RollReport> {
     let table = &spec.table;
     let begin = format!(
-        "BEGIN; SET LOCAL lock_timeout = '{}ms'; {}\n{}",
+        "BEGIN; SET LOCAL lock_timeout = '{}ms'; SET CONSTRAINTS ALL IMMEDIATE; {}\n{}",
         opts.table_lock_timeout.as_millis().max(1),
         catalog::SESSION,
         sql::lock_parent(&seen.parent)
@@ -210,16 +223,22 @@ async fn locked_attempt(
             let mut report = RollReport { present: plan.present, notes: plan.notes.clone(), ..RollReport::default() };
 
             let mut moving = 0u64;
+            // Whether the foreign keys that reference the table are set aside (dropped; added
+            // back before commit).
+            let mut aside = false;
             if let (Some(default), false) = (&plan.default, plan.create.is_empty()) {
                 c.batch_execute(&sql::lock(p, default))
                     .await
                     .db(|| format!("locking the default partition {} of {table}", default.name))?;
                 let periods: Vec<Period> = plan.create.iter().map(|w| w.period).collect();
-                let [make, take] = sql::take_from_default(p, default, &periods);
+                let [make, take] = sql::take_from_default(p, default, &periods, &info.columns);
                 c.batch_execute(&make).await.db(|| format!("making a temporary table for rows of {}", default.name))?;
-                moving = c.execute(take.as_str(), &[]).await.db(|| {
-                    format!("taking rows of the new ranges out of the default partition {} of {table}", default.name)
-                })?;
+                let why = format!("to move rows of the new ranges out of the default partition {}", default.name);
+                moving = keys_aside_if_refused(c, table, &info.references, &mut aside, &why, || {
+                    c.execute(take.as_str(), &[])
+                })
+                .await?
+                .map_err(|e| move_failed(table, &default.name, &info.references, aside, e))?;
             }
 
             let mut ddl: Vec<String> =
@@ -251,18 +270,132 @@ async fn locked_attempt(
                 report.moved_rows = moving;
                 tracing::debug!("{table}: moved {moving} rows from the default partition into new partitions");
             }
-
             for prune in &plan.prune {
-                c.batch_execute(&sql::prune(p, prune)).await.db(|| {
-                    format!("retention: {:?} of {} ({}) of {table}", prune.action, prune.name, prune.period)
-                        .to_lowercase()
-                })?;
+                let what =
+                    format!("retention: {} of {} ({}) of {table}", prune.action.verb(), prune.name, prune.period);
+                let why = format!("to {} {}", prune.action.verb(), prune.name);
+                let statement = sql::prune(p, prune);
+                keys_aside_if_refused(c, table, &info.references, &mut aside, &why, || c.batch_execute(&statement))
+                    .await?
+                    .db(|| what.clone())?;
                 report.pruned.push(prune.name.clone());
+            }
+
+            if aside {
+                for fk in &info.references {
+                    c.batch_execute(&fk.add()).await.map_err(|e| restore_failed(table, fk, &report.pruned, e))?;
+                }
             }
             Ok(report)
         },
     )
     .await
+}
+
+/// Whether the server refused a statement for a foreign key (SQLSTATE 23503).
+fn is_fk_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+}
+
+/// Runs `run` (moving rows out of the default partition, or pruning), which a foreign key that
+/// references the table may refuse: PostgreSQL checks such a key partition by partition, so a
+/// referenced row moved to another partition looks deleted, and a partition whose rows are
+/// referenced (even by rows of its own) cannot be detached. When it is refused for a foreign key
+/// and the keys `refs` are not aside yet, rolls back to a savepoint, sets them aside (drops them;
+/// the caller adds them back, validated, before commit) and runs it again. The outer error is
+/// the savepoint's or the setting aside's; the inner one is `run`'s last.
+async fn keys_aside_if_refused<T, F>(
+    c: &Client,
+    table: &str,
+    refs: &[ForeignKey],
+    aside: &mut bool,
+    why: &str,
+    run: impl Fn() -> F,
+) -> Result<Result<T, tokio_postgres::Error>>
+where
+    F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    if *aside || refs.is_empty() {
+        return Ok(run().await);
+    }
+    let savepoint = crate::ident::quote(sql::BEFORE_MOVING);
+    let ctx = || format!("a savepoint {why}");
+    c.batch_execute(&format!("SAVEPOINT {savepoint};")).await.db(ctx)?;
+    match run().await {
+        Err(e) if is_fk_violation(&e) => {
+            tracing::debug!("{table}: {}; setting foreign keys aside {why}", describe_db_error(&e));
+            c.batch_execute(&format!("ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint};"))
+                .await
+                .db(ctx)?;
+            for fk in refs {
+                c.batch_execute(&fk.drop()).await.db(|| {
+                    format!(
+                        "setting foreign key {} of {} aside {why} (rows there are referenced; the key is dropped, then added back and validated in the same transaction, which needs ownership of {})",
+                        fk.name, fk.table, fk.table
+                    )
+                })?;
+            }
+            *aside = true;
+            Ok(run().await)
+        }
+        Ok(v) => {
+            c.batch_execute(&format!("RELEASE SAVEPOINT {savepoint};")).await.db(ctx)?;
+            Ok(Ok(v))
+        }
+        // The transaction is aborted; the caller's error rolls it back.
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// The error of taking rows out of the default partition: a foreign key that the roll could not
+/// set aside is named, with what to do; anything else keeps the driver's error (and so stays
+/// retryable when it is a lock timeout).
+fn move_failed(table: &str, default: &str, refs: &[ForeignKey], aside: bool, e: tokio_postgres::Error) -> Error {
+    if !is_fk_violation(&e) {
+        return Error::Db {
+            context: format!("taking rows of the new ranges out of the default partition {default} of {table}"),
+            source: e,
+        };
+    }
+    let db = e.as_db_error();
+    let constraint = db.and_then(|d| d.constraint()).unwrap_or("(unnamed)");
+    let why = if aside {
+        let names: Vec<&str> = refs.iter().map(|k| k.name.as_str()).collect();
+        format!("it is not one of the keys that reference {table} ({}), which the roll set aside", names.join(", "))
+    } else {
+        format!("it does not reference {table} itself, so the roll cannot set it aside")
+    };
+    Error::Partition {
+        table: table.to_string(),
+        message: format!(
+            "cannot move rows of the new ranges out of the default partition {default}: foreign key {constraint} still references them ({why}); reference {table} rather than one of its partitions, or move the referencing rows first; rolled back: {}",
+            describe_db_error(&e)
+        ),
+    }
+}
+
+/// The error of adding back a foreign key set aside: when rows left reference rows that
+/// retention removed, says so (nothing is removed: the roll rolls back; never `CASCADE`).
+fn restore_failed(table: &str, fk: &ForeignKey, pruned: &[String], e: tokio_postgres::Error) -> Error {
+    if !is_fk_violation(&e) || pruned.is_empty() {
+        return Error::Db {
+            context: format!(
+                "adding back foreign key {} of {} (set aside while rolling the partitions of {table})",
+                fk.name, fk.table
+            ),
+            source: e,
+        };
+    }
+    Error::Partition {
+        table: table.to_string(),
+        message: format!(
+            "retention cannot remove {}: rows left in {} still reference rows there through foreign key {} ({}); rolled back, nothing removed: delete or update the referencing rows first, or keep more periods",
+            pruned.join(", "),
+            fk.table,
+            fk.name,
+            describe_db_error(&e)
+        ),
+    }
 }
 
 /// Runs `body` between `begin` (which opens the transaction, and may lock) and `COMMIT`; rolls

@@ -39,6 +39,16 @@ pub enum RetentionAction {
     Drop,
 }
 
+impl RetentionAction {
+    /// `detach` or `drop`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            RetentionAction::Detach => "detach",
+            RetentionAction::Drop => "drop",
+        }
+    }
+}
+
 /// Retention: partitions wholly older than `keep` periods before the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,5 @@
-//! The SQL of partitions (pure): creating, moving rows out of the default partition, pruning.
+//! The SQL of partitions (pure): creating, moving rows out of the default partition (and setting
+//! aside the foreign keys that reference the table while they move), pruning.
 //!
 //! Every identifier is quoted, every partition is created in its parent's schema, and bounds are
 //! literals of the key's type: `'2024-12-01'` for `date`, `'2024-12-01 00:00:00'` for
@@ -103,6 +104,9 @@ impl Parent {
 /// The temporary table that holds rows taken out of the default partition during a roll.
 pub const MOVING: &str = "e2e_partitions_moving";
 
+/// The savepoint a roll takes before moving rows (to retry once with foreign keys set aside).
+pub const BEFORE_MOVING: &str = "e2e_partitions_before_moving";
+
 /// `CREATE TABLE ... PARTITION OF ... FOR VALUES FROM (...) TO (...);`
 pub fn create_partition(p: &Parent, name: &str, period: Period) -> String {
     format!(
@@ -130,14 +134,27 @@ pub fn lock(p: &Parent, e: &Existing) -> String {
     format!("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE;", p.partition(e))
 }
 
+fn column_list(columns: &[String]) -> String {
+    columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+}
+
 /// Two statements that take the rows of the default partition `default` in `periods` out into
 /// [`MOVING`] (dropped at commit): PostgreSQL refuses a new partition whose range has rows in the
 /// default partition. The second statement's row count is the number of rows moved.
-pub fn take_from_default(p: &Parent, default: &Existing, periods: &[Period]) -> [String; 2] {
+///
+/// `columns` are the parent's writable (non-generated) columns, named everywhere: a default
+/// partition attached by hand may order its columns differently from the parent, and `*` would
+/// then put values in the wrong columns.
+pub fn take_from_default(p: &Parent, default: &Existing, periods: &[Period], columns: &[String]) -> [String; 2] {
+    let cols = column_list(columns);
     [
-        format!("CREATE TEMPORARY TABLE {} (LIKE {}) ON COMMIT DROP;", quote(MOVING), p.qualified()),
         format!(
-            "WITH moved AS (DELETE FROM ONLY {} WHERE {} RETURNING *) INSERT INTO pg_temp.{} SELECT * FROM moved;",
+            "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {cols} FROM {} WITH NO DATA;",
+            quote(MOVING),
+            p.qualified()
+        ),
+        format!(
+            "WITH moved AS (DELETE FROM ONLY {} WHERE {} RETURNING {cols}) INSERT INTO pg_temp.{} ({cols}) SELECT {cols} FROM moved;",
             p.partition(default),
             p.in_periods(periods),
             quote(MOVING)
@@ -148,7 +165,7 @@ pub fn take_from_default(p: &Parent, default: &Existing, periods: &[Period]) -> 
 /// Puts the rows of [`MOVING`] back through the parent (into the partitions just created):
 /// `columns` are the parent's writable (non-generated) columns; identity values are kept.
 pub fn put_back(p: &Parent, columns: &[String]) -> String {
-    let cols = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let cols = column_list(columns);
     format!(
         "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM pg_temp.{};",
         p.qualified(),
@@ -156,11 +173,65 @@ pub fn put_back(p: &Parent, columns: &[String]) -> String {
     )
 }
 
-/// Detaches or drops a partition for retention.
+/// A foreign key that references a partitioned table, as declared on its table.
+///
+/// PostgreSQL enforces such a key partition by partition of the referenced table, so a row
+/// moved from the default partition into a new one looks deleted from the default partition,
+/// and a row that references it fails the key ("is still referenced"), deferred or not; and a
+/// partition with referenced rows cannot be detached. Moving such rows, or pruning such a
+/// partition, takes setting the key aside: dropped before and added back after (and validated
+/// again, unless it was `NOT VALID`), in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignKey {
+    /// The schema of the table that declares it.
+    pub schema: String,
+    /// The table that declares it (the referencing table).
+    pub table: String,
+    /// The constraint's name.
+    pub name: String,
+    /// Its definition, as `pg_get_constraintdef` prints it.
+    pub definition: String,
+    /// Its comment, if any.
+    pub comment: Option<String>,
+}
+
+impl ForeignKey {
+    /// `"schema"."table"`: the referencing table.
+    pub fn qualified_table(&self) -> String {
+        format!("{}.{}", quote(&self.schema), quote(&self.table))
+    }
+
+    /// `ALTER TABLE ... DROP CONSTRAINT ...;`
+    pub fn drop(&self) -> String {
+        format!("ALTER TABLE {} DROP CONSTRAINT {};", self.qualified_table(), quote(&self.name))
+    }
+
+    /// `ALTER TABLE ... ADD CONSTRAINT ... <definition>;` and its comment, as it was.
+    pub fn add(&self) -> String {
+        let mut s =
+            format!("ALTER TABLE {} ADD CONSTRAINT {} {};", self.qualified_table(), quote(&self.name), self.definition);
+        if let Some(comment) = &self.comment {
+            s.push_str(&format!(
+                "\nCOMMENT ON CONSTRAINT {} ON {} IS {};",
+                quote(&self.name),
+                self.qualified_table(),
+                literal(comment)
+            ));
+        }
+        s
+    }
+}
+
+/// Detaches or drops a partition for retention. Dropping detaches first: a partition of a table
+/// that a foreign key references (such as its own self-reference) carries that key's
+/// per-partition constraints, which `DROP TABLE` refuses to drop without `CASCADE` (never used).
+/// Detaching checks that no row left in the table references rows of the partition, and fails
+/// naming the key when one does.
 pub fn prune(p: &Parent, prune: &Prune) -> String {
+    let detach = format!("ALTER TABLE {} DETACH PARTITION {};", p.qualified(), p.child(&prune.name));
     match prune.action {
-        RetentionAction::Detach => format!("ALTER TABLE {} DETACH PARTITION {};", p.qualified(), p.child(&prune.name)),
-        RetentionAction::Drop => format!("DROP TABLE {};", p.child(&prune.name)),
+        RetentionAction::Detach => detach,
+        RetentionAction::Drop => format!("{detach}\nDROP TABLE {};", p.child(&prune.name)),
     }
 }
 
@@ -275,17 +346,18 @@ mod tests {
         let mar = Period { from: d("2025-03-01"), to: d("2025-04-01") };
         let default =
             Existing { name: "audit_events_default".into(), schema: Some("archive".into()), bounds: Bounds::Default };
-        let [create, take] = take_from_default(&parent(KeyType::Date), &default, &[jan, dec(), mar]);
+        let columns = ["event_id".to_string(), "event_date".to_string(), "event_data".to_string()];
+        let [create, take] = take_from_default(&parent(KeyType::Date), &default, &[jan, dec(), mar], &columns);
         check(
             create,
             expect![[
-                r#"CREATE TEMPORARY TABLE "e2e_partitions_moving" (LIKE "public"."audit_events") ON COMMIT DROP;"#
+                r#"CREATE TEMPORARY TABLE "e2e_partitions_moving" ON COMMIT DROP AS SELECT "event_id", "event_date", "event_data" FROM "public"."audit_events" WITH NO DATA;"#
             ]],
         );
         check(
             take,
             expect![[
-                r#"WITH moved AS (DELETE FROM ONLY "archive"."audit_events_default" WHERE ("event_date" >= '2024-12-01' AND "event_date" < '2025-02-01') OR ("event_date" >= '2025-03-01' AND "event_date" < '2025-04-01') RETURNING *) INSERT INTO pg_temp."e2e_partitions_moving" SELECT * FROM moved;"#
+                r#"WITH moved AS (DELETE FROM ONLY "archive"."audit_events_default" WHERE ("event_date" >= '2024-12-01' AND "event_date" < '2025-02-01') OR ("event_date" >= '2025-03-01' AND "event_date" < '2025-04-01') RETURNING "event_id", "event_date", "event_data") INSERT INTO pg_temp."e2e_partitions_moving" ("event_id", "event_date", "event_data") SELECT "event_id", "event_date", "event_data" FROM moved;"#
             ]],
         );
         check(
@@ -305,6 +377,36 @@ mod tests {
     }
 
     #[test]
+    fn foreign_keys_are_set_aside_and_added_back_as_they_were() {
+        let fk = ForeignKey {
+            schema: "public".into(),
+            table: "audit_events".into(),
+            name: "fk_audit_events_parent".into(),
+            definition: "FOREIGN KEY (parent_event_id, parent_event_date) REFERENCES audit_events(event_id, event_date) ON DELETE RESTRICT".into(),
+            comment: None,
+        };
+        check(fk.drop(), expect![[r#"ALTER TABLE "public"."audit_events" DROP CONSTRAINT "fk_audit_events_parent";"#]]);
+        check(
+            fk.add(),
+            expect![[
+                r#"ALTER TABLE "public"."audit_events" ADD CONSTRAINT "fk_audit_events_parent" FOREIGN KEY (parent_event_id, parent_event_date) REFERENCES audit_events(event_id, event_date) ON DELETE RESTRICT;"#
+            ]],
+        );
+        let fk = ForeignKey {
+            table: "odd \"name\"".into(),
+            comment: Some("the parent's event".into()),
+            definition: "FOREIGN KEY (p) REFERENCES audit_events(event_id) NOT VALID".into(),
+            ..fk
+        };
+        check(
+            fk.add(),
+            expect![[r#"
+            ALTER TABLE "public"."odd ""name""" ADD CONSTRAINT "fk_audit_events_parent" FOREIGN KEY (p) REFERENCES audit_events(event_id) NOT VALID;
+            COMMENT ON CONSTRAINT "fk_audit_events_parent" ON "public"."odd ""name""" IS 'the parent''s event';"#]],
+        );
+    }
+
+    #[test]
     fn prune_detaches_or_drops() {
         let p = |action| Prune { name: "audit_events_2024_01".into(), period: dec(), action };
         check(
@@ -313,7 +415,9 @@ mod tests {
         );
         check(
             prune(&parent(KeyType::Date), &p(RetentionAction::Drop)),
-            expect![[r#"DROP TABLE "public"."audit_events_2024_01";"#]],
+            expect![[r#"
+                ALTER TABLE "public"."audit_events" DETACH PARTITION "public"."audit_events_2024_01";
+                DROP TABLE "public"."audit_events_2024_01";"#]],
         );
     }
 

@@ -547,3 +547,270 @@ async fn specs_that_do_not_fit_their_table_are_clear_errors() {
     drop(c);
     db.drop_db().await;
 }
+
+/// The foreign keys on audit_events' parent (not the per-partition copies): name, definition,
+/// validated, comment.
+async fn audit_fks(c: &Client) -> Vec<(String, String, bool, Option<String>)> {
+    c.query(
+        "SELECT conname::text, pg_get_constraintdef(oid), convalidated, obj_description(oid, 'pg_constraint')
+           FROM pg_constraint
+          WHERE conrelid = 'audit_events'::regclass AND contype = 'f' AND conparentid = 0 ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// Every row of audit_events: id, partition, and a digest of the whole row.
+async fn audit_rows(c: &Client) -> Vec<(String, String, String)> {
+    c.query(
+        "SELECT event_id::text, tableoid::regclass::text, md5(row_to_json(a)::text) FROM audit_events a ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_referenced_row_moves_out_of_the_default_partition_with_its_references_intact() {
+    let (db, mut c, spec) = audit_db().await;
+    c.batch_execute("COMMENT ON CONSTRAINT fk_audit_events_parent ON audit_events IS 'the parent event'")
+        .await
+        .unwrap();
+    // Only partitions from 2026-10 on exist.
+    let ahead_only = PartitionSpec { behind: 0, ..spec.clone() };
+    let first = partitions::roll(&mut c, &[ahead_only], at("2026-10-15"), &RollOptions::default()).await.unwrap();
+    assert_eq!(first.created[0], "audit_events_2026_10");
+    // A parent dated September waits in the default partition; its child (October) is in an
+    // existing partition, and a grandchild back in September waits in the default partition too.
+    let parent = insert_event(&c, day("2026-09-15"), None).await;
+    let child = insert_event(&c, day("2026-10-02"), Some((&parent, day("2026-09-15")))).await;
+    let grandchild = insert_event(&c, day("2026-09-20"), Some((&child, day("2026-10-02")))).await;
+    let far = insert_event(&c, day("2030-01-01"), Some((&parent, day("2026-09-15")))).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default").await, 3);
+    let fks = audit_fks(&c).await;
+    assert_eq!(fks.len(), 1);
+    assert_eq!(fks[0].3.as_deref(), Some("the parent event"));
+    let before = audit_rows(&c).await;
+
+    // behind = 1 wants September: the parent must move under its child's reference.
+    let report =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &RollOptions::default()).await.unwrap();
+    assert_eq!(report.created, ["audit_events_2026_09"]);
+    assert_eq!(report.moved_rows, 2);
+
+    let after = audit_rows(&c).await;
+    let strip = |rows: &[(String, String, String)]| -> Vec<(String, String)> {
+        rows.iter().map(|(id, _, digest)| (id.clone(), digest.clone())).collect()
+    };
+    assert_eq!(strip(&before), strip(&after), "the same rows, byte for byte");
+    let home = |id: &str| after.iter().find(|(i, _, _)| i == id).unwrap().1.clone();
+    assert_eq!(home(&parent), "audit_events_2026_09");
+    assert_eq!(home(&grandchild), "audit_events_2026_09");
+    assert_eq!(home(&child), "audit_events_2026_10");
+    assert_eq!(home(&far), "audit_events_default");
+    assert_eq!(
+        count(
+            &c,
+            &format!(
+                "SELECT count(*) FROM audit_events c JOIN audit_events p
+                   ON (p.event_id, p.event_date) = (c.parent_event_id, c.parent_event_date)
+                  WHERE c.event_id IN ('{child}', '{grandchild}', '{far}')"
+            )
+        )
+        .await,
+        3,
+        "every reference still resolves"
+    );
+    // The key is back as it was (validated, with its comment), on every partition, and enforced.
+    assert_eq!(audit_fks(&c).await, fks);
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_constraint WHERE conname = 'fk_audit_events_parent'").await, 1 + 6);
+    let e = c.execute(&format!("DELETE FROM audit_events WHERE event_id = '{parent}'"), &[]).await.unwrap_err();
+    assert!(format!("{e:?}").contains("still referenced"), "{e:?}");
+    let e = c
+        .execute(
+            "INSERT INTO audit_events (event_date, event_type, event_category, event_action, event_outcome, actor_type,
+                                       actor_id, resource_type, resource_id, correlation_id, event_data,
+                                       parent_event_id, parent_event_date)
+             VALUES ('2026-09-21', 't', 't', 'a', 'success', 'u', 'u', 'r', 'r', 'c', '{}', gen_random_uuid(), '2026-09-15')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("fk_audit_events_parent"), "{e:?}");
+
+    // Idempotent.
+    let again =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &RollOptions::default()).await.unwrap();
+    assert!(again.created.is_empty() && again.moved_rows == 0, "{again:?}");
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_key_on_the_default_partition_itself_stops_the_move_clearly() {
+    let (db, mut c, spec) = audit_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    let parent = insert_event(&c, day("2026-09-15"), None).await;
+    // A key that references the default partition, not audit_events: the roll cannot set it aside.
+    c.batch_execute(&format!(
+        "CREATE TABLE notes (event_id uuid, event_date date,
+                             CONSTRAINT fk_notes_event FOREIGN KEY (event_id, event_date)
+                                 REFERENCES audit_events_default (event_id, event_date));
+         INSERT INTO notes VALUES ('{parent}', '2026-09-15');"
+    ))
+    .await
+    .unwrap();
+    let fks = audit_fks(&c).await;
+    let e = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "partition spec for audit_events: cannot move rows of the new ranges out of the default partition audit_events_default: foreign key fk_notes_event"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("not one of the keys that reference audit_events (fk_audit_events_parent)"), "{e}");
+    assert!(e.contains("rolled back") && e.contains("still referenced"), "{e}");
+    // Nothing changed.
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2026_09'").await, 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default").await, 1);
+    assert_eq!(audit_fks(&c).await, fks);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn retention_on_audit_events_detaches_or_drops_despite_its_self_reference() {
+    for action in [RetentionAction::Detach, RetentionAction::Drop] {
+        let (db, mut c, spec) = audit_db().await;
+        let spec = PartitionSpec { retention: Some(Retention { keep: 1, action }), ..spec };
+        let specs = std::slice::from_ref(&spec);
+        let opts = RollOptions::default();
+        partitions::roll(&mut c, specs, at("2026-09-15"), &opts).await.unwrap();
+        let fks = audit_fks(&c).await;
+        // September: a parent and its child (references inside the partition). October: a
+        // parent referenced from November.
+        let p9 = insert_event(&c, day("2026-09-03"), None).await;
+        insert_event(&c, day("2026-09-04"), Some((&p9, day("2026-09-03")))).await;
+        let p10 = insert_event(&c, day("2026-10-05"), None).await;
+        let c11 = insert_event(&c, day("2026-11-06"), Some((&p10, day("2026-10-05")))).await;
+
+        // August holds nothing: pruned as is.
+        let r = partitions::roll(&mut c, specs, at("2026-10-15"), &opts).await.unwrap();
+        assert_eq!(
+            (r.created.as_slice(), r.pruned.as_slice()),
+            (&["audit_events_2027_01".to_string()][..], &["audit_events_2026_08".to_string()][..]),
+            "{action:?}"
+        );
+        // September references itself: PostgreSQL refuses to detach it under the key; the roll
+        // sets the key aside and adds it back.
+        let r = partitions::roll(&mut c, specs, at("2026-11-15"), &opts).await.unwrap();
+        assert_eq!(r.pruned, ["audit_events_2026_09"], "{action:?}");
+        assert_eq!(r.created, ["audit_events_2027_02"], "{action:?}");
+        let left = count(
+            &c,
+            "SELECT count(*) FROM pg_class WHERE relname IN ('audit_events_2026_08', 'audit_events_2026_09')",
+        )
+        .await;
+        match action {
+            RetentionAction::Detach => {
+                assert_eq!(left, 2, "detached tables stay");
+                assert_eq!(count(&c, "SELECT count(*) FROM audit_events_2026_09").await, 2, "with their rows");
+                assert_eq!(
+                    count(&c, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'audit_events_2026_09'::regclass AND contype = 'f'").await,
+                    0,
+                    "the detached table keeps no key into audit_events"
+                );
+            }
+            RetentionAction::Drop => assert_eq!(left, 0, "dropped tables are gone"),
+        }
+        assert_eq!(count(&c, "SELECT count(*) FROM audit_events").await, 2);
+        assert_eq!(audit_fks(&c).await, fks, "{action:?}: the key is back as it was");
+
+        // October is still referenced from November: retention fails clearly, removes nothing.
+        let e = partitions::roll(&mut c, specs, at("2026-12-15"), &opts).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("partition spec for audit_events: retention cannot remove audit_events_2026_10: rows left in audit_events still reference rows there through foreign key fk_audit_events_parent"),
+            "{action:?}: {e}"
+        );
+        assert!(e.contains(&p10) || e.contains("2026-10-05"), "{e}");
+        assert_eq!(
+            names(&partitions_of(&c, "audit_events").await)[0],
+            "audit_events_2026_10",
+            "{action:?}: still attached"
+        );
+        assert_eq!(count(&c, "SELECT count(*) FROM audit_events_2026_10").await, 1);
+        assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2027_03'").await, 0);
+        assert_eq!(audit_fks(&c).await, fks);
+
+        // Once the reference is gone, October goes too.
+        c.execute(&format!("DELETE FROM audit_events WHERE event_id = '{c11}'"), &[]).await.unwrap();
+        let r = partitions::roll(&mut c, specs, at("2026-12-15"), &opts).await.unwrap();
+        assert_eq!(r.pruned, ["audit_events_2026_10"], "{action:?}");
+        assert_eq!(audit_fks(&c).await, fks);
+        drop(c);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn rows_move_by_column_name_from_a_default_partition_in_another_column_order() {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    c.batch_execute(
+        "CREATE TABLE readings (k date NOT NULL, a text, gone int, b text, n int GENERATED ALWAYS AS (length(a)) STORED)
+             PARTITION BY RANGE (k);
+         ALTER TABLE readings DROP COLUMN gone;
+         CREATE TABLE readings_default (b text, n int GENERATED ALWAYS AS (length(a)) STORED, a text, k date NOT NULL);
+         ALTER TABLE readings ATTACH PARTITION readings_default DEFAULT;
+         INSERT INTO readings (k, a, b) VALUES ('2025-01-10', 'alpha', 'beta!');",
+    )
+    .await
+    .unwrap();
+    let spec = PartitionSpec { behind: 0, ahead: 0, ..PartitionSpec::monthly("readings", "k") };
+    let r = partitions::roll(&mut c, &[spec], at("2025-01-15"), &RollOptions::default()).await.unwrap();
+    assert_eq!((r.created.as_slice(), r.moved_rows), (&["readings_2025_01".to_string()][..], 1));
+    let row = c.query_one("SELECT k::text, a, b, n FROM readings_2025_01", &[]).await.unwrap();
+    let got: (String, String, String, i32) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(got, ("2025-01-10".to_string(), "alpha".to_string(), "beta!".to_string(), 5));
+    assert_eq!(count(&c, "SELECT count(*) FROM readings").await, 1);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_name_pattern_making_names_longer_than_63_bytes_is_refused() {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    small_table(&c, "events", "date").await;
+    let pattern = format!("{{table}}_{}_{{yyyy}}_{{mm}}", "x".repeat(50));
+    let spec = PartitionSpec { name: Some(pattern), ..PartitionSpec::monthly("events", "k") };
+    let long = format!("events_{}_2024_11", "x".repeat(50));
+    assert_eq!(long.len(), 65);
+    let e = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "partition spec for events: partition name: identifier \"{long}\" is longer than 63 bytes (PostgreSQL would truncate it)"
+        )
+    );
+    let e = partitions::partition_sql(&spec, KeyType::Date, at("2024-12-15")).unwrap_err().to_string();
+    assert!(e.contains("is longer than 63 bytes"), "{e}");
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_inherits").await, 0, "nothing created, nothing truncated");
+    drop(c);
+    db.drop_db().await;
+}
