@@ -86,12 +86,23 @@ pub(crate) fn kube_target(
     Ok(KubeTarget { context, namespace })
 }
 
-/// The kubeconfig that kube-rs reads for `--backend kube`: `$KUBECONFIG`, else `~/.kube/config`.
-fn user_kubeconfig() -> PathBuf {
-    match std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
-        Some(k) => PathBuf::from(k),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".kube").join("config"),
-    }
+/// The kubeconfig file for `--backend kube` that later commands read: of `$KUBECONFIG` (which
+/// may list several files), the first that defines `context`; else `~/.kube/config`.
+fn user_kubeconfig(context: &str) -> PathBuf {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".kube").join("config");
+    pick_kubeconfig(std::env::var_os("KUBECONFIG").as_deref(), home, |p| {
+        kube::config::Kubeconfig::read_from(p).map(|kc| kc.contexts.iter().any(|c| c.name == context)).unwrap_or(false)
+    })
+}
+
+/// Picks the file from a `KUBECONFIG` value (pure over `defines`, which says whether a file
+/// defines the wanted context).
+fn pick_kubeconfig(list: Option<&std::ffi::OsStr>, home: PathBuf, defines: impl Fn(&Path) -> bool) -> PathBuf {
+    let Some(list) = list.filter(|k| !k.is_empty()) else {
+        return home;
+    };
+    let files: Vec<PathBuf> = std::env::split_paths(list).filter(|p| !p.as_os_str().is_empty()).collect();
+    files.iter().find(|p| defines(p)).or(files.first()).cloned().unwrap_or(home)
 }
 
 fn sets_label(args: &Setup) -> String {
@@ -165,7 +176,7 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let st = SetupState {
         backend: BackendKind::Kube,
         database_url: None,
-        kubeconfig: Some(user_kubeconfig()),
+        kubeconfig: Some(user_kubeconfig(&t.context)),
         context: Some(t.context),
         namespace: Some(t.namespace),
         cluster: None,
@@ -399,6 +410,18 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kubeconfig_lists_pick_the_file_that_defines_the_context() {
+        use std::ffi::OsStr;
+        let home = PathBuf::from("/h/.kube/config");
+        assert_eq!(pick_kubeconfig(None, home.clone(), |_| true), home);
+        assert_eq!(pick_kubeconfig(Some(OsStr::new("")), home.clone(), |_| true), home);
+        let list = OsStr::new("/a/one:/b/two:/c/three");
+        assert_eq!(pick_kubeconfig(Some(list), home.clone(), |p| p == Path::new("/b/two")), PathBuf::from("/b/two"));
+        assert_eq!(pick_kubeconfig(Some(list), home, |_| false), PathBuf::from("/a/one"));
+    }
+
     use super::*;
 
     fn saved(context: &str, namespace: &str) -> SetupState {
