@@ -266,12 +266,7 @@ fn state_file(state_dir: &Path) -> PathBuf {
 
 /// Reads the saved state, if setup ran.
 pub fn read_state(state_dir: &Path) -> Result<Option<LocalState>> {
-    let f = state_file(state_dir);
-    match fs::read_to_string(&f) {
-        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| Error::Server(format!("{}: {e}", f.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path: f, source }),
-    }
+    crate::state::read_json(&state_file(state_dir))
 }
 
 use crate::state::write_private;

@@ -78,11 +78,15 @@ pub fn env_file(root: &Path) -> PathBuf {
 
 /// Reads the state setup left in `root`, if any.
 pub fn read(root: &Path) -> Result<Option<SetupState>> {
-    let f = state_file(root);
-    match fs::read_to_string(&f) {
-        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| Error::Other(format!("{}: {e}", f.display()))),
+    read_json(&state_file(root))
+}
+
+/// Reads a JSON file into `T`; `None` when the file does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| Error::Other(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path: f, source }),
+        Err(source) => Err(Error::Io { path: path.to_path_buf(), source }),
     }
 }
 
