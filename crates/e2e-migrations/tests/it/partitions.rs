@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use e2e_migrations::partitions::{
-    self, calendar, Interval, KeyType, PartitionSpec, Retention, RetentionAction, RollOptions,
+    self, calendar, Interval, KeyType, PartitionSpec, Retention, RetentionAction, RollOptions, RollReport,
 };
 use e2e_migrations::{bundled_migrations_dir, migrator, Options, Project};
 use tokio_postgres::Client;
@@ -21,6 +21,11 @@ fn day(s: &str) -> NaiveDate {
 /// Midday UTC of a date, as `--now` reads it.
 fn at(s: &str) -> DateTime<Utc> {
     day(s).and_hms_opt(12, 0, 0).unwrap().and_utc()
+}
+
+/// Rolls `spec` as on `date` (midday UTC) with the default options.
+async fn roll_at(c: &mut Client, spec: &PartitionSpec, date: &str) -> e2e_migrations::Result<RollReport> {
+    partitions::roll(c, std::slice::from_ref(spec), at(date), &RollOptions::default()).await
 }
 
 /// A fresh database with the project's `audit` set applied; and its spec from the manifest.
@@ -82,8 +87,7 @@ async fn audit_window_is_covered_at_several_instants() {
         ("2023-02-28", ["2023_01", "2023_02", "2023_03", "2023_04", "2023_05"]),
     ] {
         let (db, mut c, spec) = audit_db().await;
-        let report =
-            partitions::roll(&mut c, std::slice::from_ref(&spec), at(now), &RollOptions::default()).await.unwrap();
+        let report = roll_at(&mut c, &spec, now).await.unwrap();
         let mut want: Vec<String> = expected.iter().map(|s| format!("audit_events_{s}")).collect();
         want.push("audit_events_default".into());
         assert_eq!(report.created, want, "at {now}");
@@ -119,8 +123,7 @@ async fn audit_window_is_covered_at_several_instants() {
         );
 
         // Idempotent: the same instant again changes nothing.
-        let again =
-            partitions::roll(&mut c, std::slice::from_ref(&spec), at(now), &RollOptions::default()).await.unwrap();
+        let again = roll_at(&mut c, &spec, now).await.unwrap();
         assert!(again.created.is_empty() && again.pruned.is_empty() && again.moved_rows == 0, "{again:?}");
         assert_eq!(again.present, 5);
         assert_eq!(partitions_of(&c, "audit_events").await, parts);
@@ -132,9 +135,8 @@ async fn audit_window_is_covered_at_several_instants() {
 #[tokio::test]
 async fn later_roll_adds_exactly_the_new_periods() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
-    let later =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2025-02-10"), &RollOptions::default()).await.unwrap();
+    roll_at(&mut c, &spec, "2024-12-15").await.unwrap();
+    let later = roll_at(&mut c, &spec, "2025-02-10").await.unwrap();
     assert_eq!(later.created, ["audit_events_2025_04", "audit_events_2025_05"]);
     assert_eq!(later.present, 3);
     // Without retention nothing old goes away.
@@ -146,7 +148,7 @@ async fn later_roll_adds_exactly_the_new_periods() {
 #[tokio::test]
 async fn rows_waiting_in_the_default_partition_move_into_new_partitions() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    roll_at(&mut c, &spec, "2024-12-15").await.unwrap();
     // Rows for April and May 2025 arrive before their partitions: they wait in the default one,
     // one of them referencing another (the table's self-referencing foreign key).
     let mut ids = Vec::new();
@@ -167,8 +169,7 @@ async fn rows_waiting_in_the_default_partition_move_into_new_partitions() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
 
-    let report =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2025-02-10"), &RollOptions::default()).await.unwrap();
+    let report = roll_at(&mut c, &spec, "2025-02-10").await.unwrap();
     assert_eq!(report.created, ["audit_events_2025_04", "audit_events_2025_05"]);
     assert_eq!(report.moved_rows, 6);
     assert_eq!(count(&c, "SELECT count(*) FROM audit_events_2025_04").await, 3);
@@ -233,9 +234,7 @@ async fn retention_detaches_or_drops_only_what_it_should() {
         )
         .await
         .unwrap();
-        let first = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-06-15"), &RollOptions::default())
-            .await
-            .unwrap();
+        let first = roll_at(&mut c, &spec, "2024-06-15").await.unwrap();
         assert_eq!(
             first.created,
             [
@@ -253,9 +252,7 @@ async fn retention_detaches_or_drops_only_what_it_should() {
         .await
         .unwrap();
 
-        let later = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-09-15"), &RollOptions::default())
-            .await
-            .unwrap();
+        let later = roll_at(&mut c, &spec, "2024-09-15").await.unwrap();
         assert_eq!(later.created, ["metrics_2024_10", "metrics_2024_11", "metrics_2024_12"]);
         // Cutoff: 1 period kept behind September, so everything ending by August 1st goes.
         assert_eq!(later.pruned, ["metrics_2024_05", "metrics_2024_06", "metrics_2024_07"]);
@@ -287,9 +284,7 @@ async fn retention_detaches_or_drops_only_what_it_should() {
         // April (in the hand-made partition), August and September are left.
         assert_eq!(count(&c, "SELECT count(*) FROM metrics").await, 30 + 31 + 30);
         // Again: nothing more to prune, nothing to create.
-        let again = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-09-15"), &RollOptions::default())
-            .await
-            .unwrap();
+        let again = roll_at(&mut c, &spec, "2024-09-15").await.unwrap();
         assert!(again.created.is_empty() && again.pruned.is_empty(), "{again:?}");
         // `prune` alone creates nothing, even when a roll would.
         let pruned = partitions::prune(&mut c, std::slice::from_ref(&spec), at("2025-03-15"), &RollOptions::default())
@@ -314,8 +309,7 @@ async fn foreign_named_partition_is_respected_and_overlap_reported() {
     )
     .await
     .unwrap();
-    let report =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    let report = roll_at(&mut c, &spec, "2024-12-15").await.unwrap();
     assert_eq!(report.created, ["audit_events_2024_11", "audit_events_2025_01", "audit_events_default"]);
     assert!(report.notes.iter().any(|n| n.contains("covered by audit_events_y2024m12")), "{:?}", report.notes);
     let overlaps: Vec<&String> = report.notes.iter().filter(|n| n.contains("overlap")).collect();
@@ -326,8 +320,7 @@ async fn foreign_named_partition_is_respected_and_overlap_reported() {
     insert_event(&c, day("2024-12-24"), None).await;
     assert_eq!(count(&c, "SELECT count(*) FROM audit_events_y2024m12").await, 1);
     // And a second roll still creates nothing.
-    let again =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default()).await.unwrap();
+    let again = roll_at(&mut c, &spec, "2024-12-15").await.unwrap();
     assert!(again.created.is_empty(), "{again:?}");
     drop(c);
     db.drop_db().await;
@@ -355,8 +348,7 @@ async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
     small_table(&c, "ticks", "timestamptz").await;
     c.batch_execute("SET TimeZone = 'America/New_York'").await.unwrap();
     let spec = PartitionSpec { interval: Interval::Daily, behind: 0, ahead: 1, ..PartitionSpec::monthly("ticks", "k") };
-    let report =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-31"), &RollOptions::default()).await.unwrap();
+    let report = roll_at(&mut c, &spec, "2024-12-31").await.unwrap();
     assert_eq!(report.created, ["ticks_2024_12_31", "ticks_2025_01_01", "ticks_default"]);
     c.batch_execute(
         "INSERT INTO ticks (k) VALUES ('2024-12-31 23:59:59+00'), ('2025-01-01 00:00:00+00'), ('2024-12-30 23:59:59+00')",
@@ -367,8 +359,7 @@ async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
     assert_eq!(count(&c, "SELECT count(*) FROM ticks_2025_01_01").await, 1);
     assert_eq!(count(&c, "SELECT count(*) FROM ticks_default").await, 1);
     // Read back in a non-UTC session, the bounds still match: nothing to do.
-    let again =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-31"), &RollOptions::default()).await.unwrap();
+    let again = roll_at(&mut c, &spec, "2024-12-31").await.unwrap();
     assert!(again.created.is_empty(), "{again:?}");
     // A row for January 2nd waits in the default partition, then moves with its identity value.
     let id: i64 = c
@@ -387,7 +378,7 @@ async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
 #[tokio::test]
 async fn concurrent_inserts_during_rolls_neither_fail_nor_deadlock() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-01-15"), &RollOptions::default()).await.unwrap();
+    roll_at(&mut c, &spec, "2024-01-15").await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4u64 {
@@ -457,7 +448,7 @@ async fn concurrent_inserts_during_rolls_neither_fail_nor_deadlock() {
 #[tokio::test]
 async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
     let (db, mut c, spec) = audit_db().await;
-    partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-06-15"), &RollOptions::default()).await.unwrap();
+    roll_at(&mut c, &spec, "2024-06-15").await.unwrap();
     // Another session holds the parent (an open transaction that inserted a row) for 1.2 s.
     let other = db.connect().await;
     other.batch_execute("BEGIN").await.unwrap();
@@ -468,8 +459,7 @@ async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
         other
     });
     let start = std::time::Instant::now();
-    let r =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-07-15"), &RollOptions::default()).await.unwrap();
+    let r = roll_at(&mut c, &spec, "2024-07-15").await.unwrap();
     assert_eq!(r.created, ["audit_events_2024_10"]);
     assert!(start.elapsed() >= std::time::Duration::from_millis(1000), "it waited for the other transaction");
     let other = holder.await.unwrap();
@@ -600,8 +590,7 @@ async fn a_referenced_row_moves_out_of_the_default_partition_with_its_references
     let before = audit_rows(&c).await;
 
     // behind = 1 wants September: the parent must move under its child's reference.
-    let report =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &RollOptions::default()).await.unwrap();
+    let report = roll_at(&mut c, &spec, "2026-10-15").await.unwrap();
     assert_eq!(report.created, ["audit_events_2026_09"]);
     assert_eq!(report.moved_rows, 2);
 
@@ -646,8 +635,7 @@ async fn a_referenced_row_moves_out_of_the_default_partition_with_its_references
     assert!(format!("{e:?}").contains("fk_audit_events_parent"), "{e:?}");
 
     // Idempotent.
-    let again =
-        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &RollOptions::default()).await.unwrap();
+    let again = roll_at(&mut c, &spec, "2026-10-15").await.unwrap();
     assert!(again.created.is_empty() && again.moved_rows == 0, "{again:?}");
     drop(c);
     db.drop_db().await;
@@ -670,10 +658,7 @@ async fn a_key_on_the_default_partition_itself_stops_the_move_clearly() {
     .await
     .unwrap();
     let fks = audit_fks(&c).await;
-    let e = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &RollOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = roll_at(&mut c, &spec, "2026-10-15").await.unwrap_err().to_string();
     assert!(
         e.starts_with(
             "partition spec for audit_events: cannot move rows of the new ranges out of the default partition audit_events_default: foreign key fk_notes_event"
@@ -798,10 +783,7 @@ async fn a_name_pattern_making_names_longer_than_63_bytes_is_refused() {
     let spec = PartitionSpec { name: Some(pattern), ..PartitionSpec::monthly("events", "k") };
     let long = format!("events_{}_2024_11", "x".repeat(50));
     assert_eq!(long.len(), 65);
-    let e = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2024-12-15"), &RollOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = roll_at(&mut c, &spec, "2024-12-15").await.unwrap_err().to_string();
     assert_eq!(
         e,
         format!(
