@@ -143,11 +143,27 @@ pub(crate) fn add_to_manifest(text: &str, set: &str, file: &str) -> Result<Strin
             if files.iter().any(|f| f.as_str() == Some(file)) {
                 bail!("set {set:?} already lists {file:?}");
             }
-            // The new entry takes the layout of the last one (one per line stays one per line).
-            let decor = files.iter().last().map(|last| last.decor().clone());
+            // One entry per line stays one per line: the new entry takes the last one's indent,
+            // and a comment after the last entry stays on that entry's line.
+            let indent = files
+                .iter()
+                .last()
+                .and_then(|last| last.decor().prefix().and_then(|p| p.as_str()).map(str::to_string))
+                .filter(|p| p.contains('\n'));
+            let trailing = files.trailing().as_str().unwrap_or_default().to_string();
+            // Without a trailing comma, the line break before `]` follows the last entry.
+            let suffix = files.iter_mut().last().map(|last| {
+                let s = last.decor().suffix().and_then(|s| s.as_str()).unwrap_or_default().to_string();
+                last.decor_mut().set_suffix("");
+                s
+            });
             files.push(file);
-            if let (Some(decor), Some(new)) = (decor, files.iter_mut().last()) {
-                *new.decor_mut() = decor;
+            let new = files.iter_mut().last().expect("just pushed");
+            new.decor_mut().set_suffix(suffix.unwrap_or_default());
+            if let Some(indent) = indent {
+                let (comment, rest) = trailing.split_at(trailing.find('\n').unwrap_or(trailing.len()));
+                new.decor_mut().set_prefix(format!("{comment}{indent}"));
+                files.set_trailing(rest);
             }
         }
     }
@@ -442,6 +458,11 @@ description = "nothing yet"
             description = "nothing yet"
         "#]]
         .assert_eq(&add_to_manifest(MANIFEST_TEXT, "workflow", "022_x.sql").unwrap());
+        let no_trailing_comma = "[sets.a]\nfiles = [\n  \"1_a.sql\",\n  \"2_b.sql\"\n]\n";
+        assert_eq!(
+            add_to_manifest(no_trailing_comma, "a", "3_c.sql").unwrap(),
+            "[sets.a]\nfiles = [\n  \"1_a.sql\",\n  \"2_b.sql\",\n  \"3_c.sql\"\n]\n"
+        );
         let added = add_to_manifest(MANIFEST_TEXT, "empty", "022_x.sql").unwrap();
         assert!(added.ends_with("[sets.empty]\ndescription = \"nothing yet\"\nfiles = [\"022_x.sql\"]\n"), "{added}");
     }
