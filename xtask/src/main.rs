@@ -15,6 +15,8 @@ mod partitions;
 mod setup;
 mod target;
 mod teardown;
+#[cfg(test)]
+mod workflows;
 
 use std::process::ExitCode;
 
