@@ -154,4 +154,24 @@ mod tests {
         assert_eq!(bash_complete(&["cargo", "xtask", "completions", "z"]).unwrap(), ["zsh"]);
         assert_eq!(bash_complete(&["cargo", "bu"]).unwrap(), ["cargo-own-completion"]);
     }
+
+    #[test]
+    fn fish_completes_cargo_xtask_and_leaves_other_cargo_commands_alone() {
+        let complete = |line: &str| -> Option<Vec<String>> {
+            let probe = format!("{}\ncomplete -C '{line}'\n", script(Shell::Fish));
+            let out = Command::new("fish").args(["--no-config", "-c", &probe]).stdin(Stdio::null()).output().ok()?;
+            assert!(out.status.success(), "fish failed: {}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Some(text.lines().map(|l| l.split('\t').next().unwrap_or("").to_string()).collect())
+        };
+        let Some(top) = complete("cargo xtask e2e-") else {
+            eprintln!("skipped: no fish on this machine");
+            return;
+        };
+        assert_eq!(top, ["e2e-setup", "e2e-teardown"]);
+        assert!(complete("cargo xtask migrate ").unwrap().contains(&"new".to_string()));
+        assert_eq!(complete("cargo xtask e2e-setup --back").unwrap(), ["--backend"]);
+        // Outside `cargo xtask`, none of ours.
+        assert!(!complete("cargo ").unwrap().iter().any(|c| c == "e2e-setup" || c == "doctor"));
+    }
 }
