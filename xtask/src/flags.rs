@@ -26,6 +26,10 @@ pub enum Cmd {
     Partitions(crate::partitions::Partitions),
     /// Measure against the old way (psql per file, pg_partman, ...) side by side.
     Bench(Bench),
+    /// Say whether this machine can run each backend, and what to install where it cannot.
+    Doctor(Doctor),
+    /// Print a shell completion script for `cargo xtask` on stdout.
+    Completions(Completions),
 }
 
 /// Where the database comes from.
@@ -68,7 +72,7 @@ pub struct SetArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Setup {
     /// Where the database comes from.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    #[arg(long, value_enum, env = "E2E_BACKEND", default_value_t = Backend::Auto)]
     pub backend: Backend,
     /// Sets and folder.
     #[command(flatten)]
@@ -157,6 +161,8 @@ pub enum MigrateAction {
     Plan(MigrateRead),
     /// Revert the newest applied migration of the sets (or all above --to).
     Down(MigrateDown),
+    /// Write a new migration file (the next version) and add it to a set in sets.toml.
+    New(MigrateNew),
 }
 
 /// `migrate up` flags.
@@ -222,4 +228,47 @@ pub struct Bench {
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 7)]
     pub runs: usize,
+}
+
+/// `migrate new` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateNew {
+    /// What the migration does, as an identifier (letters, digits, `_`): the file is NNN_<name>.sql.
+    pub name: String,
+    /// The set in sets.toml the file joins (required when the folder has a sets.toml).
+    #[arg(long, value_name = "SET")]
+    pub set: Option<String>,
+    /// Use this version instead of the highest one plus one (e.g. to match production's numbering).
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<i64>,
+    /// The goose migrations folder [default: the project's migrations/].
+    #[arg(long, env = "E2E_MIGRATIONS_DIR", value_name = "DIR")]
+    pub migrations_dir: Option<PathBuf>,
+}
+
+/// `doctor` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Doctor {
+    /// Output format: a report, or JSON.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `completions` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Completions {
+    /// The shell to print the script for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// A shell that `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// Bash (3.2 and later).
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }

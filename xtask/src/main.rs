@@ -1,16 +1,22 @@
-//! `cargo xtask`: end-to-end database setup, migrations, partitions and benchmarks.
+//! `cargo xtask`: end-to-end database setup, migrations, partitions, benchmarks, a doctor and
+//! shell completions.
 //!
 //! `main` parses flags, sets up logging to stderr and dispatches; each command is a module whose
 //! code is a method on its flags struct. Errors go to stderr and make the exit code non-zero.
 
 mod bench;
+mod completions;
+mod doctor;
 mod flags;
 mod kind;
 mod migrate;
+mod migrate_new;
 mod partitions;
 mod setup;
 mod target;
 mod teardown;
+#[cfg(test)]
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -42,6 +48,8 @@ fn main() -> ExitCode {
             flags::Cmd::Migrate(f) => f.run().await,
             flags::Cmd::Partitions(f) => f.run().await,
             flags::Cmd::Bench(f) => f.run().await,
+            flags::Cmd::Doctor(f) => f.run(),
+            flags::Cmd::Completions(f) => f.run(),
         }
     });
     match result {

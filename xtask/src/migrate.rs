@@ -1,4 +1,4 @@
-//! `cargo xtask migrate up|status|plan|down`.
+//! `cargo xtask migrate up|status|plan|down` (and the dispatch of `new`, in `migrate_new`).
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ impl Migrate {
             MigrateAction::Status(a) => status(a, false).await,
             MigrateAction::Plan(a) => status(a, true).await,
             MigrateAction::Down(a) => a.run().await,
+            MigrateAction::New(a) => a.run(),
         }
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn engine_answer(sh: &Shell, engine: Engine) -> EngineAnswer {
+pub(crate) fn engine_answer(sh: &Shell, engine: Engine) -> EngineAnswer {
     let program = engine.program();
     if !on_path(program) {
         return EngineAnswer::Missing;
