@@ -278,42 +278,11 @@ fn postmaster(data_dir: &Path) -> Option<(i32, String)> {
     let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let lines: Vec<&str> = text.lines().collect();
     let pid: i32 = lines.first()?.trim().parse().ok()?;
-    if !runs_our_postmaster(pid, data_dir) {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if !is_our_postmaster(&cmdline, data_dir) {
         return None;
     }
     Some((pid, lines.get(7).map(|s| s.trim().to_string()).unwrap_or_default()))
-}
-
-/// Whether process `pid` is `postgres -D <data_dir>`: from `/proc/<pid>/cmdline` on Linux.
-#[cfg(target_os = "linux")]
-fn runs_our_postmaster(pid: i32, data_dir: &Path) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| is_our_postmaster(&cmdline, data_dir))
-}
-
-/// Whether process `pid` is `postgres -D <data_dir>`: from `ps` where there is no `/proc`
-/// (macOS, the BSDs).
-#[cfg(not(target_os = "linux"))]
-fn runs_our_postmaster(pid: i32, data_dir: &Path) -> bool {
-    ps_says_our_postmaster(pid, data_dir)
-}
-
-/// Asks `ps` for the command line of `pid` (its arguments joined by spaces).
-#[cfg_attr(target_os = "linux", allow(dead_code))]
-fn ps_says_our_postmaster(pid: i32, data_dir: &Path) -> bool {
-    Command::new("ps")
-        .args(["-o", "command=", "-p", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success() && is_our_postmaster_line(&String::from_utf8_lossy(&o.stdout), data_dir))
-}
-
-/// Whether a `ps` command line is `<...>/postgres -D <data_dir>` (pure): the server is started
-/// with exactly those arguments, so the line must end with the data folder.
-pub fn is_our_postmaster_line(line: &str, data_dir: &Path) -> bool {
-    let line = line.trim_end_matches(['\n', '\r']);
-    line.strip_suffix(&format!(" -D {}", data_dir.display()))
-        .is_some_and(|program| program.ends_with("postgres") || program.ends_with("postmaster"))
 }
 
 /// Whether a process command line (NUL-separated) is `postgres -D <data_dir>` (pure).
@@ -635,33 +604,6 @@ mod tests {
         assert!(!is_our_postmaster(b"/usr/lib/postgresql/15/bin/postgres\0-D\0/other/data\0", data));
         assert!(!is_our_postmaster(b"/usr/bin/vim\0-D\0/t/server/data\0", data));
         assert!(!is_our_postmaster(b"", data));
-    }
-
-    #[test]
-    fn only_our_own_postmaster_is_recognised_in_a_ps_line() {
-        let data = Path::new("/t/server/data");
-        assert!(is_our_postmaster_line("/opt/homebrew/opt/postgresql@16/bin/postgres -D /t/server/data\n", data));
-        assert!(!is_our_postmaster_line("/opt/homebrew/opt/postgresql@16/bin/postgres -D /t/server/data2", data));
-        assert!(!is_our_postmaster_line("/usr/bin/vim -D /t/server/data", data));
-        assert!(!is_our_postmaster_line("postgres: checkpointer", data));
-        assert!(!is_our_postmaster_line("", data));
-    }
-
-    /// The macOS path (no /proc) against a real server: `ps` names our postmaster, not another
-    /// process. Before, the only check read /proc, so on macOS a started server never counted as
-    /// running and setup gave up after 60 s.
-    #[test]
-    fn the_postmaster_is_recognised_through_ps_where_there_is_no_proc() {
-        if Command::new("ps").arg("-p").arg("1").stdout(Stdio::null()).status().is_err() {
-            eprintln!("skipped: no `ps` on this machine");
-            return;
-        }
-        let (state, _) = ensure_running(&default_state_dir()).unwrap();
-        let text = fs::read_to_string(state.data_dir().join("postmaster.pid")).unwrap();
-        let pid: i32 = text.lines().next().unwrap().trim().parse().unwrap();
-        assert!(ps_says_our_postmaster(pid, &state.data_dir()), "ps does not show pid {pid} as our postmaster");
-        assert!(!ps_says_our_postmaster(pid, Path::new("/elsewhere/data")));
-        assert!(!ps_says_our_postmaster(std::process::id() as i32, &state.data_dir()));
     }
 
     #[test]
