@@ -217,6 +217,7 @@ fn missing_kind_fails_within_seconds_saying_what_to_install() {
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     assert!(err.contains("--backend kind: `kind` is not on PATH: install kind"), "{err}");
     assert!(err.contains("or use --backend local"), "{err}");
+    assert_eq!(state.entries(), 0, "a setup that cannot start writes nothing");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! PostgreSQL in a Kubernetes namespace, reached through a port-forward over the API server.
 //!
-//! `cargo xtask e2e-setup --backend kind|kube` deploys PostgreSQL into a namespace it owns; this
-//! module is how a service test crate reaches it afterwards, with no kubectl and no host port:
+//! `cargo xtask e2e-setup --backend kind|kube` deploys PostgreSQL into a namespace (its own, or
+//! one made for it); this module is how a service test crate reaches it afterwards, with no
+//! kubectl and no host port:
 //!
 //! ```no_run
 //! # async fn demo() -> e2e_migrations::Result<()> {
 //! use e2e_migrations::kube::Target;
-//! // KUBECONFIG and E2E_NAMESPACE as `cargo xtask e2e-setup --print-env` prints them
+//! // KUBECONFIG, E2E_NAMESPACE and E2E_RUN_ID as `cargo xtask e2e-setup --print-env` prints them
 //! let target = Target::from_env()?;
 //! let report = target.apply_sets(&["audit".to_string()]).await?;
 //! let (client, _forward) = target.connect().await?;

@@ -168,8 +168,8 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let existing = args.cluster.existing_namespace || config.kube.existing_namespace;
     let mode = if existing { NamespaceMode::Existing } else { NamespaceMode::Create };
     let pg = &config.postgres;
-    let run = run_meta(!args.dry_run)?;
     if args.dry_run {
+        let run = run_meta(false)?;
         let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp, &run, !existing);
         let d = plan::Deploy {
             manifests_yaml: &yaml,
@@ -194,6 +194,8 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         .await
         .with_context(|| format!("reaching the API server of context {} (--context)", t.context))?;
     step.done(format!("Kubernetes {}.{}", version.major, version.minor));
+    // recorded before anything is made on the cluster
+    let run = run_meta(true)?;
     let whose = if existing { ", made by someone else" } else { "" };
     let step = Step::start(format!("PostgreSQL in namespace {}{whose} (run {})", t.namespace, run.run_id));
     let d = deploy::Deploy {
@@ -281,9 +283,9 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     if args.cluster.existing_namespace || config.kube.existing_namespace {
         bail!("--existing-namespace is for --backend kube: the Kind cluster and its namespace are setup's own");
     }
-    let run = run_meta(!args.dry_run)?;
 
     if args.dry_run {
+        let run = run_meta(false)?;
         let engine = cluster::availability(&cluster::probe(&sh)).unwrap_or(plan::Engine::Docker);
         let yaml = dry_run_manifests(pg, &namespace, exposure, &run, true);
         let k = plan::KindSetup {
@@ -312,6 +314,8 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let step = Step::start("kind and container engine");
     let engine = cluster::availability(&cluster::probe(&sh)).map_err(|e| anyhow::anyhow!("--backend kind: {e}"))?;
     step.done(engine.program());
+    // recorded before anything is made on the cluster
+    let run = run_meta(true)?;
 
     let step = Step::start(format!("cluster {name}"));
     let existing = cluster::list_clusters(&sh)?;
