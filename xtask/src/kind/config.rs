@@ -103,13 +103,31 @@ pub(crate) struct PostgresSettings {
 }
 
 /// A uid or gid in `e2e.toml`: a number, or `"platform"` (left for the platform to assign).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum IdSetting {
     /// This id.
     Id(i64),
     /// A word; only `"platform"` is valid ([`E2eConfig::validate`] says so).
     Word(String),
+}
+
+impl<'de> Deserialize<'de> for IdSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IdSetting, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IdSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-root id such as 999, or \"platform\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<IdSetting, E> {
+                Ok(IdSetting::Id(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<IdSetting, E> {
+                Ok(IdSetting::Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl IdSetting {

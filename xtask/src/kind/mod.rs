@@ -567,7 +567,8 @@ pub(crate) async fn teardown_stale(args: &Teardown, state: Option<&SetupState>, 
     let (runs, skipped) = stale::group(found);
     let decisions = stale::decide(runs, chrono::Utc::now(), age);
     let stale_runs = decisions.iter().filter(|d| d.verdict == stale::Verdict::Remove).count();
-    step.done(format!("{} runs, {stale_runs} stale", decisions.len()));
+    let plural = if decisions.len() == 1 { "" } else { "s" };
+    step.done(format!("{} run{plural}, {stale_runs} stale", decisions.len()));
     for line in stale::render(&decisions, &skipped, age, args.dry_run) {
         eprintln!("  {line}");
     }
