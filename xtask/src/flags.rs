@@ -115,6 +115,16 @@ pub struct Teardown {
     /// Kind/kube: print every command in order and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Kube: the run to remove [default: the one setup recorded] (setup prints it as E2E_RUN_ID).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run_id: Option<String>,
+    /// Kube: instead, remove every setup on the cluster whose last setup is at least AGE ago
+    /// (e.g. 2h, 90m, 1d), in --namespace N or --all-namespaces, as a CI cleanup job would.
+    #[arg(long, value_name = "AGE", conflicts_with = "run_id")]
+    pub stale: Option<String>,
+    /// Kube, with --stale: look in every namespace (needs the ClusterRole).
+    #[arg(long, requires = "stale")]
+    pub all_namespaces: bool,
     /// Cluster flags (kind, kube).
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -126,9 +136,13 @@ pub struct ClusterArgs {
     /// Kube: the kubeconfig context of the existing cluster.
     #[arg(long, value_name = "CONTEXT")]
     pub context: Option<String>,
-    /// Kube: the namespace setup deploys into and owns.
+    /// Kube: the namespace setup deploys into (and, unless --existing-namespace, creates and owns).
     #[arg(long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
+    /// Kube: --namespace was made by someone else (also `[kube] existing_namespace` in e2e.toml):
+    /// setup never creates or deletes it and owns only the objects it makes there.
+    #[arg(long)]
+    pub existing_namespace: bool,
     /// Kind/kube: the config file [default: e2e.toml at the workspace root, if present].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

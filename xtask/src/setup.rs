@@ -76,6 +76,8 @@ impl Setup {
                     cluster: None,
                     owned: true,
                     sets: Vec::new(),
+                    run_id: None,
+                    existing_namespace: false,
                 };
                 (st, client)
             }
@@ -95,6 +97,8 @@ impl Setup {
                     cluster: None,
                     owned: false,
                     sets: Vec::new(),
+                    run_id: None,
+                    existing_namespace: false,
                 };
                 (st, client)
             }
@@ -152,9 +156,13 @@ impl Setup {
                 None => {
                     // kube: the server is reached through the Kubernetes API, not a host port.
                     let ns = st.namespace.as_deref().unwrap_or("default");
+                    let ctx = st.context.as_deref().unwrap_or("CONTEXT");
+                    let service = e2e_migrations::kube::instance_name(st.run_id.as_deref().unwrap_or("RUN_ID"));
                     eprintln!("  no host port: the server is reached through a port-forward over the Kubernetes API");
                     eprintln!("  from Rust:  e2e_migrations::kube::Target::from_env() (after: eval \"$(cargo xtask e2e-setup --print-env ...)\")");
-                    eprintln!("  by hand:    kubectl --namespace {ns} port-forward service/postgres 5432:5432");
+                    eprintln!(
+                        "  by hand:    kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432"
+                    );
                 }
             }
         }

@@ -75,7 +75,8 @@ pub(crate) async fn resolve_url(explicit: Option<&str>) -> Result<Resolved> {
             );
         };
         let step = Step::start(format!("port-forward to namespace {namespace}"));
-        let target = e2e_migrations::kube::Target { kubeconfig: s.kubeconfig, context: s.context, namespace };
+        let target =
+            e2e_migrations::kube::Target { kubeconfig: s.kubeconfig, context: s.context, namespace, run_id: s.run_id };
         let forward = target.local_forward().await?;
         step.done(format!("127.0.0.1:{}", forward.addr.port()));
         return Ok(Resolved { url: forward.url.clone(), _forward: Some(forward) });

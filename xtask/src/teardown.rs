@@ -1,6 +1,6 @@
 //! `cargo xtask e2e-teardown`: removes what e2e-setup made, and nothing else.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use e2e_migrations::local;
 use e2e_migrations::state::{self, BackendKind};
 
@@ -12,6 +12,13 @@ impl Teardown {
     pub(crate) async fn run(self) -> Result<()> {
         let root = e2e_migrations::state_root();
         let saved = state::read(&root)?;
+        if let Some(age) = &self.stale {
+            // a cleanup of the cluster: this checkout's own state is left as it is
+            if !matches!(self.backend, None | Some(Backend::Kube)) {
+                bail!("--stale is for --backend kube (a shared cluster)");
+            }
+            return kind::teardown_stale(&self, saved.as_ref(), age).await;
+        }
         let backend = match (self.backend, &saved) {
             (Some(b), _) if b != Backend::Auto => b,
             (_, Some(s)) => match s.backend {

@@ -6,7 +6,8 @@
 //! prints `skipped: ...` and passes (`.config/nextest.toml` shows that line in every run).
 //! `E2E_SKIP_KIND=1` skips it on a machine that has kind; `E2E_REQUIRE_KIND=1` (for a CI job
 //! that has kind) turns the skip into a failure. The kube test runs when `E2E_KUBE_CONTEXT`
-//! names a cluster to test in.
+//! names a cluster to test in; with `E2E_KUBE_NAMESPACE` it works in that namespace, made
+//! beforehand (`--existing-namespace`), as an account bound only to docs/rbac/role.yaml would.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -112,6 +113,100 @@ fn kube_dry_run_needs_no_cluster_and_uses_a_port_forward() {
 }
 
 #[test]
+fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_object() {
+    let state = TempDir::new("kube-dry-existing");
+    let o = run(xtask(&state.0).args([
+        "e2e-setup",
+        "--backend",
+        "kube",
+        "--context",
+        "ci",
+        "--namespace",
+        "team-a",
+        "--existing-namespace",
+        "--dry-run",
+    ]));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert!(
+        out.contains("namespace team-a was made by someone else (--existing-namespace): not read, created or deleted"),
+        "{out}"
+    );
+    assert!(!out.contains("kind: Namespace"), "{out}");
+    assert_eq!(
+        out.matches("e2e-migrations/run-id: ").count(),
+        4,
+        "secret, service, deployment and its pod template: {out}"
+    );
+    for field in ["runAsNonRoot: true", "allowPrivilegeEscalation: false", "- ALL", "type: RuntimeDefault", "limits:"] {
+        assert!(out.contains(field), "{field} missing in:\n{out}");
+    }
+    let o = run(xtask(&state.0).args([
+        "e2e-teardown",
+        "--backend",
+        "kube",
+        "--context",
+        "ci",
+        "--namespace",
+        "team-a",
+        "--existing-namespace",
+        "--run-id",
+        "3f9a1c2b",
+        "--dry-run",
+    ]));
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert!(out.contains("e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels)"), "{out}");
+    assert_eq!(state.entries(), 0, "a dry run writes nothing");
+}
+
+#[test]
+fn stale_cleanup_flags_are_checked_before_any_cluster_is_asked() {
+    let state = TempDir::new("stale-flags");
+    let teardown = |args: &[&str]| {
+        let o = run(xtask(&state.0).arg("e2e-teardown").args(args));
+        assert!(!o.status.success(), "{args:?} must fail");
+        text(&o.stderr)
+    };
+    let e = teardown(&["--stale", "2", "--context", "ci", "--namespace", "team-a"]);
+    assert!(e.contains("--stale \"2\": expected an age such as 2h, 90m, 1h30m or 2d"), "{e}");
+    let e = teardown(&["--stale", "0m", "--context", "ci", "--namespace", "team-a"]);
+    assert!(e.contains("the age must be above zero"), "{e}");
+    let e = teardown(&["--stale", "2h", "--context", "ci"]);
+    assert!(e.contains("--stale needs --namespace N (a Role there is enough) or --all-namespaces"), "{e}");
+    let e = teardown(&["--stale", "2h", "--namespace", "team-a"]);
+    assert!(e.contains("--stale needs --context CONTEXT"), "{e}");
+    let e = teardown(&["--stale", "2h", "--backend", "local", "--context", "ci", "--all-namespaces"]);
+    assert!(e.contains("--stale is for --backend kube"), "{e}");
+    let e = teardown(&["--all-namespaces", "--context", "ci"]);
+    assert!(e.contains("--stale"), "clap names the missing flag: {e}");
+    assert_eq!(state.entries(), 0);
+}
+
+#[test]
+fn existing_namespace_is_refused_for_kind() {
+    let state = TempDir::new("kind-existing");
+    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--existing-namespace", "--dry-run"]));
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--existing-namespace is for --backend kube"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_root_uid_in_the_config_names_the_file_and_field() {
+    let state = TempDir::new("root-uid");
+    let file = state.0.join("e2e.toml");
+    std::fs::write(&file, "[postgres]\nrun_as_user = 0\n").unwrap();
+    let args = ["e2e-setup", "--backend", "kube", "--context", "ci", "--namespace", "n", "--dry-run", "--config"];
+    let o = run(xtask(&state.0).args(args).arg(&file));
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("e2e.toml: postgres.run_as_user 0 is root, which the restricted Pod Security Standard forbids"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_kind_fails_within_seconds_saying_what_to_install() {
     let state = TempDir::new("no-kind");
     let empty = TempDir::new("empty-path");
@@ -122,6 +217,7 @@ fn missing_kind_fails_within_seconds_saying_what_to_install() {
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     assert!(err.contains("--backend kind: `kind` is not on PATH: install kind"), "{err}");
     assert!(err.contains("or use --backend local"), "{err}");
+    assert_eq!(state.entries(), 0, "a setup that cannot start writes nothing");
 }
 
 #[test]
@@ -247,9 +343,14 @@ fn kube_setup_connect_query_teardown() {
     };
     let state = TempDir::new("kube-e2e");
     let dir_name = state.0.file_name().unwrap().to_string_lossy().into_owned();
-    let namespace = format!("e2e-test-{}", dir_name.rsplit('-').next().unwrap());
-    let config_args: Vec<String> =
+    // E2E_KUBE_NAMESPACE: a namespace made beforehand (--existing-namespace), for a Role-only account
+    let existing = std::env::var("E2E_KUBE_NAMESPACE").ok().filter(|n| !n.is_empty());
+    let namespace = existing.clone().unwrap_or_else(|| format!("e2e-test-{}", dir_name.rsplit('-').next().unwrap()));
+    let mut config_args: Vec<String> =
         std::env::var("E2E_CONFIG").map(|c| vec!["--config".to_string(), c]).unwrap_or_default();
+    if existing.is_some() {
+        config_args.push("--existing-namespace".to_string());
+    }
     let o = run(xtask(&state.0)
         .args([
             "e2e-setup",
@@ -267,11 +368,13 @@ fn kube_setup_connect_query_teardown() {
     assert!(o.status.success(), "setup failed: {}", text(&o.stderr));
     let env = env_lines(&text(&o.stdout));
     assert_eq!(get(&env, "E2E_NAMESPACE"), namespace);
+    let run_id = get(&env, "E2E_RUN_ID").to_string();
 
     let target = e2e_migrations::kube::Target {
         kubeconfig: std::env::var_os("KUBECONFIG").map(PathBuf::from),
         context: Some(context.clone()),
         namespace: namespace.clone(),
+        run_id: Some(run_id.clone()),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (tables, report) = rt.block_on(async {
@@ -288,5 +391,10 @@ fn kube_setup_connect_query_teardown() {
 
     let o = run(xtask(&state.0).args(["e2e-teardown"]));
     assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("deleted"), "{}", text(&o.stderr));
+    let said = text(&o.stderr);
+    assert!(said.contains("deleted"), "{said}");
+    if existing.is_some() {
+        assert!(said.contains(&format!("deployment postgres-{run_id}")), "{said}");
+        assert!(said.contains("the namespace is left as it was"), "{said}");
+    }
 }

@@ -1,34 +1,42 @@
 //! PostgreSQL in a Kubernetes namespace, reached through a port-forward over the API server.
 //!
-//! `cargo xtask e2e-setup --backend kind|kube` deploys PostgreSQL into a namespace it owns; this
-//! module is how a service test crate reaches it afterwards, with no kubectl and no host port:
+//! `cargo xtask e2e-setup --backend kind|kube` deploys PostgreSQL into a namespace (its own, or
+//! one made for it); this module is how a service test crate reaches it afterwards, with no
+//! kubectl and no host port:
 //!
 //! ```no_run
 //! # async fn demo() -> e2e_migrations::Result<()> {
 //! use e2e_migrations::kube::Target;
-//! // KUBECONFIG and E2E_NAMESPACE as `cargo xtask e2e-setup --print-env` prints them
+//! // KUBECONFIG, E2E_NAMESPACE and E2E_RUN_ID as `cargo xtask e2e-setup --print-env` prints them
 //! let target = Target::from_env()?;
 //! let report = target.apply_sets(&["audit".to_string()]).await?;
 //! let (client, _forward) = target.connect().await?;
 //! # let _ = (report, client); Ok(()) }
 //! ```
 //!
-//! The password comes from the Secret that setup made ([`SECRET_NAME`]); the migrations run
-//! through the same engine as every other backend ([`crate::apply::apply_sets`]).
+//! Each setup is one *run* (an id such as `3f9a1c2b`): its objects are named after it
+//! ([`instance_name`], [`secret_name`]) and carry its labels ([`RUN_ID_LABEL`],
+//! [`CREATED_AT_LABEL`]), so that runs side by side in one namespace never share an object. The
+//! password comes from the run's Secret; the migrations run through the same engine as every
+//! other backend ([`crate::apply::apply_sets`]). A refused API call names the verb, the resource
+//! and the Role that grants it ([`rbac`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 
 use crate::apply::ApplyReport;
 use crate::error::{Error, Result};
 use crate::{Options, Project};
+
+pub mod rbac;
 
 /// The label that marks what setup made (namespace, objects); setup refuses to adopt anything
 /// without it, and teardown deletes nothing without it.
@@ -40,11 +48,28 @@ pub const MANAGED_BY: &str = "e2e-migrations";
 /// The label that selects the PostgreSQL pods.
 pub const APP_LABEL: &str = "app.kubernetes.io/name";
 
-/// The value of [`APP_LABEL`] on the PostgreSQL pods (also the Deployment's and Service's name).
+/// The value of [`APP_LABEL`] on the PostgreSQL pods, and the prefix of the objects' names.
 pub const APP_NAME: &str = "postgres";
 
-/// The Secret holding the credentials (keys [`USER_KEY`], [`PASSWORD_KEY`], [`DATABASE_KEY`]).
-pub const SECRET_NAME: &str = "postgres-credentials";
+/// The label naming one setup's objects together ([`instance_name`]).
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// The label carrying the run id: which setup made the object. Teardown and the stale cleanup
+/// act on one run's objects at a time, selected by it.
+pub const RUN_ID_LABEL: &str = "e2e-migrations/run-id";
+
+/// The label carrying when the run's first setup happened ([`label_time`], UTC).
+pub const CREATED_AT_LABEL: &str = "e2e-migrations/created-at";
+
+/// The label carrying when a setup of the run last applied the objects ([`label_time`], UTC):
+/// a warm setup renews it, so a run that is still in use does not look stale.
+pub const RENEWED_AT_LABEL: &str = "e2e-migrations/renewed-at";
+
+/// The annotation saying who ran setup (a CI job's URL, else the user), for people.
+pub const CREATED_BY_ANNOTATION: &str = "e2e-migrations/created-by";
+
+/// Environment variable naming the run (as `connection.env` and `--print-env` write it).
+pub const RUN_ID_ENV: &str = "E2E_RUN_ID";
 
 /// Secret key: the database user.
 pub const USER_KEY: &str = "POSTGRES_USER";
@@ -54,6 +79,45 @@ pub const PASSWORD_KEY: &str = "POSTGRES_PASSWORD";
 
 /// Secret key: the database name.
 pub const DATABASE_KEY: &str = "POSTGRES_DB";
+
+/// The name of a run's Deployment and Service (and the [`INSTANCE_LABEL`] value):
+/// `postgres-<run id>`, so that runs side by side in one namespace never share an object.
+pub fn instance_name(run_id: &str) -> String {
+    format!("{APP_NAME}-{run_id}")
+}
+
+/// The name of a run's credentials Secret (keys [`USER_KEY`], [`PASSWORD_KEY`], [`DATABASE_KEY`]).
+pub fn secret_name(run_id: &str) -> String {
+    format!("{APP_NAME}-{run_id}-credentials")
+}
+
+/// Checks a run id (pure): 1-32 lower-case letters, digits and `-`, starting and ending with a
+/// letter or digit, so that it is a label value and `postgres-<run id>` a Service name.
+pub fn check_run_id(run_id: &str) -> Result<()> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 32
+        && run_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !run_id.starts_with('-')
+        && !run_id.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Other(format!(
+            "run id {run_id:?}: use 1-32 lower-case letters, digits and '-', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+/// A time as the [`CREATED_AT_LABEL`] and [`RENEWED_AT_LABEL`] hold it: `20240615T120000Z`
+/// (label values cannot hold `:`) (pure).
+pub fn label_time(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Reads a [`label_time`] back (pure); `None` when it is not one.
+pub fn parse_label_time(s: &str) -> Option<chrono::DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
+}
 
 /// The port PostgreSQL listens on inside the pod.
 pub const POSTGRES_PORT: u16 = 5432;
@@ -87,19 +151,29 @@ impl std::fmt::Debug for Credentials {
 
 /// Reads the credentials out of a Secret's data (pure).
 pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials> {
+    let name = secret.metadata.name.as_deref().unwrap_or("(unnamed)");
     let get = |key: &str| -> Result<String> {
         let data = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| {
-            Error::Other(format!("secret {SECRET_NAME} has no key {key}; rerun `cargo xtask e2e-setup` to recreate it"))
+            Error::Other(format!("secret {name} has no key {key}; rerun `cargo xtask e2e-setup` to recreate it"))
         })?;
-        String::from_utf8(data.0.clone())
-            .map_err(|_| Error::Other(format!("secret {SECRET_NAME}: key {key} is not UTF-8")))
+        String::from_utf8(data.0.clone()).map_err(|_| Error::Other(format!("secret {name}: key {key} is not UTF-8")))
     };
     Ok(Credentials { user: get(USER_KEY)?, password: get(PASSWORD_KEY)?, database: get(DATABASE_KEY)? })
 }
 
-/// The label selector for the PostgreSQL pods.
-pub fn pod_selector() -> String {
-    format!("{APP_LABEL}={APP_NAME},{MANAGED_BY_LABEL}={MANAGED_BY}")
+/// The label selector for everything setup made in a namespace, of every run.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// The label selector for one run's objects.
+pub fn run_selector(run_id: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{RUN_ID_LABEL}={run_id}")
+}
+
+/// The label selector for one run's PostgreSQL pods.
+pub fn pod_selector(run_id: &str) -> String {
+    format!("{APP_LABEL}={APP_NAME},{MANAGED_BY_LABEL}={MANAGED_BY},{RUN_ID_LABEL}={run_id}")
 }
 
 /// Whether the pod is running, not being deleted, and has condition `Ready=True` (pure; a pod in
@@ -123,7 +197,29 @@ pub fn pick_ready_pod(pods: &[Pod]) -> Option<String> {
         .and_then(|p| p.metadata.name.clone())
 }
 
-/// Where the PostgreSQL is: a kubeconfig file, a context in it, and the namespace.
+/// The run in a namespace when none is named (pure over the run ids of its PostgreSQL
+/// Deployments): the only one, else an error that lists them.
+pub fn pick_run(namespace: &str, runs: &[String]) -> Result<String> {
+    let mut runs: Vec<&String> = runs.iter().collect();
+    runs.sort();
+    runs.dedup();
+    match runs.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(Error::Other(format!(
+            "no PostgreSQL made by e2e-setup in namespace {namespace} (no deployment labelled {}); \
+             run `cargo xtask e2e-setup --backend kube --context C --namespace {namespace}` first",
+            managed_selector()
+        ))),
+        many => Err(Error::Other(format!(
+            "namespace {namespace} holds {} e2e-setup runs ({}): set {RUN_ID_ENV} to the one to use \
+             (as `cargo xtask e2e-setup --print-env` prints it)",
+            many.len(),
+            many.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Where the PostgreSQL is: a kubeconfig file, a context in it, the namespace, and the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The kubeconfig file (`None`: `$KUBECONFIG`, else `~/.kube/config`).
@@ -132,6 +228,8 @@ pub struct Target {
     pub context: Option<String>,
     /// The namespace setup deployed into.
     pub namespace: String,
+    /// The run whose PostgreSQL to use (`None`: the only run in the namespace).
+    pub run_id: Option<String>,
 }
 
 /// A running port-forward. It lives as long as the connection over it (dropping this handle
@@ -162,13 +260,14 @@ impl Forward {
 }
 
 impl Target {
-    /// A target in `namespace` with the default kubeconfig and context.
+    /// A target in `namespace` with the default kubeconfig and context, and its only run.
     pub fn new(namespace: impl Into<String>) -> Target {
-        Target { kubeconfig: None, context: None, namespace: namespace.into() }
+        Target { kubeconfig: None, context: None, namespace: namespace.into(), run_id: None }
     }
 
-    /// From the environment: `KUBECONFIG` (one file), `E2E_NAMESPACE` (required), and
-    /// `E2E_KUBE_CONTEXT` (optional), as `cargo xtask e2e-setup --print-env` prints them.
+    /// From the environment: `KUBECONFIG` (one file), `E2E_NAMESPACE` (required),
+    /// `E2E_KUBE_CONTEXT` and `E2E_RUN_ID` (optional), as `cargo xtask e2e-setup --print-env`
+    /// prints them.
     pub fn from_env() -> Result<Target> {
         let namespace = std::env::var(NAMESPACE_ENV).map_err(|_| {
             Error::Other(format!(
@@ -177,7 +276,11 @@ impl Target {
         })?;
         let kubeconfig = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()).map(PathBuf::from);
         let context = std::env::var(CONTEXT_ENV).ok().filter(|c| !c.is_empty());
-        Ok(Target { kubeconfig, context, namespace })
+        let run_id = std::env::var(RUN_ID_ENV).ok().filter(|r| !r.is_empty());
+        if let Some(r) = &run_id {
+            check_run_id(r).map_err(|e| Error::Other(format!("{RUN_ID_ENV}: {e}")))?;
+        }
+        Ok(Target { kubeconfig, context, namespace, run_id })
     }
 
     /// A Kubernetes client for this target's kubeconfig and context.
@@ -185,31 +288,54 @@ impl Target {
         client(self.kubeconfig.as_deref(), self.context.as_deref()).await
     }
 
-    /// Reads the credentials from the Secret setup made.
-    pub async fn credentials(&self, client: &Client) -> Result<Credentials> {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
-        let secret = secrets.get(SECRET_NAME).await.map_err(|e| {
-            Error::Other(format!(
-                "reading secret {SECRET_NAME} in namespace {}: {e}; run `cargo xtask e2e-setup --backend kube --namespace {}` first",
-                self.namespace, self.namespace
-            ))
-        })?;
+    /// The run: the one named, else the only one in the namespace.
+    pub async fn run(&self, client: &Client) -> Result<String> {
+        if let Some(r) = &self.run_id {
+            return Ok(r.clone());
+        }
+        let ns = &self.namespace;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let selector = format!("{},{APP_LABEL}={APP_NAME}", managed_selector());
+        let list = deployments
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| rbac::explain(&e, rbac::Need::ListDeployments, Some(ns), "finding the e2e-setup run"))?;
+        let runs: Vec<String> = list.items.iter().filter_map(|d| d.labels().get(RUN_ID_LABEL).cloned()).collect();
+        pick_run(ns, &runs)
+    }
+
+    /// Reads the credentials from the Secret setup made for `run_id`.
+    pub async fn credentials(&self, client: &Client, run_id: &str) -> Result<Credentials> {
+        let ns = &self.namespace;
+        let name = secret_name(run_id);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let secret = match secrets.get(&name).await {
+            Ok(s) => s,
+            Err(e) if rbac::is_not_found(&e) => {
+                return Err(Error::Other(format!(
+                    "no secret {name} in namespace {ns}: run {run_id} is not set up there; \
+                     run `cargo xtask e2e-setup --backend kube --context C --namespace {ns}` first"
+                )))
+            }
+            Err(e) => {
+                return Err(rbac::explain(&e, rbac::Need::GetSecrets, Some(ns), &format!("reading secret {name}")))
+            }
+        };
         credentials_from_secret(&secret)
     }
 
-    /// The name of a ready PostgreSQL pod.
-    pub async fn ready_pod(&self, client: &Client) -> Result<String> {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+    /// The name of a ready PostgreSQL pod of `run_id`.
+    pub async fn ready_pod(&self, client: &Client, run_id: &str) -> Result<String> {
+        let ns = &self.namespace;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let selector = pod_selector(run_id);
         let list = pods
-            .list(&ListParams::default().labels(&pod_selector()))
+            .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(|e| Error::Other(format!("listing pods in namespace {}: {e}", self.namespace)))?;
+            .map_err(|e| rbac::explain(&e, rbac::Need::ListPods, Some(ns), "finding the PostgreSQL pod"))?;
         pick_ready_pod(&list.items).ok_or_else(|| {
             Error::Other(format!(
-                "no ready PostgreSQL pod ({}) in namespace {}; run `cargo xtask e2e-setup --backend kube --namespace {}` first",
-                pod_selector(),
-                self.namespace,
-                self.namespace
+                "no ready PostgreSQL pod ({selector}) in namespace {ns}; run `cargo xtask e2e-setup --backend kube --context C --namespace {ns}` first"
             ))
         })
     }
@@ -217,8 +343,9 @@ impl Target {
     /// Connects to the PostgreSQL through a port-forward to a ready pod.
     pub async fn connect(&self) -> Result<(tokio_postgres::Client, Forward)> {
         let client = self.client().await?;
-        let creds = self.credentials(&client).await?;
-        let pod = self.ready_pod(&client).await?;
+        let run = self.run(&client).await?;
+        let creds = self.credentials(&client, &run).await?;
+        let pod = self.ready_pod(&client, &run).await?;
         connect_forwarded(&client, &self.namespace, &pod, &creds).await
     }
 
@@ -241,9 +368,15 @@ impl Target {
 }
 
 /// Applies `sets` to the PostgreSQL in `namespace` of the cluster in `kubeconfig` (current
-/// context), through a port-forward: the original design's one call for service test crates.
+/// context; the namespace's only run), through a port-forward: the original design's one call
+/// for service test crates.
 pub async fn apply_sets(kubeconfig: &Path, namespace: &str, sets: &[String]) -> Result<ApplyReport> {
-    let target = Target { kubeconfig: Some(kubeconfig.to_path_buf()), context: None, namespace: namespace.to_string() };
+    let target = Target {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: None,
+        namespace: namespace.to_string(),
+        run_id: None,
+    };
     target.apply_sets(sets).await
 }
 
@@ -276,10 +409,9 @@ pub async fn connect_forwarded(
     creds: &Credentials,
 ) -> Result<(tokio_postgres::Client, Forward)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut forwarder = pods
-        .portforward(pod, &[POSTGRES_PORT])
-        .await
-        .map_err(|e| Error::Other(format!("port-forward to pod {pod} in namespace {namespace}: {e}")))?;
+    let mut forwarder = pods.portforward(pod, &[POSTGRES_PORT]).await.map_err(|e| {
+        rbac::explain(&e, rbac::Need::PortForward, Some(namespace), &format!("port-forward to pod {pod}"))
+    })?;
     let stream = forwarder
         .take_stream(POSTGRES_PORT)
         .ok_or_else(|| Error::Other(format!("port-forward to pod {pod}: no stream for port {POSTGRES_PORT}")))?;
@@ -374,6 +506,46 @@ mod tests {
         secret.data.as_mut().unwrap().remove(PASSWORD_KEY);
         assert!(credentials_from_secret(&secret).unwrap_err().to_string().contains("no key POSTGRES_PASSWORD"));
     }
+
+    #[test]
+    fn runs_name_their_objects_and_select_only_their_own_pods() {
+        assert_eq!(instance_name("3f9a1c2b"), "postgres-3f9a1c2b");
+        assert_eq!(secret_name("3f9a1c2b"), "postgres-3f9a1c2b-credentials");
+        assert_eq!(
+            pod_selector("3f9a1c2b"),
+            "app.kubernetes.io/name=postgres,app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b"
+        );
+        assert_eq!(run_selector("ab"), "app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=ab");
+    }
+
+    #[test]
+    fn run_ids_must_be_label_values_and_service_name_suffixes() {
+        for ok in ["3f9a1c2b", "gh-1234-1", "a"] {
+            assert!(check_run_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A1", "a_b", "a.b", &"x".repeat(33)] {
+            let e = check_run_id(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("run id {bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn label_times_round_trip_and_refuse_other_text() {
+        let t = chrono::DateTime::parse_from_rfc3339("2024-06-15T12:34:56Z").unwrap().with_timezone(&Utc);
+        assert_eq!(label_time(t), "20240615T123456Z");
+        assert_eq!(parse_label_time("20240615T123456Z"), Some(t));
+        assert_eq!(parse_label_time("2024-06-15T12:34:56Z"), None);
+        assert_eq!(parse_label_time(""), None);
+    }
+
+    #[test]
+    fn the_run_is_the_only_one_or_must_be_named() {
+        assert_eq!(pick_run("ns", &["a".into(), "a".into()]).unwrap(), "a");
+        let none = pick_run("ns", &[]).unwrap_err().to_string();
+        assert!(none.starts_with("no PostgreSQL made by e2e-setup in namespace ns"), "{none}");
+        let many = pick_run("ns", &["b".into(), "a".into()]).unwrap_err().to_string();
+        assert!(many.starts_with("namespace ns holds 2 e2e-setup runs (a, b): set E2E_RUN_ID"), "{many}");
+    }
 }
 
 /// A listener on 127.0.0.1 that forwards every connection to the PostgreSQL pod over the
@@ -409,13 +581,20 @@ impl Target {
     /// the value is dropped).
     pub async fn local_forward(&self) -> Result<LocalForward> {
         let client = self.client().await?;
-        let creds = self.credentials(&client).await?;
-        let pod = self.ready_pod(&client).await?;
+        let run = self.run(&client).await?;
+        let creds = self.credentials(&client, &run).await?;
+        let pod = self.ready_pod(&client, &run).await?;
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(|e| Error::Other(format!("listening on 127.0.0.1 for the port-forward: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Error::Other(format!("port-forward listener: {e}")))?;
         let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
+        // one forward now, so that a missing right is an error here rather than a connection
+        // that the listener resets later
+        let probe = pods.portforward(&pod, &[POSTGRES_PORT]).await.map_err(|e| {
+            rbac::explain(&e, rbac::Need::PortForward, Some(&self.namespace), &format!("port-forward to pod {pod}"))
+        })?;
+        probe.abort();
         let task = tokio::spawn(async move {
             loop {
                 let (mut tcp, _) = match listener.accept().await {

@@ -40,10 +40,18 @@ pub struct SetupState {
     pub namespace: Option<String>,
     /// The Kind cluster name (kind).
     pub cluster: Option<String>,
-    /// Whether setup created the cluster (or namespace), so teardown may delete it.
+    /// Whether setup created the cluster (or namespace), so teardown may delete it (a kube
+    /// setup in a namespace someone else made owns only its run's objects there).
     pub owned: bool,
     /// The sets applied by the last setup.
     pub sets: Vec<String>,
+    /// Kind, kube: the run whose objects setup made (their names and labels carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Kube: the namespace was made by someone else (`--existing-namespace`); teardown deletes
+    /// only the run's objects in it, never the namespace.
+    #[serde(default)]
+    pub existing_namespace: bool,
 }
 
 impl SetupState {
@@ -61,6 +69,9 @@ impl SetupState {
         }
         if let Some(n) = &self.namespace {
             env.push(("E2E_NAMESPACE".to_string(), n.clone()));
+        }
+        if let Some(r) = &self.run_id {
+            env.push(("E2E_RUN_ID".to_string(), r.clone()));
         }
         env
     }

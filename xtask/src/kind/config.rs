@@ -28,6 +28,17 @@ pub(crate) struct E2eConfig {
     pub(crate) postgres: PostgresSettings,
     /// Extra host ports the Kind node publishes on 127.0.0.1 (for the services' own NodePorts).
     pub(crate) port_mappings: Vec<PortMapping>,
+    /// An existing cluster (`--backend kube`).
+    pub(crate) kube: KubeSettings,
+}
+
+/// `[kube]`: an existing cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct KubeSettings {
+    /// Work in a namespace someone else made (as `--existing-namespace`): setup never reads,
+    /// creates or deletes the namespace, and owns only the objects it creates in it.
+    pub(crate) existing_namespace: bool,
 }
 
 /// `[cluster]`: the Kind cluster.
@@ -78,6 +89,152 @@ pub(crate) struct PostgresSettings {
     pub(crate) ready_timeout_s: u64,
     /// Extra server settings (`-c name=value`) after the test-speed ones.
     pub(crate) settings: Vec<String>,
+    /// The uid the pod runs as (`runAsUser`): non-root, one the image can run as (999 is the
+    /// `postgres` account of the official image); `"platform"` leaves it to the platform
+    /// (OpenShift's restricted SCC assigns one from the namespace's range).
+    pub(crate) run_as_user: IdSetting,
+    /// The primary gid (`runAsGroup`), or `"platform"`.
+    pub(crate) run_as_group: IdSetting,
+    /// The gid that owns the data volume (`fsGroup`), so that any uid in it can write, or
+    /// `"platform"`.
+    pub(crate) fs_group: IdSetting,
+    /// Requests and limits of the PostgreSQL container.
+    pub(crate) resources: ResourceSettings,
+}
+
+/// A uid or gid in `e2e.toml`: a number, or `"platform"` (left for the platform to assign).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdSetting {
+    /// This id.
+    Id(i64),
+    /// A word; only `"platform"` is valid ([`E2eConfig::validate`] says so).
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for IdSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IdSetting, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IdSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-root id such as 999, or \"platform\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<IdSetting, E> {
+                Ok(IdSetting::Id(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<IdSetting, E> {
+                Ok(IdSetting::Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl IdSetting {
+    /// The id to put in the manifest, or `None` when the platform assigns it.
+    pub(crate) fn get(&self) -> Option<i64> {
+        match self {
+            IdSetting::Id(n) => Some(*n),
+            IdSetting::Word(_) => None,
+        }
+    }
+
+    fn check(&self, field: &str) -> Result<()> {
+        match self {
+            IdSetting::Id(0) => bail!(
+                "postgres.{field} 0 is root, which the restricted Pod Security Standard forbids: use the image's \
+                 postgres account (999 in the official image), another non-root id, or \"platform\""
+            ),
+            IdSetting::Id(n) if !(1..=i64::from(i32::MAX)).contains(n) => {
+                bail!("postgres.{field} {n}: expected 1-{} or \"platform\"", i32::MAX)
+            }
+            IdSetting::Id(_) => Ok(()),
+            IdSetting::Word(w) if w == "platform" => Ok(()),
+            IdSetting::Word(w) => bail!("postgres.{field} {w:?}: expected a non-root id such as 999, or \"platform\""),
+        }
+    }
+}
+
+/// `[postgres.resources]`: Kubernetes quantities by resource name (`cpu`, `memory`,
+/// `ephemeral-storage`, ...). Limits as well as requests, so that a namespace with a LimitRange
+/// or a ResourceQuota accepts the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ResourceSettings {
+    /// What the scheduler reserves.
+    pub(crate) requests: BTreeMap<String, String>,
+    /// The most the container may use.
+    pub(crate) limits: BTreeMap<String, String>,
+}
+
+impl Default for ResourceSettings {
+    fn default() -> Self {
+        let map = |cpu: &str, memory: &str| {
+            BTreeMap::from([("cpu".to_string(), cpu.to_string()), ("memory".to_string(), memory.to_string())])
+        };
+        ResourceSettings { requests: map("100m", "256Mi"), limits: map("1", "512Mi") }
+    }
+}
+
+/// A Kubernetes quantity's value in base units (`100m` = 0.1, `1Ki` = 1024, `1e3` = 1000), or
+/// `None` when it is not a quantity (pure).
+pub(crate) fn parse_quantity(q: &str) -> Option<f64> {
+    const SUFFIXES: &[(&str, f64)] = &[
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, factor) = SUFFIXES.iter().find_map(|(s, f)| q.strip_suffix(s).map(|n| (n, *f))).unwrap_or((q, 1.0));
+    let (mantissa, exponent) = match number.split_once(['e', 'E']) {
+        Some((m, e)) if factor == 1.0 => (m, e.parse::<i32>().ok()?),
+        Some(_) => return None,
+        None => (number, 0),
+    };
+    let digits = mantissa.strip_prefix('+').unwrap_or(mantissa);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || digits.bytes().filter(|b| *b == b'.').count() > 1
+        || digits == "."
+    {
+        return None;
+    }
+    Some(digits.parse::<f64>().ok()? * 10f64.powi(exponent) * factor)
+}
+
+impl ResourceSettings {
+    fn check(&self) -> Result<()> {
+        for (kind, map) in [("requests", &self.requests), ("limits", &self.limits)] {
+            for (name, q) in map {
+                if parse_quantity(q).is_none() {
+                    bail!(
+                        "postgres.resources.{kind}.{name} {q:?}: not a Kubernetes quantity (e.g. 500m, 1, 256Mi, 1Gi)"
+                    );
+                }
+            }
+        }
+        for (name, limit) in &self.limits {
+            if let Some(request) = self.requests.get(name) {
+                if parse_quantity(request) > parse_quantity(limit) {
+                    bail!(
+                        "postgres.resources.requests.{name} {request} is above limits.{name} {limit}: the API server refuses that"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PostgresSettings {
@@ -92,6 +249,10 @@ impl Default for PostgresSettings {
             host_port: 15432,
             ready_timeout_s: 180,
             settings: Vec::new(),
+            run_as_user: IdSetting::Id(999),
+            run_as_group: IdSetting::Id(999),
+            fs_group: IdSetting::Id(999),
+            resources: ResourceSettings::default(),
         }
     }
 }
@@ -142,6 +303,10 @@ impl E2eConfig {
                 self.postgres.image_pull_policy
             );
         }
+        self.postgres.run_as_user.check("run_as_user")?;
+        self.postgres.run_as_group.check("run_as_group")?;
+        self.postgres.fs_group.check("fs_group")?;
+        self.postgres.resources.check()?;
         let mut node_ports = vec![("postgres.node_port".to_string(), self.postgres.node_port)];
         let mut host_ports = vec![("postgres.host_port".to_string(), self.postgres.host_port)];
         for m in &self.port_mappings {
@@ -387,6 +552,63 @@ mod tests {
         assert!(err("[[port_mappings]]\nname = \"svc\"\nnode_port = 30100\nhost_port = 15432")
             .contains("port_mappings \"svc\" host_port 15432 is also postgres.host_port"));
         assert!(err("[postgres]\nimgae = \"x\"").contains("unknown field `imgae`"));
+    }
+
+    #[test]
+    fn pod_ids_are_non_root_numbers_or_left_to_the_platform() {
+        let d = E2eConfig::default().postgres;
+        assert_eq!((d.run_as_user.get(), d.run_as_group.get(), d.fs_group.get()), (Some(999), Some(999), Some(999)));
+        let c = E2eConfig::parse("[postgres]\nrun_as_user = \"platform\"\nfs_group = 1000650000").unwrap();
+        assert_eq!((c.postgres.run_as_user.get(), c.postgres.fs_group.get()), (None, Some(1_000_650_000)));
+        assert!(err("[postgres]\nrun_as_user = 0")
+            .starts_with("postgres.run_as_user 0 is root, which the restricted Pod Security Standard forbids"));
+        assert!(
+            err("[postgres]\nfs_group = -5").contains("postgres.fs_group -5: expected 1-2147483647 or \"platform\"")
+        );
+        assert!(err("[postgres]\nrun_as_group = \"auto\"")
+            .contains("postgres.run_as_group \"auto\": expected a non-root id"));
+    }
+
+    #[test]
+    fn resources_are_quantities_with_requests_within_limits() {
+        let d = E2eConfig::default().postgres.resources;
+        assert_eq!(d.limits.get("memory").map(String::as_str), Some("512Mi"));
+        assert_eq!(d.requests.get("cpu").map(String::as_str), Some("100m"));
+        let c = E2eConfig::parse("[postgres.resources]\nlimits = { memory = \"1Gi\", ephemeral-storage = \"2Gi\" }")
+            .unwrap();
+        assert_eq!(c.postgres.resources.limits.len(), 2);
+        assert_eq!(c.postgres.resources.requests, d.requests, "the other half keeps its default");
+        assert!(err("[postgres.resources]\nlimits = { memory = \"lots\" }")
+            .contains("postgres.resources.limits.memory \"lots\": not a Kubernetes quantity"));
+        assert!(err("[postgres.resources]\nrequests = { memory = \"1Gi\" }\nlimits = { memory = \"512Mi\" }")
+            .contains("postgres.resources.requests.memory 1Gi is above limits.memory 512Mi"));
+    }
+
+    #[test]
+    fn quantities_parse_as_kubernetes_writes_them() {
+        let cases = [
+            ("100m", 0.1),
+            ("1", 1.0),
+            ("1.5", 1.5),
+            ("256Mi", 268_435_456.0),
+            ("1Gi", 1_073_741_824.0),
+            ("2G", 2e9),
+            ("1e3", 1000.0),
+            ("500k", 5e5),
+        ];
+        for (q, v) in cases {
+            assert_eq!(parse_quantity(q), Some(v), "{q}");
+        }
+        for bad in ["", "Mi", "1.2.3", "one", "1 Gi", "-1", "1e3Mi", "."] {
+            assert_eq!(parse_quantity(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn existing_namespace_is_a_setting_too() {
+        assert!(!E2eConfig::default().kube.existing_namespace);
+        assert!(E2eConfig::parse("[kube]\nexisting_namespace = true").unwrap().kube.existing_namespace);
+        assert!(err("[kube]\nexisting = true").contains("unknown field `existing`"));
     }
 
     #[test]

@@ -1,23 +1,41 @@
 //! PostgreSQL into a namespace by server-side apply (kube-rs), then a watch until it is ready;
-//! on timeout the error carries the pod phase, recent events and the last log lines.
+//! on timeout the error carries the pod phase, recent events and the last log lines; a refused
+//! call names the missing right and the Role that grants it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use e2e_migrations::kube::{pick_ready_pod, pod_selector, APP_NAME, MANAGED_BY, MANAGED_BY_LABEL, SECRET_NAME};
+use e2e_migrations::kube::rbac::{self, Need};
+use e2e_migrations::kube::{
+    instance_name, pick_ready_pod, pod_selector, secret_name, CREATED_AT_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    RUN_ID_LABEL,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{ListParams, LogParams, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use super::manifests::{Exposure, Manifests};
+use super::manifests::{Exposure, Manifests, RunMeta};
 use crate::kind::config::PostgresSettings;
 
 /// The field manager of our server-side applies.
 pub(crate) const FIELD_MANAGER: &str = "e2e-migrations";
+
+/// How setup treats the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NamespaceMode {
+    /// Kube: setup creates the namespace for its run, and teardown deletes it.
+    Create,
+    /// Kube `--existing-namespace`: someone else's namespace. Setup never reads, creates or
+    /// deletes it (a Role in it is enough), and owns only its run's objects there.
+    Existing,
+    /// Kind: the namespace of a cluster that setup created, so whatever e2e-setup left in it is
+    /// ours (runs whose state was lost are replaced).
+    Kind,
+}
 
 /// What we found where the namespace should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +59,53 @@ pub(crate) enum NamespaceAction {
     Refuse(String),
 }
 
-/// Decides what to do with `namespace` (pure): only a namespace setup labelled is adopted.
-pub(crate) fn decide_namespace(namespace: &str, facts: &NamespaceFacts, flag: &str) -> NamespaceAction {
-    match facts {
-        NamespaceFacts::Missing => NamespaceAction::Create,
-        NamespaceFacts::Exists { labels, terminating } if labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY) => {
-            if *terminating {
-                NamespaceAction::WaitThenCreate
-            } else {
-                NamespaceAction::Reuse
-            }
-        }
-        NamespaceFacts::Exists { .. } => NamespaceAction::Refuse(format!(
+/// Decides what to do with `namespace` (pure): only a namespace that e2e-setup labelled for this
+/// run (or, before run ids, for no run) is adopted; on kind, any namespace e2e-setup labelled.
+pub(crate) fn decide_namespace(
+    namespace: &str,
+    facts: &NamespaceFacts,
+    run_id: &str,
+    mode: NamespaceMode,
+    flag: &str,
+) -> NamespaceAction {
+    let NamespaceFacts::Exists { labels, terminating } = facts else {
+        return NamespaceAction::Create;
+    };
+    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
+        let beside = if mode == NamespaceMode::Kind {
+            String::new()
+        } else {
+            ", or add --existing-namespace to work in it beside what is there (setup then owns only its own objects)"
+                .to_string()
+        };
+        return NamespaceAction::Refuse(format!(
             "namespace {namespace:?} exists and was not created by e2e-setup (no label {MANAGED_BY_LABEL}={MANAGED_BY}); \
-             setup never adopts it: pass another {flag}"
-        )),
+             setup never adopts it: pass another {flag}{beside}"
+        ));
     }
+    if *terminating {
+        return NamespaceAction::WaitThenCreate;
+    }
+    match labels.get(RUN_ID_LABEL) {
+        Some(other) if other != run_id && mode != NamespaceMode::Kind => {
+            let since = labels.get(CREATED_AT_LABEL).map(|t| format!(", created {t}")).unwrap_or_default();
+            NamespaceAction::Refuse(format!(
+                "namespace {namespace:?} belongs to another e2e-setup run ({other}{since}); its teardown would delete the \
+                 namespace and this run with it: pass another {flag}, or add --existing-namespace to run beside it; \
+                 if run {other} is gone, remove it: cargo xtask e2e-teardown --backend kube --context C --namespace {namespace}"
+            ))
+        }
+        _ => NamespaceAction::Reuse,
+    }
+}
+
+/// Whether an object found under a run's name was made by that run (pure): labelled as ours
+/// with this run id. Anything else under the name is someone else's and is left alone.
+pub(crate) fn made_by_run(labels: Option<&BTreeMap<String, String>>, run_id: &str) -> bool {
+    labels.is_some_and(|l| {
+        l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+            && l.get(RUN_ID_LABEL).map(String::as_str) == Some(run_id)
+    })
 }
 
 /// Whether the Deployment's current spec is rolled out with every replica ready (pure).
@@ -123,7 +172,31 @@ pub(crate) fn render_timeout(namespace: &str, timeout_s: u64, d: &Diagnosis) -> 
         Some((pod, _)) => s.push_str(&format!("\n  {pod} has logged nothing")),
         None => {}
     }
+    for hint in hints(d) {
+        s.push_str(&format!("\n  hint: {hint}"));
+    }
     s
+}
+
+/// What to do about the states the diagnosis shows that have a known cause (pure).
+fn hints(d: &Diagnosis) -> Vec<String> {
+    let said = |needle: &str| d.pods.iter().flat_map(|p| &p.containers).any(|c| c.contains(needle));
+    let mut hints = Vec::new();
+    if said("runAsNonRoot and image will run as root") {
+        hints.push(
+            "the image's user is root and the pod names no uid: set postgres.run_as_user (and run_as_group, fs_group) \
+             in e2e.toml to a non-root id the image can run as (999 in the official postgres image); \"platform\" works \
+             only where the platform assigns one (OpenShift's restricted SCC)"
+                .to_string(),
+        );
+    }
+    if said("ErrImageNeverPull") {
+        hints.push(
+            "the node has no such image and postgres.image_pull_policy is Never: load the image into the node"
+                .to_string(),
+        );
+    }
+    hints
 }
 
 /// Reduces a pod to what the timeout error shows (pure).
@@ -201,16 +274,47 @@ pub(crate) fn generate_password() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
+/// Maps an API error of `need` to an error that says what was being done and, for a refusal,
+/// which right is missing and which Role grants it.
+pub(crate) fn api_error(e: kube::Error, need: Need, namespace: Option<&str>, what: &str) -> anyhow::Error {
+    anyhow::Error::new(rbac::explain(&e, need, namespace, what))
+}
+
+/// As [`api_error`] for a failed readiness watch (its list or its watch).
+fn watch_error(
+    e: kube::runtime::wait::Error,
+    list: Need,
+    watch: Need,
+    namespace: Option<&str>,
+    what: &str,
+) -> anyhow::Error {
+    use kube::runtime::watcher::Error as W;
+    let kube::runtime::wait::Error::ProbeFailed(w) = e;
+    match w {
+        W::InitialListFailed(e) => api_error(e, list, namespace, what),
+        W::WatchStartFailed(e) | W::WatchFailed(e) => api_error(e, watch, namespace, what),
+        other => anyhow::anyhow!("{what}: {other}"),
+    }
+}
+
+/// Server-side apply of `obj`; a missing namespace in `--existing-namespace` mode says so.
+async fn apply<K>(api: &Api<K>, obj: &K, need: Need, namespace: Option<&str>, mode: NamespaceMode) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
+    let what = format!("server-side apply of {} {name}", K::kind(&()));
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &pp, &Patch::Apply(obj))
-        .await
-        .with_context(|| format!("server-side apply of {} {name}", K::kind(&())))?;
-    Ok(())
+    match api.patch(&name, &pp, &Patch::Apply(obj)).await {
+        Ok(_) => Ok(()),
+        Err(e) if mode == NamespaceMode::Existing && rbac::is_not_found(&e) => bail!(
+            "{what}: namespace {} does not exist; --existing-namespace works in a namespace made beforehand \
+             (ask for one, with the Role in docs/rbac/role.yaml bound there), or leave it out to let setup create \
+             the namespace (that needs the ClusterRole in docs/rbac/clusterrole.yaml)",
+            namespace.unwrap_or("?")
+        ),
+        Err(e) => Err(api_error(e, need, namespace, &what)),
+    }
 }
 
 /// Where setup deploys, and how the host will reach it.
@@ -225,78 +329,127 @@ pub(crate) struct Deploy<'a> {
     pub(crate) pg: &'a PostgresSettings,
     /// NodePort or ClusterIP.
     pub(crate) exposure: Exposure,
+    /// Whose namespace it is.
+    pub(crate) mode: NamespaceMode,
+    /// The run's labels.
+    pub(crate) run: &'a RunMeta,
 }
 
 /// What deploying made.
 pub(crate) struct Deployed {
     /// The ready pod.
     pub(crate) pod: String,
-    /// The password (kept from an existing Secret, else generated).
+    /// The password (kept from the run's Secret, else generated).
     pub(crate) password: String,
     /// Whether the namespace was created now.
     pub(crate) created_namespace: bool,
+    /// Whether the run's Deployment was there already (a warm setup).
+    pub(crate) reused: bool,
 }
 
 /// Applies the manifests and waits until PostgreSQL is ready.
 pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
+    let (ns, run_id) = (d.namespace, d.run.run_id.as_str());
     let ns_api: Api<Namespace> = Api::all(d.client.clone());
-    let facts = match ns_api.get_opt(d.namespace).await.with_context(|| format!("reading namespace {}", d.namespace))? {
-        None => NamespaceFacts::Missing,
-        Some(ns) => NamespaceFacts::Exists {
-            labels: ns.metadata.labels.clone().unwrap_or_default(),
-            terminating: ns.metadata.deletion_timestamp.is_some(),
-        },
-    };
-    let created_namespace = match decide_namespace(d.namespace, &facts, d.namespace_flag) {
-        NamespaceAction::Refuse(e) => bail!(e),
-        NamespaceAction::Reuse => false,
-        NamespaceAction::Create => true,
-        NamespaceAction::WaitThenCreate => {
-            eprintln!("  namespace {} is being deleted (an earlier teardown): waiting until it is gone", d.namespace);
-            wait_namespace_gone(&ns_api, d.namespace, Duration::from_secs(180)).await?;
-            true
+    let mut created_namespace = false;
+    if d.mode != NamespaceMode::Existing {
+        let found = ns_api
+            .get_opt(ns)
+            .await
+            .map_err(|e| api_error(e, Need::GetNamespaces, None, &format!("reading namespace {ns}")))?;
+        let facts = match found {
+            None => NamespaceFacts::Missing,
+            Some(n) => NamespaceFacts::Exists {
+                labels: n.metadata.labels.clone().unwrap_or_default(),
+                terminating: n.metadata.deletion_timestamp.is_some(),
+            },
+        };
+        created_namespace = match decide_namespace(ns, &facts, run_id, d.mode, d.namespace_flag) {
+            NamespaceAction::Refuse(e) => bail!(e),
+            NamespaceAction::Reuse => false,
+            NamespaceAction::Create => true,
+            NamespaceAction::WaitThenCreate => {
+                eprintln!("  namespace {ns} is being deleted (an earlier teardown): waiting until it is gone");
+                super::remove::wait_namespace_gone(&ns_api, ns, Duration::from_secs(180)).await?;
+                true
+            }
+        };
+    }
+    if d.mode == NamespaceMode::Kind && !created_namespace {
+        for line in super::remove::remove_other_runs(&d.client, ns, run_id).await? {
+            eprintln!("  {line}");
         }
-    };
-    let secrets: Api<Secret> = Api::namespaced(d.client.clone(), d.namespace);
-    let existing = if created_namespace {
-        None
+    }
+    let secrets: Api<Secret> = Api::namespaced(d.client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(d.client.clone(), ns);
+    let (secret, instance) = (secret_name(run_id), instance_name(run_id));
+    let (existing, reused) = if created_namespace {
+        (None, false)
     } else {
-        secrets.get_opt(SECRET_NAME).await.context("reading the credentials secret")?
+        let s = secrets
+            .get_opt(&secret)
+            .await
+            .map_err(|e| api_error(e, Need::GetSecrets, Some(ns), &format!("reading secret {secret}")))?;
+        let dep = deployments
+            .get_opt(&instance)
+            .await
+            .map_err(|e| api_error(e, Need::GetDeployments, Some(ns), &format!("reading deployment {instance}")))?;
+        for (kind, labels) in
+            [("secret", s.as_ref().map(|s| s.labels())), ("deployment", dep.as_ref().map(|d| d.labels()))]
+        {
+            if labels.is_some() && !made_by_run(labels, run_id) {
+                bail!(
+                    "{kind} {} in namespace {ns} exists but was not made by run {run_id} of e2e-setup (no label {RUN_ID_LABEL}={run_id}): left alone",
+                    if kind == "secret" { &secret } else { &instance }
+                );
+            }
+        }
+        let reused = dep.is_some();
+        (s, reused)
     };
     let password = match existing.as_ref().map(e2e_migrations::kube::credentials_from_secret) {
         Some(Ok(c)) => c.password,
         _ => generate_password()?,
     };
-    let m = Manifests::new(d.pg, d.namespace, &password, d.exposure);
-    apply(&ns_api, &m.namespace).await?;
-    apply(&secrets, &m.secret).await?;
-    apply(&Api::namespaced(d.client.clone(), d.namespace), &m.service).await?;
-    let deployments: Api<Deployment> = Api::namespaced(d.client.clone(), d.namespace);
-    apply(&deployments, &m.deployment).await?;
+    let own_namespace = d.mode != NamespaceMode::Existing;
+    let m = Manifests::new(d.pg, ns, &password, d.exposure, d.run, own_namespace);
+    if let Some(n) = &m.namespace {
+        apply(&ns_api, n, Need::ApplyNamespaces, None, d.mode).await?;
+    }
+    apply(&secrets, &m.secret, Need::ApplySecrets, Some(ns), d.mode).await?;
+    apply(&Api::namespaced(d.client.clone(), ns), &m.service, Need::ApplyServices, Some(ns), d.mode).await?;
+    apply(&deployments, &m.deployment, Need::ApplyDeployments, Some(ns), d.mode).await?;
 
     let timeout = Duration::from_secs(d.pg.ready_timeout_s);
-    let ready = await_condition(deployments, APP_NAME, |d: Option<&Deployment>| d.is_some_and(deployment_ready));
+    let ready = await_condition(deployments, &instance, |d: Option<&Deployment>| d.is_some_and(deployment_ready));
     match tokio::time::timeout(timeout, ready).await {
         Ok(r) => {
-            r.context("watching the deployment")?;
+            r.map_err(|e| {
+                let what = format!("watching deployment {instance} until it is ready");
+                watch_error(e, Need::ListDeployments, Need::WatchDeployments, Some(ns), &what)
+            })?;
         }
         Err(_) => {
-            let diagnosis = diagnose(&d.client, d.namespace).await;
-            bail!(render_timeout(d.namespace, d.pg.ready_timeout_s, &diagnosis));
+            let diagnosis = diagnose(&d.client, ns, run_id).await;
+            bail!(render_timeout(ns, d.pg.ready_timeout_s, &diagnosis));
         }
     }
-    let pods: Api<Pod> = Api::namespaced(d.client.clone(), d.namespace);
-    let list =
-        pods.list(&ListParams::default().labels(&pod_selector())).await.context("listing the PostgreSQL pods")?;
+    let pods: Api<Pod> = Api::namespaced(d.client.clone(), ns);
+    let selector = pod_selector(run_id);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| api_error(e, Need::ListPods, Some(ns), "listing the PostgreSQL pods"))?;
     let pod = pick_ready_pod(&list.items)
-        .with_context(|| format!("deployment {APP_NAME} is ready but no ready pod matches {}", pod_selector()))?;
-    Ok(Deployed { pod, password, created_namespace })
+        .with_context(|| format!("deployment {instance} is ready but no ready pod matches {selector}"))?;
+    Ok(Deployed { pod, password, created_namespace, reused })
 }
 
 /// Gathers the timeout error's facts; each part that cannot be read is left out.
-async fn diagnose(client: &Client, namespace: &str) -> Diagnosis {
+async fn diagnose(client: &Client, namespace: &str, run_id: &str) -> Diagnosis {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods.list(&ListParams::default().labels(&pod_selector())).await.map(|l| l.items).unwrap_or_default();
+    let list =
+        pods.list(&ListParams::default().labels(&pod_selector(run_id))).await.map(|l| l.items).unwrap_or_default();
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let events = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
     let mut log = None;
@@ -308,51 +461,6 @@ async fn diagnose(client: &Client, namespace: &str) -> Diagnosis {
         }
     }
     Diagnosis { pods: list.iter().map(pod_report).collect(), events: recent_events(&events, 10), log }
-}
-
-/// What tearing a namespace down found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Deleted {
-    /// Deleted (and gone).
-    Deleted,
-    /// There was none.
-    Missing,
-}
-
-/// Deletes `namespace` if it carries our label, and waits until it is gone.
-pub(crate) async fn delete_namespace(client: &Client, namespace: &str, timeout: Duration) -> Result<Deleted> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let Some(ns) = api.get_opt(namespace).await.with_context(|| format!("reading namespace {namespace}"))? else {
-        return Ok(Deleted::Missing);
-    };
-    let labels = ns.metadata.labels.clone().unwrap_or_default();
-    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
-        bail!("namespace {namespace:?} was not created by e2e-setup (no label {MANAGED_BY_LABEL}={MANAGED_BY}): left alone");
-    }
-    if ns.metadata.deletion_timestamp.is_none() {
-        api.delete(namespace, &DeleteParams::background())
-            .await
-            .with_context(|| format!("deleting namespace {namespace}"))?;
-    }
-    wait_namespace_gone(&api, namespace, timeout).await?;
-    Ok(Deleted::Deleted)
-}
-
-async fn wait_namespace_gone(api: &Api<Namespace>, namespace: &str, timeout: Duration) -> Result<()> {
-    let Some(ns) = api.get_opt(namespace).await? else {
-        return Ok(());
-    };
-    let uid = ns.metadata.uid.clone().unwrap_or_default();
-    let gone = await_condition(api.clone(), namespace, conditions::is_deleted(&uid));
-    match tokio::time::timeout(timeout, gone).await {
-        Ok(r) => {
-            r.with_context(|| format!("watching namespace {namespace}"))?;
-            Ok(())
-        }
-        Err(_) => {
-            bail!("namespace {namespace} is still being deleted after {} s; check its finalizers", timeout.as_secs())
-        }
-    }
 }
 
 #[cfg(test)]
@@ -369,24 +477,56 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    const KUBE: NamespaceMode = NamespaceMode::Create;
+
     #[test]
     fn namespace_decisions() {
-        assert_eq!(decide_namespace("e2e", &NamespaceFacts::Missing, "--namespace"), NamespaceAction::Create);
-        let ours = labels(&[(MANAGED_BY_LABEL, MANAGED_BY)]);
-        let facts = NamespaceFacts::Exists { labels: ours.clone(), terminating: false };
-        assert_eq!(decide_namespace("e2e", &facts, "--namespace"), NamespaceAction::Reuse);
-        let facts = NamespaceFacts::Exists { labels: ours, terminating: true };
-        assert_eq!(decide_namespace("e2e", &facts, "--namespace"), NamespaceAction::WaitThenCreate);
+        let decide = |facts: &NamespaceFacts| decide_namespace("e2e", facts, "r1", KUBE, "--namespace");
+        assert_eq!(decide(&NamespaceFacts::Missing), NamespaceAction::Create);
+        let ours = labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (RUN_ID_LABEL, "r1")]);
+        assert_eq!(
+            decide(&NamespaceFacts::Exists { labels: ours.clone(), terminating: false }),
+            NamespaceAction::Reuse
+        );
+        assert_eq!(
+            decide(&NamespaceFacts::Exists { labels: ours, terminating: true }),
+            NamespaceAction::WaitThenCreate
+        );
+        // made before run ids: still ours
+        let legacy = labels(&[(MANAGED_BY_LABEL, MANAGED_BY)]);
+        assert_eq!(decide(&NamespaceFacts::Exists { labels: legacy, terminating: false }), NamespaceAction::Reuse);
     }
 
     #[test]
     fn a_namespace_setup_did_not_create_is_refused() {
         let facts = NamespaceFacts::Exists { labels: labels(&[("team", "payments")]), terminating: false };
-        let NamespaceAction::Refuse(e) = decide_namespace("payments", &facts, "--namespace") else {
+        let NamespaceAction::Refuse(e) = decide_namespace("payments", &facts, "r1", KUBE, "--namespace") else {
             panic!("must refuse")
         };
-        expect![[r#"namespace "payments" exists and was not created by e2e-setup (no label app.kubernetes.io/managed-by=e2e-migrations); setup never adopts it: pass another --namespace"#]]
+        expect![[r#"namespace "payments" exists and was not created by e2e-setup (no label app.kubernetes.io/managed-by=e2e-migrations); setup never adopts it: pass another --namespace, or add --existing-namespace to work in it beside what is there (setup then owns only its own objects)"#]]
         .assert_eq(&e);
+    }
+
+    #[test]
+    fn a_namespace_of_another_run_is_refused_on_a_shared_cluster_but_replaced_on_kind() {
+        let theirs =
+            labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (RUN_ID_LABEL, "r2"), (CREATED_AT_LABEL, "20240615T120000Z")]);
+        let facts = NamespaceFacts::Exists { labels: theirs, terminating: false };
+        let NamespaceAction::Refuse(e) = decide_namespace("e2e-pr-1", &facts, "r1", KUBE, "--namespace") else {
+            panic!("must refuse")
+        };
+        expect![[r#"namespace "e2e-pr-1" belongs to another e2e-setup run (r2, created 20240615T120000Z); its teardown would delete the namespace and this run with it: pass another --namespace, or add --existing-namespace to run beside it; if run r2 is gone, remove it: cargo xtask e2e-teardown --backend kube --context C --namespace e2e-pr-1"#]]
+        .assert_eq(&e);
+        assert_eq!(decide_namespace("e2e", &facts, "r1", NamespaceMode::Kind, "x"), NamespaceAction::Reuse);
+    }
+
+    #[test]
+    fn only_objects_labelled_with_the_run_are_the_runs() {
+        assert!(made_by_run(Some(&labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (RUN_ID_LABEL, "r1")])), "r1"));
+        assert!(!made_by_run(Some(&labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (RUN_ID_LABEL, "r2")])), "r1"));
+        assert!(!made_by_run(Some(&labels(&[(RUN_ID_LABEL, "r1")])), "r1"));
+        assert!(!made_by_run(Some(&labels(&[])), "r1"));
+        assert!(!made_by_run(None, "r1"));
     }
 
     fn deployment(generation: i64, observed: i64, updated: i32, ready: i32, total: i32) -> Deployment {
@@ -480,8 +620,29 @@ mod tests {
               recent events:
                 Pod/postgres-7d4b9-xk2p: Scheduled: Successfully assigned e2e/postgres-7d4b9-xk2p to kind-control-plane
                 Pod/postgres-7d4b9-xk2p: ErrImageNeverPull: Container image "postgres:16" is not present with pull policy of Never (x12)
-              postgres-7d4b9-xk2p has logged nothing"#]]
+              postgres-7d4b9-xk2p has logged nothing
+              hint: the node has no such image and postgres.image_pull_policy is Never: load the image into the node"#]]
         .assert_eq(&render_timeout("e2e", 180, &d));
+    }
+
+    #[test]
+    fn a_root_image_without_a_uid_gets_a_hint() {
+        let d = Diagnosis {
+            pods: vec![PodReport {
+                name: "p".into(),
+                phase: "Pending".into(),
+                conditions: vec![],
+                containers: vec!["container postgres: waiting: CreateContainerConfigError container has runAsNonRoot and image will run as root (pod: \"p\")".into()],
+            }],
+            events: vec![],
+            log: None,
+        };
+        let text = render_timeout("ns", 20, &d);
+        assert!(
+            text.contains("\n  hint: the image's user is root and the pod names no uid: set postgres.run_as_user"),
+            "{text}"
+        );
+        assert!(hints(&Diagnosis::default()).is_empty());
     }
 
     #[test]

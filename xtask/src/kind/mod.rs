@@ -6,7 +6,10 @@
 //! - [`plan`]: the ordered commands and manifests that `--dry-run` prints (pure);
 //! - [`cluster`]: the `kind` CLI, the availability probe and the reuse/ownership decisions;
 //! - [`deploy`]: server-side apply and the readiness watch;
-//! - [`forward`]: the NodePort URL or the port-forward.
+//! - [`forward`]: the NodePort URL or the port-forward;
+//! - [`run`]: the run id and creation time a setup's objects carry;
+//! - [`remove`]: teardown of a run, a namespace, or what earlier runs left;
+//! - [`stale`]: which runs `e2e-teardown --stale AGE` removes (pure).
 
 pub(crate) mod cluster;
 pub(crate) mod config;
@@ -14,6 +17,13 @@ pub(crate) mod deploy;
 pub(crate) mod forward;
 pub(crate) mod manifests;
 pub(crate) mod plan;
+#[cfg(test)]
+mod pod_security;
+pub(crate) mod remove;
+#[cfg(test)]
+mod role;
+pub(crate) mod run;
+pub(crate) mod stale;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,14 +31,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use e2e_migrations::kube::Credentials;
 use e2e_migrations::state::{BackendKind, SetupState};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use xshell::Shell;
 
 use self::cluster::{Action, Marker, Paths, TeardownAction};
 use self::config::{E2eConfig, KindCluster, CONFIG_FILE, CONFIG_HASH_LABEL, OWNER_LABEL, OWNER_VALUE};
-use self::manifests::{Exposure, Manifests};
+use self::deploy::NamespaceMode;
+use self::manifests::{Exposure, Manifests, RunMeta};
 use crate::flags::{Setup, Teardown};
 use crate::target::Step;
 
@@ -110,12 +121,36 @@ fn sets_label(args: &Setup) -> String {
 }
 
 /// The manifests as `--dry-run` shows them: the Secret's values readable, the password redacted.
-fn dry_run_manifests(pg: &config::PostgresSettings, namespace: &str, exposure: Exposure) -> String {
-    let mut m = Manifests::new(pg, namespace, "<generated>", exposure);
+fn dry_run_manifests(
+    pg: &config::PostgresSettings,
+    namespace: &str,
+    exposure: Exposure,
+    run: &RunMeta,
+    own_namespace: bool,
+) -> String {
+    let mut m = Manifests::new(pg, namespace, "<generated>", exposure, run, own_namespace);
     let data = m.secret.data.take().unwrap_or_default();
     m.secret.string_data =
         Some(data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect());
     m.to_yaml()
+}
+
+/// The run's labels for this setup: the recorded run (created now if `record`), renewed now.
+fn run_meta(record: bool) -> Result<RunMeta> {
+    let now = chrono::Utc::now();
+    let root = e2e_migrations::state_root();
+    let rec = if record {
+        run::load_or_create(&root, now)?
+    } else {
+        // a dry run writes nothing: a run not recorded yet shows a placeholder id
+        run::read(&root)?.unwrap_or(run::RunRecord { run_id: "<run-id>".to_string(), created_at: now })
+    };
+    Ok(RunMeta {
+        run_id: rec.run_id,
+        created_at: rec.created_at,
+        renewed_at: now,
+        created_by: run::created_by(|k| std::env::var(k).ok()),
+    })
 }
 
 /// Creates or reuses the cluster, deploys PostgreSQL and connects to it.
@@ -130,13 +165,18 @@ pub(crate) async fn setup(args: &Setup) -> Result<Option<(SetupState, tokio_post
 
 async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), None, "e2e-setup")?;
+    let existing = args.cluster.existing_namespace || config.kube.existing_namespace;
+    let mode = if existing { NamespaceMode::Existing } else { NamespaceMode::Create };
     let pg = &config.postgres;
     if args.dry_run {
-        let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp);
+        let run = run_meta(false)?;
+        let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp, &run, !existing);
         let d = plan::Deploy {
             manifests_yaml: &yaml,
             target: format!("context {}, namespace {}", t.context, t.namespace),
             namespace: &t.namespace,
+            mode,
+            run_id: &run.run_id,
             timeout_s: pg.ready_timeout_s,
             connect: format!(
                 "port-forward to the ready pod's port {} over the API server",
@@ -154,19 +194,25 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         .await
         .with_context(|| format!("reaching the API server of context {} (--context)", t.context))?;
     step.done(format!("Kubernetes {}.{}", version.major, version.minor));
-    let step = Step::start(format!("PostgreSQL in namespace {}", t.namespace));
+    // recorded before anything is made on the cluster
+    let run = run_meta(true)?;
+    let whose = if existing { ", made by someone else" } else { "" };
+    let step = Step::start(format!("PostgreSQL in namespace {}{whose} (run {})", t.namespace, run.run_id));
     let d = deploy::Deploy {
         client: client.clone(),
         namespace: &t.namespace,
         namespace_flag: "--namespace",
         pg,
         exposure: Exposure::ClusterIp,
+        mode,
+        run: &run,
     };
     let deployed = deploy::deploy(&d).await?;
     step.done(format!(
-        "pod {} ready{}",
+        "pod {} ready ({}{})",
         deployed.pod,
-        if deployed.created_namespace { " (namespace created)" } else { "" }
+        if deployed.reused { "reused" } else { "created" },
+        if deployed.created_namespace { ", namespace created" } else { "" }
     ));
     let step = Step::start("connect");
     let creds =
@@ -180,8 +226,10 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         context: Some(t.context),
         namespace: Some(t.namespace),
         cluster: None,
-        owned: true,
+        owned: !existing,
         sets: Vec::new(),
+        run_id: Some(run.run_id),
+        existing_namespace: existing,
     };
     Ok(Some((st, pg_client)))
 }
@@ -232,10 +280,14 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let config_yaml = kind_config.to_yaml();
     let paths = Paths::new(&e2e_migrations::state_root(), name);
     let exposure = Exposure::NodePort(pg.node_port);
+    if args.cluster.existing_namespace || config.kube.existing_namespace {
+        bail!("--existing-namespace is for --backend kube: the Kind cluster and its namespace are setup's own");
+    }
 
     if args.dry_run {
+        let run = run_meta(false)?;
         let engine = cluster::availability(&cluster::probe(&sh)).unwrap_or(plan::Engine::Docker);
-        let yaml = dry_run_manifests(pg, &namespace, exposure);
+        let yaml = dry_run_manifests(pg, &namespace, exposure, &run, true);
         let k = plan::KindSetup {
             cluster: name,
             config_path: &paths.config,
@@ -249,6 +301,8 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
             manifests_yaml: &yaml,
             target: format!("context kind-{name}, namespace {namespace}"),
             namespace: &namespace,
+            mode: NamespaceMode::Kind,
+            run_id: &run.run_id,
             timeout_s: pg.ready_timeout_s,
             connect: forward::node_port_url(&pg.user, "***", pg.host_port, &pg.database),
             sets: sets_label(args),
@@ -260,6 +314,8 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let step = Step::start("kind and container engine");
     let engine = cluster::availability(&cluster::probe(&sh)).map_err(|e| anyhow::anyhow!("--backend kind: {e}"))?;
     step.done(engine.program());
+    // recorded before anything is made on the cluster
+    let run = run_meta(true)?;
 
     let step = Step::start(format!("cluster {name}"));
     let existing = cluster::list_clusters(&sh)?;
@@ -305,7 +361,15 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         let step = Step::start(format!("PostgreSQL in namespace {namespace}"));
         let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?;
         let flag = if args.cluster.namespace.is_some() { "--namespace" } else { "postgres.namespace in e2e.toml" };
-        let d = deploy::Deploy { client, namespace: &namespace, namespace_flag: flag, pg, exposure };
+        let d = deploy::Deploy {
+            client,
+            namespace: &namespace,
+            namespace_flag: flag,
+            pg,
+            exposure,
+            mode: NamespaceMode::Kind,
+            run: &run,
+        };
         let deployed = deploy::deploy(&d).await?;
         step.done(format!("pod {} ready", deployed.pod));
         let step = Step::start("connect");
@@ -331,6 +395,8 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         cluster: Some(name.clone()),
         owned: true,
         sets: Vec::new(),
+        run_id: Some(run.run_id.clone()),
+        existing_namespace: false,
     };
     Ok(Some((st, client)))
 }
@@ -380,6 +446,7 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
             for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
                 let _ = std::fs::remove_file(f);
             }
+            run::remove(&e2e_migrations::state_root())?;
             step.done("deleted");
         }
         TeardownAction::Nothing(why) => step.done(format!("nothing to delete: {why}")),
@@ -390,20 +457,160 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
 
 async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()> {
     let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), state, "e2e-teardown")?;
+    let config = load_config(args.cluster.config.as_deref())?;
+    // the state counts only when it is about this namespace
+    let state = state.filter(|s| s.namespace.as_deref() == Some(t.namespace.as_str()));
+    let existing = args.cluster.existing_namespace
+        || config.kube.existing_namespace
+        || state.is_some_and(|s| s.existing_namespace);
+    let recorded = state.and_then(|s| s.run_id.clone());
+    if let Some(r) = &args.run_id {
+        e2e_migrations::kube::check_run_id(r).context("--run-id")?;
+    }
+    let run_id = args.run_id.clone().or(recorded.clone());
     if args.dry_run {
-        print!("{}", plan::render(&plan::kube_teardown(&format!("context {}", t.context), &t.namespace)));
+        let target = format!("context {}", t.context);
+        print!("{}", plan::render(&plan::kube_teardown(&target, &t.namespace, run_id.as_deref(), existing)));
         return Ok(());
     }
     if args.keep {
         eprintln!("keeping namespace {} (--keep / KEEP_CLUSTER=true)", t.namespace);
         return Ok(());
     }
-    let step = Step::start(format!("namespace {} (context {})", t.namespace, t.context));
     let client = e2e_migrations::kube::client(None, Some(&t.context)).await?;
     let started = Instant::now();
-    match deploy::delete_namespace(&client, &t.namespace, Duration::from_secs(180)).await? {
-        deploy::Deleted::Deleted => step.done(format!("deleted (gone after {:.0} s)", started.elapsed().as_secs_f64())),
-        deploy::Deleted::Missing => step.done("nothing to delete"),
+    if existing {
+        let Some(run_id) = run_id.clone() else {
+            let runs = remove::runs_in(&client, &t.namespace).await?;
+            if runs.is_empty() {
+                eprintln!("nothing to tear down: no run of e2e-setup in namespace {}", t.namespace);
+                return Ok(());
+            }
+            bail!(
+                "e2e-teardown in namespace {} (--existing-namespace) needs --run-id: this checkout recorded no run; \
+                 runs there: {}",
+                t.namespace,
+                runs.join(", ")
+            );
+        };
+        let step = Step::start(format!("run {run_id} in namespace {} (context {})", t.namespace, t.context));
+        let removed = remove::delete_run(&client, &t.namespace, &run_id, Duration::from_secs(180)).await?;
+        let gone = started.elapsed().as_secs_f64();
+        if removed.deleted.is_empty() {
+            step.done("nothing to delete; the namespace is left as it was");
+        } else {
+            step.done(format!(
+                "deleted {} (gone after {gone:.0} s); the namespace is left as it was",
+                removed.deleted.join(", ")
+            ));
+        }
+    } else {
+        let step = Step::start(format!("namespace {} (context {})", t.namespace, t.context));
+        match remove::delete_namespace(&client, &t.namespace, run_id.as_deref(), Duration::from_secs(180)).await? {
+            remove::Deleted::Deleted => {
+                step.done(format!("deleted (gone after {:.0} s)", started.elapsed().as_secs_f64()))
+            }
+            remove::Deleted::Missing => step.done("nothing to delete"),
+        }
+    }
+    if recorded.is_some() && run_id == recorded {
+        run::remove(&e2e_migrations::state_root())?;
+    }
+    Ok(())
+}
+
+/// `e2e-teardown --stale AGE`: removes the runs on the cluster whose last setup is at least AGE
+/// ago (see [`stale`] for how that is decided), in one namespace or in all of them. It never
+/// touches this checkout's state files.
+pub(crate) async fn teardown_stale(args: &Teardown, state: Option<&SetupState>, age_text: &str) -> Result<()> {
+    let age = stale::parse_age(age_text)?;
+    let saved = state.filter(|s| s.backend == BackendKind::Kube);
+    let Some(context) = args.cluster.context.clone().or_else(|| saved.and_then(|s| s.context.clone())) else {
+        bail!("e2e-teardown --stale needs --context CONTEXT: the kubeconfig context of the cluster to clean up");
+    };
+    let scope = match (args.cluster.namespace.as_deref(), args.all_namespaces) {
+        (Some(ns), false) => {
+            config::check_dns_label("--namespace", ns)?;
+            remove::Scope::Namespace(ns)
+        }
+        (None, true) => remove::Scope::All,
+        (Some(_), true) => bail!("e2e-teardown --stale: pass --namespace N or --all-namespaces, not both"),
+        (None, false) => bail!(
+            "e2e-teardown --stale needs --namespace N (a Role there is enough) or --all-namespaces (needs the ClusterRole)"
+        ),
+    };
+    let client = e2e_migrations::kube::client(None, Some(&context)).await?;
+    let step = Step::start(match scope {
+        remove::Scope::Namespace(ns) => {
+            format!("setups older than {} in namespace {ns} (context {context})", stale::format_age(age))
+        }
+        remove::Scope::All => {
+            format!("setups older than {} in all namespaces (context {context})", stale::format_age(age))
+        }
+    });
+    let mut found = remove::find(&client, scope, &e2e_migrations::kube::managed_selector()).await?;
+    match scope {
+        remove::Scope::All => found.extend(remove::find_namespaces(&client).await?),
+        remove::Scope::Namespace(ns) => {
+            // the namespace itself counts only when it can be read (a Role cannot) and is ours
+            let api: Api<Namespace> = Api::all(client.clone());
+            if let Ok(Some(n)) = api.get_opt(ns).await {
+                let labels = n.metadata.labels.clone().unwrap_or_default();
+                if labels.get(e2e_migrations::kube::MANAGED_BY_LABEL).map(String::as_str)
+                    == Some(e2e_migrations::kube::MANAGED_BY)
+                {
+                    found.push(remove::found(stale::Kind::Namespace, &n));
+                }
+            }
+        }
+    }
+    let (runs, skipped) = stale::group(found);
+    let decisions = stale::decide(runs, chrono::Utc::now(), age);
+    let stale_runs = decisions.iter().filter(|d| d.verdict == stale::Verdict::Remove).count();
+    let plural = if decisions.len() == 1 { "" } else { "s" };
+    step.done(format!("{} run{plural}, {stale_runs} stale", decisions.len()));
+    for line in stale::render(&decisions, &skipped, age, args.dry_run) {
+        eprintln!("  {line}");
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    let mut removed = 0;
+    for d in decisions.iter().filter(|d| d.verdict == stale::Verdict::Remove) {
+        let r = &d.run;
+        let targets: Vec<&stale::Found> = if r.owns_namespace() {
+            r.objects.iter().filter(|o| o.kind == stale::Kind::Namespace).collect()
+        } else {
+            r.objects.iter().collect()
+        };
+        let mut outcome = Ok(());
+        for o in targets {
+            match remove::delete(&client, o, true).await {
+                Ok(remove::Outcome::Changed) => {
+                    outcome = Err(format!("{} {} changed since it was listed (renewed?)", o.kind.word(), o.name));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures.push(format!("run {} in namespace {}: {e:#}", r.run_id, r.namespace));
+                    outcome = Err("see the error below".to_string());
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => removed += 1,
+            Err(why) => eprintln!("  run {} in namespace {}: {why}: the rest kept", r.run_id, r.namespace),
+        }
+    }
+    eprintln!(
+        "removed {removed} stale run(s); kept {}; left alone {} object(s) without run labels",
+        decisions.len() - stale_runs,
+        skipped.len()
+    );
+    if !failures.is_empty() {
+        bail!("e2e-teardown --stale could not remove everything:\n  {}", failures.join("\n  "));
     }
     Ok(())
 }
@@ -434,6 +641,8 @@ mod tests {
             cluster: None,
             owned: true,
             sets: vec![],
+            run_id: Some("r1".into()),
+            existing_namespace: false,
         }
     }
 
@@ -459,7 +668,9 @@ mod tests {
 
     #[test]
     fn dry_run_shows_the_secret_readable_with_the_password_redacted() {
-        let yaml = dry_run_manifests(&config::PostgresSettings::default(), "e2e", Exposure::ClusterIp);
+        let t = chrono::Utc::now();
+        let run = RunMeta { run_id: "r1".into(), created_at: t, renewed_at: t, created_by: "me".into() };
+        let yaml = dry_run_manifests(&config::PostgresSettings::default(), "e2e", Exposure::ClusterIp, &run, true);
         assert!(yaml.contains("POSTGRES_PASSWORD: <generated>"), "{yaml}");
         assert!(!yaml.contains("\ndata:"), "{yaml}");
     }

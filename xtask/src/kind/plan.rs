@@ -118,6 +118,10 @@ pub(crate) struct Deploy<'a> {
     pub(crate) target: String,
     /// The namespace.
     pub(crate) namespace: &'a str,
+    /// Whose namespace it is.
+    pub(crate) mode: super::deploy::NamespaceMode,
+    /// The run id (or a placeholder when setup has not recorded one yet).
+    pub(crate) run_id: &'a str,
     /// Readiness timeout.
     pub(crate) timeout_s: u64,
     /// How the host connects.
@@ -177,20 +181,34 @@ pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<Step> {
 }
 
 fn deploy(d: &Deploy<'_>) -> Vec<Step> {
+    use super::deploy::NamespaceMode;
+    let ns = d.namespace;
+    let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
+    let namespace_step = match d.mode {
+        NamespaceMode::Create => format!(
+            "check namespace {ns}: create it; reuse it when labelled {labelled} for run {}; refuse it otherwise",
+            d.run_id
+        ),
+        NamespaceMode::Existing => format!(
+            "namespace {ns} was made by someone else (--existing-namespace): not read, created or deleted; \
+             setup owns only the objects below, labelled {}={}",
+            e2e_migrations::kube::RUN_ID_LABEL,
+            d.run_id
+        ),
+        NamespaceMode::Kind => format!(
+            "check namespace {ns}: create it, or reuse it and remove what earlier runs (whose state is gone) left there"
+        ),
+    };
     vec![
+        Step::Do(namespace_step),
         Step::Do(format!(
-            "check namespace {}: create it, reuse it when labelled app.kubernetes.io/managed-by=e2e-migrations, refuse it otherwise",
-            d.namespace
-        )),
-        Step::Do(format!(
-            "read secret {} in namespace {}: keep its password if it exists, else generate one",
-            e2e_migrations::kube::SECRET_NAME,
-            d.namespace
+            "read secret {} in namespace {ns}: keep its password if it exists, else generate one",
+            e2e_migrations::kube::secret_name(d.run_id)
         )),
         Step::Apply { target: d.target.clone(), yaml: d.manifests_yaml.to_string() },
         Step::Do(format!(
             "wait (watch) until deployment {} is rolled out and its pod is Ready, at most {} s",
-            e2e_migrations::kube::APP_NAME,
+            e2e_migrations::kube::instance_name(d.run_id),
             d.timeout_s
         )),
         Step::Do(format!("connect: {}", d.connect)),
@@ -214,14 +232,24 @@ pub(crate) fn kind_teardown(cluster: &str, kubeconfig: &Path) -> Vec<Step> {
     ]
 }
 
-/// The plan of a teardown in an existing cluster.
-pub(crate) fn kube_teardown(target: &str, namespace: &str) -> Vec<Step> {
-    vec![
-        Step::Do(format!(
-            "{target}: delete namespace {namespace} when it is labelled app.kubernetes.io/managed-by=e2e-migrations (nothing else), and wait until it is gone"
-        )),
-        Step::Do("remove target/e2e/connection.json and connection.env".to_string()),
-    ]
+/// The plan of a teardown in an existing cluster: the namespace setup created, or only the
+/// run's objects in a namespace someone else made.
+pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>, existing: bool) -> Vec<Step> {
+    let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
+    let first = if existing {
+        format!(
+            "{target}: delete the deployment, service and secret labelled {labelled},{}={} in namespace {namespace} \
+             (never the namespace, never an object without the labels), and wait until its pod is gone",
+            e2e_migrations::kube::RUN_ID_LABEL,
+            run_id.unwrap_or("<--run-id>")
+        )
+    } else {
+        let run = run_id.map(|r| format!(" for run {r}")).unwrap_or_default();
+        format!(
+            "{target}: delete namespace {namespace} when it is labelled {labelled}{run} (nothing else), and wait until it is gone"
+        )
+    };
+    vec![Step::Do(first), Step::Do("remove target/e2e/connection.json and connection.env".to_string())]
 }
 
 /// A command line as a reader would type it (arguments quoted when needed).
@@ -273,6 +301,8 @@ mod tests {
             manifests_yaml: "apiVersion: v1\nkind: Namespace\n",
             target: "context kind-e2e, namespace e2e".to_string(),
             namespace: "e2e",
+            mode: super::super::deploy::NamespaceMode::Kind,
+            run_id: "3f9a1c2b",
             timeout_s: 180,
             connect: "postgres://e2e:***@127.0.0.1:15432/e2e".to_string(),
             sets: "audit,workflow".to_string(),
@@ -305,12 +335,12 @@ mod tests {
             docker image inspect --format '{{.Id}}' postgres:16.6-bookworm
             # 7. when the image is present locally and not loaded into this cluster yet
             kind load docker-image postgres:16.6-bookworm --name e2e
-            # 8. check namespace e2e: create it, reuse it when labelled app.kubernetes.io/managed-by=e2e-migrations, refuse it otherwise
-            # 9. read secret postgres-credentials in namespace e2e: keep its password if it exists, else generate one
+            # 8. check namespace e2e: create it, or reuse it and remove what earlier runs (whose state is gone) left there
+            # 9. read secret postgres-3f9a1c2b-credentials in namespace e2e: keep its password if it exists, else generate one
             # 10. server-side apply (field manager e2e-migrations) to context kind-e2e, namespace e2e
             apiVersion: v1
             kind: Namespace
-            # 11. wait (watch) until deployment postgres is rolled out and its pod is Ready, at most 180 s
+            # 11. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
             # 12. connect: postgres://e2e:***@127.0.0.1:15432/e2e
             # 13. apply migration sets audit,workflow and roll their partitions
             # 14. write target/e2e/connection.json and connection.env (0600)
@@ -336,15 +366,18 @@ mod tests {
     #[test]
     fn teardown_plans() {
         let mut steps = kind_teardown("e2e", Path::new("target/e2e/kind/kubeconfig"));
-        steps.extend(kube_teardown("context lab", "e2e-check"));
+        steps.extend(kube_teardown("context lab", "e2e-check", Some("3f9a1c2b"), false));
+        steps.extend(kube_teardown("context lab", "team-a", Some("3f9a1c2b"), true));
         expect![[r##"
             # 1.
             kind get clusters
             # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner); --keep or KEEP_CLUSTER=true keeps it
             kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
             # 3. remove target/e2e/connection.json and connection.env
-            # 4. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations (nothing else), and wait until it is gone
+            # 4. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
             # 5. remove target/e2e/connection.json and connection.env
+            # 6. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
+            # 7. remove target/e2e/connection.json and connection.env
         "##]]
         .assert_eq(&render(&steps));
     }

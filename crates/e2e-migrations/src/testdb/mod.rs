@@ -520,6 +520,8 @@ mod tests {
             cluster: None,
             owned: true,
             sets: vec![],
+            run_id: None,
+            existing_namespace: false,
         }
     }
 

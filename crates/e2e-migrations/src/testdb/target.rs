@@ -69,12 +69,14 @@ pub fn choose_target(env_url: Option<String>, setup: Option<&SetupState>) -> Res
                 kubeconfig: s.kubeconfig.clone(),
                 context: s.context.clone(),
                 namespace: s.namespace.clone().expect("checked"),
+                run_id: s.run_id.clone(),
             })),
             None if s.backend == BackendKind::Kube || s.backend == BackendKind::Kind => Err(Error::Other(format!(
                 "e2e-setup used the {:?} backend, which leaves no URL reachable from this host; test databases need one: \
-                 port-forward PostgreSQL (e.g. kubectl -n {} port-forward svc/postgres 5432) and set DATABASE_URL",
+                 port-forward PostgreSQL (e.g. kubectl -n {} port-forward svc/postgres-{} :5432) and set DATABASE_URL",
                 s.backend,
-                s.namespace.as_deref().unwrap_or("<namespace>")
+                s.namespace.as_deref().unwrap_or("<namespace>"),
+                s.run_id.as_deref().unwrap_or("<run id>")
             ))),
             None => Err(Error::Other(format!("the setup state in {} has no database URL; rerun cargo xtask e2e-setup", state::state_file(&crate::state_root()).display()))),
         },
@@ -121,7 +123,7 @@ impl Target {
 #[cfg(feature = "kube")]
 pub(super) fn kube_forward_url(target: crate::kube::Target) -> Result<String> {
     static FORWARDS: OnceLock<Mutex<HashMap<String, crate::kube::LocalForward>>> = OnceLock::new();
-    let key = format!("{:?}|{:?}|{}", target.kubeconfig, target.context, target.namespace);
+    let key = format!("{:?}|{:?}|{}|{:?}", target.kubeconfig, target.context, target.namespace, target.run_id);
     let mut forwards = FORWARDS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(f) = forwards.get(&key) {
         return Ok(f.url.clone());
