@@ -699,6 +699,8 @@ mod tests {
             namespace: None,
             cluster: None,
             owned: true,
+            existing_namespace: false,
+            run_id: None,
             sets: vec!["audit".into(), "workflow".into()],
         };
         let local = LocalServer { port: 40001, answers: true, data_root: "/w/target/e2e/local/server".into() };
