@@ -150,7 +150,11 @@ impl<'a> Catalog<'a> {
             for p in &def.partitions {
                 p.validate().map_err(|message| Error::Manifest {
                     file: manifest_file.clone(),
-                    message: format!("set {name:?}, partitions of {:?}: {message}", p.table),
+                    message: format!(
+                        "set {}, partitions of {}: {message}",
+                        crate::ident::excerpt(name),
+                        crate::ident::excerpt(&p.table)
+                    ),
                 })?;
             }
         }

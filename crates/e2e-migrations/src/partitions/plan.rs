@@ -181,7 +181,7 @@ pub fn plan(
                 [(e, f, t)] if e.name == w.name && *f == from && *t == to => plan.present += 1,
                 _ => {
                     let listed =
-                        over.iter().map(|(e, _, _)| format!("{} {}", e.name, e.bounds)).collect::<Vec<_>>().join(", ");
+                        cut_list(&over.iter().map(|(e, _, _)| format!("{} {}", e.name, e.bounds)).collect::<Vec<_>>());
                     if covers(&over, from, to) {
                         plan.present += 1;
                         plan.notes.push(format!(
@@ -225,6 +225,19 @@ pub fn plan(
         }
     }
     Ok(plan)
+}
+
+/// How many items a message lists before it says how many more there are.
+pub const LISTED: usize = 8;
+
+/// Joins `items` with `, `, cut after [`LISTED`] with the count of the rest (`a, b, c and 997
+/// more`), so that a message naming many partitions or keys stays within a screen.
+pub fn cut_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().take(LISTED).map(|i| i.to_string()).collect();
+    match items.len().saturating_sub(LISTED) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 /// Whether the ranges (sorted by lower bound) leave no gap in `[from, to)`.
@@ -386,6 +399,15 @@ mod tests {
         let wanted = calendar::wanted(&spec, now());
         let e = plan(&spec, &wanted, &[], &[], None, ALL).unwrap_err();
         assert!(e.contains("longer than 63 bytes"), "{e}");
+    }
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        assert_eq!(cut_list::<String>(&[]), "");
+        assert_eq!(cut_list(&["a", "b"]), "a, b");
+        let many: Vec<String> = (0..1000).map(|i| format!("t_{i}")).collect();
+        assert_eq!(cut_list(&many), "t_0, t_1, t_2, t_3, t_4, t_5, t_6, t_7 and 992 more");
+        assert_eq!(cut_list(&many[..LISTED]).matches(", ").count(), LISTED - 1);
     }
 
     #[test]
