@@ -313,10 +313,7 @@ mod tests {
 
     #[test]
     fn table_expansions_that_overflow_63_bytes_are_rejected_up_front() {
-        let e = refused(&PartitionSpec {
-            name: Some("{table}_{table}_{yyyy}_{mm}".into()),
-            ..spec(&"t".repeat(30))
-        });
+        let e = refused(&PartitionSpec { name: Some("{table}_{table}_{yyyy}_{mm}".into()), ..spec(&"t".repeat(30)) });
         assert!(e.contains("which is longer than 63 bytes (69 bytes; PostgreSQL would truncate it)"), "{e}");
         // 56 + "_2000_01" is 64 bytes: one too many.
         let e = refused(&spec(&"t".repeat(56)));
@@ -349,10 +346,8 @@ mod tests {
         assert!(e.contains("8589934591 periods"), "{e}");
         assert_eq!(PartitionSpec { behind: 499, ahead: 500, ..spec("t") }.validate(), Ok(()));
         assert!(PartitionSpec { behind: 500, ahead: 500, ..spec("t") }.validate().is_err());
-        let keep = |keep| PartitionSpec {
-            retention: Some(Retention { keep, action: RetentionAction::Drop }),
-            ..spec("t")
-        };
+        let keep =
+            |keep| PartitionSpec { retention: Some(Retention { keep, action: RetentionAction::Drop }), ..spec("t") };
         assert_eq!(keep(1000).validate(), Ok(()));
         assert_eq!(refused(&keep(5000)), "retention keep = 5000: at most 1000 periods");
         assert!(refused(&keep(0)).contains("behind = 1"));
