@@ -480,6 +480,12 @@ async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
         "{e}"
     );
     assert!(e.contains("lock timeout"), "{e}");
+    let pid: i32 = other.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert!(
+        e.contains(&format!("held by pid {pid} (e2e-migrations, idle in transaction: \"INSERT INTO audit_events")),
+        "the holder is named: {e}"
+    );
+    assert!(e.contains("RowExclusiveLock on audit_events"), "{e}");
     other.batch_execute("COMMIT").await.unwrap();
     assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2024_11'").await, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").await, 0, "the advisory lock is released");
