@@ -1268,6 +1268,30 @@ async fn detach_and_attach_behave_as_the_roll_relies_on() {
             "{t}"
         );
     }
+    // With the self-reference back, a partition detached while unreferenced keeps its clone of
+    // the key as a key of its own (PostgreSQL adds clones of that on the other partitions), and
+    // attaching merges it back with no extras: the partition's primary key, check, its two keys'
+    // clones, and the clone of the self-reference that points at it.
+    let constraints =
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 't_alone'::regclass OR confrelid = 't_alone'::regclass";
+    step(
+        "ALTER TABLE guarded_events ADD CONSTRAINT guarded_events_parent_fk FOREIGN KEY (parent_event_id, parent_event_date)
+             REFERENCES guarded_events (event_id, event_date) ON DELETE RESTRICT"
+            .into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, constraints).await, 5);
+    step("ALTER TABLE guarded_events DETACH PARTITION t_alone".into()).await.unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_constraint WHERE conrelid = 't_alone'::regclass AND contype = 'f' AND conparentid = 0").await,
+        2,
+        "both keys are its own"
+    );
+    step("ALTER TABLE guarded_events ATTACH PARTITION t_alone FOR VALUES FROM ('2031-01-01') TO ('2031-02-01')".into())
+        .await
+        .unwrap();
+    assert_eq!(count(&c, constraints).await, 5);
     step("ROLLBACK".into()).await.unwrap();
     drop(c);
     db.drop_db().await;
