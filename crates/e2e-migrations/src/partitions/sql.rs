@@ -172,8 +172,10 @@ pub fn count_in_periods(p: &Parent, default: &Existing, periods: &[Period]) -> S
 /// `ALTER TABLE ... DETACH PARTITION ...;`: the default partition, before rows move out of it.
 ///
 /// PostgreSQL 15 drops the partition's clones of the parent's triggers (so that deleting from it
-/// fires none of them), turns its clones of the parent's foreign keys into keys of its own, and
-/// refuses (naming the key) while rows of it are referenced through a key on the parent.
+/// fires none of them), turns its clones of the parent's foreign keys into keys of its own (which
+/// attaching merges back), and refuses (naming the key's clone) while rows of it are referenced
+/// through a key on the parent. It locks the tables whose keys reference the parent (`ACCESS
+/// EXCLUSIVE`) and those the parent's keys reference (`SHARE ROW EXCLUSIVE`).
 pub fn detach(p: &Parent, e: &Existing) -> String {
     format!("ALTER TABLE {} DETACH PARTITION {};", p.qualified(), p.partition(e))
 }
