@@ -228,9 +228,8 @@ pub async fn delete_triggers(client: &Client, parent: &Parent, e: &Existing) -> 
 }
 
 /// Who holds locks on the table `oid`, its partitions, the tables whose keys reference them and
-/// the tables its keys reference (other sessions only), one line each, at most
-/// [`super::plan::LISTED`] of them: `pid 4242 (audit-writer, idle in transaction: "INSERT ...")
-/// holding RowExclusiveLock on guarded_actors`.
+/// the tables its keys reference (other sessions only), one line each: `pid 4242 (audit-writer,
+/// idle in transaction: "INSERT ...") holding RowExclusiveLock on guarded_actors`.
 pub async fn lock_holders(client: &Client, oid: u32) -> Result<Vec<String>> {
     let rows = client
         .query(
@@ -249,9 +248,8 @@ pub async fn lock_holders(client: &Client, oid: u32) -> Result<Vec<String>> {
               WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
               GROUP BY 1, 2, 3, 4
-              ORDER BY 1
-              LIMIT $2",
-            &[&oid, &(super::plan::LISTED as i64)],
+              ORDER BY 1",
+            &[&oid],
         )
         .await
         .db(|| "finding who holds locks on the table".to_string())?;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::calendar::{self, Period, Wanted};
 use super::spec::{PartitionSpec, RetentionAction};
+use crate::error::cut_list;
 
 /// One end of an existing partition's range, as the catalog states it (UTC for `timestamptz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -227,19 +228,6 @@ pub fn plan(
     Ok(plan)
 }
 
-/// How many items a message lists before it says how many more there are.
-pub const LISTED: usize = 8;
-
-/// Joins `items` with `, `, cut after [`LISTED`] with the count of the rest (`a, b, c and 997
-/// more`), so that a message naming many partitions or keys stays within a screen.
-pub fn cut_list<T: std::fmt::Display>(items: &[T]) -> String {
-    let shown: Vec<String> = items.iter().take(LISTED).map(|i| i.to_string()).collect();
-    match items.len().saturating_sub(LISTED) {
-        0 => shown.join(", "),
-        more => format!("{} and {more} more", shown.join(", ")),
-    }
-}
-
 /// Whether the ranges (sorted by lower bound) leave no gap in `[from, to)`.
 fn covers(sorted: &[&(&Existing, Bound, Bound)], from: Bound, to: Bound) -> bool {
     let mut reached = from;
@@ -399,15 +387,6 @@ mod tests {
         let wanted = calendar::wanted(&spec, now());
         let e = plan(&spec, &wanted, &[], &[], None, ALL).unwrap_err();
         assert!(e.contains("longer than 63 bytes"), "{e}");
-    }
-
-    #[test]
-    fn long_lists_are_cut_with_a_count() {
-        assert_eq!(cut_list::<String>(&[]), "");
-        assert_eq!(cut_list(&["a", "b"]), "a, b");
-        let many: Vec<String> = (0..1000).map(|i| format!("t_{i}")).collect();
-        assert_eq!(cut_list(&many), "t_0, t_1, t_2, t_3, t_4, t_5, t_6, t_7 and 992 more");
-        assert_eq!(cut_list(&many[..LISTED]).matches(", ").count(), LISTED - 1);
     }
 
     #[test]

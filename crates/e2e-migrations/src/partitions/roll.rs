@@ -38,11 +38,11 @@ use tokio_postgres::Client;
 
 use super::calendar::{self, Period, Wanted};
 use super::catalog::{self, TableInfo};
-use super::plan::{self, cut_list, Bound, Bounds, Existing, Mode, Plan};
+use super::plan::{self, Bound, Bounds, Existing, Mode, Plan};
 use super::spec::{Interval, PartitionSpec};
 use super::sql::{self, DirectKey, ForeignKey, KeyType, OwnTrigger, Parent};
 use crate::db;
-use crate::error::{describe_db_error, DbContext, Error, Result};
+use crate::error::{cut_list, cut_list_with, describe_db_error, DbContext, Error, Result};
 
 /// Options for rolling partitions.
 #[derive(Debug, Clone)]
@@ -190,7 +190,7 @@ async fn roll_table(
             Err(e) if is_lock_conflict(&e) => {
                 let holders = match catalog::lock_holders(c, info.oid).await {
                     Ok(h) if h.is_empty() => "they have released their locks since".to_string(),
-                    Ok(h) => format!("held by {}", h.join("; ")),
+                    Ok(h) => format!("held by {}", cut_list_with(&h, "; ")),
                     Err(lookup) => format!("and finding who holds the locks failed: {lookup}"),
                 };
                 return Err(Error::Partition {
