@@ -21,8 +21,9 @@ pub struct Partitions {
 /// `partitions` actions.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Action {
-    /// Create the partitions wanted as of --now (moving rows out of the default partition into
-    /// them), and apply retention where a spec asks for it.
+    /// Create the partitions wanted as of --now, moving rows waiting in the default partition
+    /// into them (as maintenance: no trigger fires, rows stay as they were), and apply retention
+    /// where a spec asks for it.
     Roll(Change),
     /// Show each partition with its bounds and row count, and what a roll would add.
     List(Common),

@@ -81,7 +81,7 @@ pub enum Error {
         files: Vec<PathBuf>,
     },
     /// A set was requested that the manifest does not define.
-    #[error("unknown set {name:?}; known sets: {}", known.join(", "))]
+    #[error("unknown set {}; known sets: {}", crate::ident::excerpt(name), cut_list(known))]
     UnknownSet {
         /// The requested name.
         name: String,
@@ -99,7 +99,7 @@ pub enum Error {
         dir: PathBuf,
     },
     /// Sets include each other in a cycle.
-    #[error("set include cycle: {}", cycle.join(" -> "))]
+    #[error("set include cycle: {}", cut_list_with(cycle, " -> "))]
     IncludeCycle {
         /// The sets in the cycle, first repeated last.
         cycle: Vec<String>,
@@ -153,6 +153,24 @@ pub enum Error {
     Other(String),
 }
 
+/// How many items a message lists before it says how many more there are.
+pub const LISTED: usize = 8;
+
+/// Joins `items` with `, `, cut after [`LISTED`] with the count of the rest (`a, b, c and 997
+/// more`), so that a message naming many partitions, keys or sets stays within a screen.
+pub fn cut_list<T: std::fmt::Display>(items: &[T]) -> String {
+    cut_list_with(items, ", ")
+}
+
+/// [`cut_list`] with another separator.
+pub fn cut_list_with<T: std::fmt::Display>(items: &[T], separator: &str) -> String {
+    let shown: Vec<String> = items.iter().take(LISTED).map(|i| i.to_string()).collect();
+    match items.len().saturating_sub(LISTED) {
+        0 => shown.join(separator),
+        more => format!("{} and {more} more", shown.join(separator)),
+    }
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -190,5 +208,20 @@ pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        assert_eq!(cut_list::<String>(&[]), "");
+        assert_eq!(cut_list(&["a", "b"]), "a, b");
+        let many: Vec<String> = (0..1000).map(|i| format!("t_{i}")).collect();
+        assert_eq!(cut_list(&many), "t_0, t_1, t_2, t_3, t_4, t_5, t_6, t_7 and 992 more");
+        assert_eq!(cut_list(&many[..LISTED]).matches(", ").count(), LISTED - 1);
+        assert_eq!(cut_list_with(&many[..9], "; "), "t_0; t_1; t_2; t_3; t_4; t_5; t_6; t_7 and 1 more");
     }
 }

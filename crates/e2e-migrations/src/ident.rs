@@ -10,16 +10,32 @@ pub fn validate(name: &str) -> Result<(), String> {
         return Err("empty identifier".to_string());
     }
     if name.len() > MAX_LEN {
-        return Err(format!("identifier {name:?} is longer than {MAX_LEN} bytes (PostgreSQL would truncate it)"));
+        return Err(format!(
+            "identifier {} is longer than {MAX_LEN} bytes (PostgreSQL would truncate it)",
+            excerpt(name)
+        ));
     }
     let mut chars = name.chars();
     let first = chars.next().expect("non-empty");
     if !(first.is_ascii_alphabetic() || first == '_')
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
     {
-        return Err(format!("identifier {name:?} must be letters, digits and _ (not starting with a digit)"));
+        return Err(format!("identifier {} must be letters, digits and _ (not starting with a digit)", excerpt(name)));
     }
     Ok(())
+}
+
+/// The most characters of a value that [`excerpt`] shows.
+pub const EXCERPT_CHARS: usize = 80;
+
+/// A value for an error message: quoted as `{:?}` does, and cut after [`EXCERPT_CHARS`]
+/// characters with its length in bytes, so that a hostile or mistaken value (a 2 MB table name)
+/// never makes a message longer than a line.
+pub fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 /// Quotes an identifier for SQL text: `"name"`, with embedded quotes doubled.
@@ -50,5 +66,14 @@ mod tests {
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_qualified("s.t"), "\"s\".\"t\"");
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn excerpts_are_quoted_and_cut() {
+        assert_eq!(excerpt("a\"b"), "\"a\\\"b\"");
+        let long = "é".repeat(1_000_000);
+        let e = excerpt(&long);
+        assert_eq!(e, format!("{:?}... (2000000 bytes)", "é".repeat(EXCERPT_CHARS)));
+        assert!(validate(&long).unwrap_err().len() < 300);
     }
 }

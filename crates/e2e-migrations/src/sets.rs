@@ -135,8 +135,10 @@ impl<'a> Catalog<'a> {
                     return Err(Error::Manifest {
                         file: manifest_file.clone(),
                         message: format!(
-                            "set {name:?} includes unknown set {inc:?}; known sets: {}",
-                            known(&sets).join(", ")
+                            "set {} includes unknown set {}; known sets: {}",
+                            crate::ident::excerpt(name),
+                            crate::ident::excerpt(inc),
+                            crate::error::cut_list(&known(&sets))
                         ),
                     });
                 }
@@ -150,7 +152,11 @@ impl<'a> Catalog<'a> {
             for p in &def.partitions {
                 p.validate().map_err(|message| Error::Manifest {
                     file: manifest_file.clone(),
-                    message: format!("set {name:?}, partitions of {:?}: {message}", p.table),
+                    message: format!(
+                        "set {}, partitions of {}: {message}",
+                        crate::ident::excerpt(name),
+                        crate::ident::excerpt(&p.table)
+                    ),
                 })?;
             }
         }
@@ -304,6 +310,25 @@ mod tests {
         let cat = Catalog::new(&f, Some(manifest("[sets.audit]\nfiles=[\"013_a.sql\"]\n").unwrap())).unwrap();
         let e = cat.select(&["audti".into()]).unwrap_err().to_string();
         assert_eq!(e, "unknown set \"audti\"; known sets: all, audit");
+    }
+
+    #[test]
+    fn long_lists_of_sets_are_cut_with_a_count() {
+        let f = folder();
+        let mut text = String::new();
+        for i in 0..500 {
+            text.push_str(&format!("[sets.s{i:03}]\nfiles=[\"013_a.sql\"]\n"));
+        }
+        let cat = Catalog::new(&f, Some(manifest(&text).unwrap())).unwrap();
+        let e = cat.select(&["nope".into()]).unwrap_err().to_string();
+        assert_eq!(e, "unknown set \"nope\"; known sets: all, s000, s001, s002, s003, s004, s005, s006 and 493 more");
+        text.push_str("[sets.x]\ninclude=[\"missing\"]\n");
+        let e = Catalog::new(&f, Some(manifest(&text).unwrap())).unwrap_err().to_string();
+        assert!(e.ends_with("known sets: all, s000, s001, s002, s003, s004, s005, s006 and 494 more"), "{e}");
+        let cycle: String =
+            (0..300).map(|i| format!("[sets.c{i:03}]\ninclude=[\"c{:03}\"]\n", (i + 1) % 300)).collect();
+        let e = Catalog::new(&f, Some(manifest(&cycle).unwrap())).unwrap_err().to_string();
+        assert!(e.len() < 200 && e.ends_with("and 293 more"), "{e}");
     }
 
     #[test]

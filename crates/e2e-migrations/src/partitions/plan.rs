@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::calendar::{self, Period, Wanted};
 use super::spec::{PartitionSpec, RetentionAction};
+use crate::error::cut_list;
 
 /// One end of an existing partition's range, as the catalog states it (UTC for `timestamptz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -181,7 +182,7 @@ pub fn plan(
                 [(e, f, t)] if e.name == w.name && *f == from && *t == to => plan.present += 1,
                 _ => {
                     let listed =
-                        over.iter().map(|(e, _, _)| format!("{} {}", e.name, e.bounds)).collect::<Vec<_>>().join(", ");
+                        cut_list(&over.iter().map(|(e, _, _)| format!("{} {}", e.name, e.bounds)).collect::<Vec<_>>());
                     if covers(&over, from, to) {
                         plan.present += 1;
                         plan.notes.push(format!(

@@ -4,21 +4,30 @@
 //! do, open one transaction that takes `ACCESS EXCLUSIVE` on the parent and then its default
 //! partition (strongest lock first, so no upgrade can deadlock with concurrent inserts), each
 //! wait bounded by `lock_timeout` and retried with backoff; re-read and re-plan under the lock;
-//! take rows of the new ranges out of the default partition, create the partitions, put the rows
-//! back through the parent, prune; commit. Everything runs under the migrations' advisory lock.
+//! create the partitions, moving the rows of their ranges out of the default partition; prune;
+//! commit. Everything runs under the migrations' advisory lock.
+//!
+//! Moving rows is maintenance, not a delete followed by an insert through the table: the default
+//! partition is detached (PostgreSQL then drops its clones of the table's triggers), the rows of
+//! each new range are copied by column name into a new table standing alone (no trigger there
+//! either), deleted from the detached default partition (its own triggers, if it has any, turned
+//! off meanwhile and put back as they were), and both are attached back. So no user trigger
+//! fires, and each row arrives as it was, columns that triggers derived and generated ones
+//! included. Attaching checks every moved row against the range and the table's foreign keys.
 //!
 //! Foreign keys that reference the table (such as `audit_events`' own parent event key) are
-//! enforced by PostgreSQL partition by partition of the referenced table: a referenced row moved
-//! out of the default partition looks deleted from it and fails the key, even a deferred one
-//! (checked at commit, the key is looked up in the default partition alone, so making the key
-//! `DEFERRABLE` does not help); and a partition whose rows are referenced, even only by rows of
-//! its own, cannot be detached (nor dropped). So when taking the rows, or pruning, fails on a
-//! foreign key, the attempt rolls back to a savepoint, drops the keys that reference the table,
-//! runs the statement again, and adds the keys back (validated again: rows left that reference
-//! pruned ones fail clearly, and nothing is removed; never `CASCADE`) before committing. This
-//! needs ownership of the referencing tables, not superuser. The roll's constraints are
-//! `IMMEDIATE`, so that a deferrable key fails at the statement, not at commit. A partition
-//! detached while the keys were aside keeps no copy of them.
+//! enforced by PostgreSQL partition by partition: a partition whose rows are referenced, even
+//! only by rows of its own, cannot be detached (nor dropped). So when detaching (to move rows, or
+//! for retention) is refused by such a key, the attempt rolls back to a savepoint, drops the keys
+//! that reference the table, runs again, and adds the keys back (validated again: rows left that
+//! reference pruned ones fail clearly, and nothing is removed; never `CASCADE`) before
+//! committing. This needs ownership of the referencing tables, not superuser. A key declared
+//! against the default partition itself cannot be set aside: when it references rows that must
+//! move, the roll stops and names it (it would break, or cascade into its table). The roll's
+//! constraints are `IMMEDIATE`, so that a deferrable key fails at the statement, not at commit.
+//!
+//! When a roll cannot proceed, the error names what stopped it: the key, the trigger (or event
+//! trigger) whose function raised, or the sessions holding the locks it waited for.
 
 use std::time::{Duration, Instant};
 
@@ -31,9 +40,9 @@ use super::calendar::{self, Period, Wanted};
 use super::catalog::{self, TableInfo};
 use super::plan::{self, Bound, Bounds, Existing, Mode, Plan};
 use super::spec::{Interval, PartitionSpec};
-use super::sql::{self, ForeignKey, KeyType};
+use super::sql::{self, DirectKey, ForeignKey, KeyType, OwnTrigger, Parent};
 use crate::db;
-use crate::error::{describe_db_error, DbContext, Error, Result};
+use crate::error::{cut_list, cut_list_with, describe_db_error, DbContext, Error, Result};
 
 /// Options for rolling partitions.
 #[derive(Debug, Clone)]
@@ -165,7 +174,11 @@ async fn roll_table(
         match locked_attempt(c, spec, now, opts, mode, &info, &names).await {
             Ok(report) => {
                 if attempt > 1 {
-                    tracing::info!("{}: rolled on attempt {attempt} ({:.1}s of lock waits)", spec.table, start.elapsed().as_secs_f64());
+                    tracing::info!(
+                        "{}: rolled on attempt {attempt} ({:.1}s of lock waits)",
+                        spec.table,
+                        start.elapsed().as_secs_f64()
+                    );
                 }
                 return Ok(report);
             }
@@ -175,16 +188,21 @@ async fn roll_table(
                 tokio::time::sleep(pause).await;
             }
             Err(e) if is_lock_conflict(&e) => {
+                let holders = match catalog::lock_holders(c, info.oid).await {
+                    Ok(h) if h.is_empty() => "they have released their locks since".to_string(),
+                    Ok(h) => format!("held by {}", cut_list_with(&h, "; ")),
+                    Err(lookup) => format!("and finding who holds the locks failed: {lookup}"),
+                };
                 return Err(Error::Partition {
                     table: spec.table.clone(),
                     message: format!(
-                        "could not lock the table in {attempt} attempts of {} ms each ({:.1}s): other sessions keep it busy; last: {e}",
+                        "could not lock the table in {attempt} attempts of {} ms each ({:.1}s): other sessions keep it busy, {holders}; last: {e}",
                         opts.table_lock_timeout.as_millis(),
                         start.elapsed().as_secs_f64()
                     ),
-                })
+                });
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(blame(c, &spec.table, e).await),
         }
     }
 }
@@ -221,63 +239,65 @@ async fn locked_attempt(
             let plan = plan_for(spec, now, &info, mode)?;
             let p = &info.parent;
             let mut report = RollReport { present: plan.present, notes: plan.notes.clone(), ..RollReport::default() };
-
-            let mut moving = 0u64;
             // Whether the foreign keys that reference the table are set aside (dropped; added
             // back before commit).
             let mut aside = false;
-            if let (Some(default), false) = (&plan.default, plan.create.is_empty()) {
-                c.batch_execute(&sql::lock(p, default))
-                    .await
-                    .db(|| format!("locking the default partition {} of {table}", default.name))?;
-                let periods: Vec<Period> = plan.create.iter().map(|w| w.period).collect();
-                let [make, take] = sql::take_from_default(p, default, &periods, &info.columns);
-                c.batch_execute(&make).await.db(|| format!("making a temporary table for rows of {}", default.name))?;
-                let why = format!("to move rows of the new ranges out of the default partition {}", default.name);
-                moving = keys_aside_if_refused(c, table, &info.references, &mut aside, &why, || {
-                    c.execute(take.as_str(), &[])
-                })
-                .await?
-                .map_err(|e| move_failed(table, &default.name, &info.references, aside, e))?;
-            }
 
-            let mut ddl: Vec<String> =
-                plan.create.iter().map(|w| sql::create_partition(p, &w.name, w.period)).collect();
-            if let Some(d) = &plan.create_default {
-                ddl.push(sql::create_default(p, d));
-            }
-            if !ddl.is_empty() {
-                c.batch_execute(&ddl.join("\n")).await.db(|| {
+            let periods: Vec<Period> = plan.create.iter().map(|w| w.period).collect();
+            let waiting = match (&plan.default, periods.is_empty()) {
+                (Some(default), false) => {
+                    c.batch_execute(&sql::lock(p, default))
+                        .await
+                        .db(|| format!("locking the default partition {} of {table}", default.name))?;
+                    let counts = rows_in_periods(c, p, default, &periods).await?;
+                    (counts.iter().sum::<u64>() > 0).then_some((default, counts))
+                }
+                _ => None,
+            };
+            if let Some((default, counts)) = waiting {
+                refuse_direct_keys(c, table, p, default, &periods, &info.references).await?;
+                // Only detaching can be refused for rows that are referenced; once it is done, a
+                // key that refuses a moved row is one the row breaks, which setting keys aside
+                // would not mend.
+                let why = format!("to move rows of the new ranges out of the default partition {}", default.name);
+                let detach = sql::detach(p, default);
+                keys_aside_if_refused(c, table, &info.references, &mut aside, &why, || async {
+                    c.batch_execute(&detach).await.db(|| {
+                        format!("detaching the default partition {} of {table} to move rows out of it", default.name)
+                    })
+                })
+                .await
+                .map_err(|e| move_failed(table, &default.name, e))?;
+                report.moved_rows = move_rows(c, table, &info, &plan.create, default, &counts)
+                    .await
+                    .map_err(|e| move_failed(table, &default.name, e))?;
+                tracing::debug!(
+                    "{table}: moved {} rows from the default partition into new partitions",
+                    report.moved_rows
+                );
+            } else {
+                let mut ddl: Vec<String> =
+                    plan.create.iter().map(|w| sql::create_partition(p, &w.name, w.period)).collect();
+                if let Some(d) = &plan.create_default {
+                    ddl.push(sql::create_default(p, d));
+                }
+                if !ddl.is_empty() {
                     let mut what: Vec<&str> = plan.create.iter().map(|w| w.name.as_str()).collect();
                     what.extend(plan.create_default.as_deref());
-                    format!("creating partitions of {table} ({})", what.join(", "))
-                })?;
+                    c.batch_execute(&ddl.join("\n")).await.map_err(|e| create_failed(table, &what, e))?;
+                }
             }
             report.created = plan.create.iter().map(|w| w.name.clone()).chain(plan.create_default.clone()).collect();
 
-            if moving > 0 {
-                let back = c.execute(sql::put_back(p, &info.columns).as_str(), &[]).await.db(|| {
-                    format!("putting {moving} rows from the default partition of {table} into the new partitions")
-                })?;
-                if back != moving {
-                    return Err(Error::Partition {
-                        table: table.clone(),
-                        message: format!(
-                            "took {moving} rows out of the default partition but put back {back}; rolled back"
-                        ),
-                    });
-                }
-                report.moved_rows = moving;
-                tracing::debug!("{table}: moved {moving} rows from the default partition into new partitions");
-            }
             for prune in &plan.prune {
                 let what =
                     format!("retention: {} of {} ({}) of {table}", prune.action.verb(), prune.name, prune.period);
                 let why = format!("to {} {}", prune.action.verb(), prune.name);
                 let statement = sql::prune(p, prune);
-                keys_aside_if_refused(c, table, &info.references, &mut aside, &why, || c.batch_execute(&statement))
-                    .await?
-                    .db(|| what.clone())?;
+                keys_aside_if_refused(c, table, &info.references, &mut aside, &why, || async {
+                    c.batch_execute(&statement).await.db(|| what.clone())
+                })
+                .await?;
                 report.pruned.push(prune.name.clone());
             }
 
@@ -292,38 +312,223 @@ async fn locked_attempt(
     .await
 }
 
+/// How many rows of the default partition fall in each of `periods` (the partitions to create).
+async fn rows_in_periods(c: &Client, p: &Parent, default: &Existing, periods: &[Period]) -> Result<Vec<u64>> {
+    let rows = c
+        .query(sql::count_in_periods(p, default, periods).as_str(), &[])
+        .await
+        .db(|| format!("counting the rows of the new ranges in the default partition {}", default.name))?;
+    let mut counts = vec![0u64; periods.len()];
+    for r in rows {
+        let (i, n): (i32, i64) = (r.get(0), r.get(1));
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)).and_then(|i| counts.get_mut(i)) {
+            *slot = u64::try_from(n).unwrap_or(0);
+        }
+    }
+    Ok(counts)
+}
+
+/// Stops the move, naming the key, when a foreign key declared against the default partition
+/// itself references rows that must move: the roll cannot set such a key aside, and moving the
+/// rows would break it (or cascade into its table, deleting or changing rows there).
+async fn refuse_direct_keys(
+    c: &Client,
+    table: &str,
+    p: &Parent,
+    default: &Existing,
+    periods: &[Period],
+    refs: &[ForeignKey],
+) -> Result<()> {
+    for key in catalog::direct_keys(c, p, default).await? {
+        let n: i64 = c
+            .query_one(sql::rows_referencing(p, default, &key, periods).as_str(), &[])
+            .await
+            .db(|| format!("counting the rows of {} that reference {} through {}", key.table, default.name, key.name))?
+            .get(0);
+        if n > 0 {
+            return Err(Error::Partition {
+                table: table.to_string(),
+                message: direct_key_refusal(table, &default.name, &key, n, refs),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The message of [`refuse_direct_keys`] (pure).
+fn direct_key_refusal(table: &str, default: &str, key: &DirectKey, rows: i64, refs: &[ForeignKey]) -> String {
+    let names: Vec<&str> = refs.iter().map(|k| k.name.as_str()).collect();
+    let theirs = if names.is_empty() {
+        format!("no key references {table} itself")
+    } else {
+        format!("it is not one of the keys that reference {table} ({}), which the roll can set aside", cut_list(&names))
+    };
+    let effect = match key.on_delete {
+        'c' => format!("moving them would delete those rows of {}", key.table),
+        'n' => format!("moving them would set the key of those rows of {} to null", key.table),
+        'd' => format!("moving them would set the key of those rows of {} to its default", key.table),
+        _ => "moving them would break it".to_string(),
+    };
+    format!(
+        "cannot move rows of the new ranges out of the default partition {default}: foreign key {} of {} references that partition itself ({}), and rows there are still referenced by {rows} rows of {}; {theirs}, and {effect}; reference {table} rather than one of its partitions, or move the referencing rows first; rolled back, nothing changed",
+        key.name,
+        key.table,
+        key.on_delete_words(),
+        key.table
+    )
+}
+
+/// Moves the rows of the new ranges out of the default partition, detached, as maintenance,
+/// creating the partitions `create` on the way (`counts`: rows waiting for each): the partitions
+/// that receive no rows are created as usual, the others as standalone tables filled by copying;
+/// the copied rows are deleted from the detached default partition (with its own delete
+/// triggers off, and put back as they were); all are attached. Returns the rows moved. Any
+/// refusal leaves the transaction to roll back.
+async fn move_rows(
+    c: &Client,
+    table: &str,
+    info: &TableInfo,
+    create: &[Wanted],
+    default: &Existing,
+    counts: &[u64],
+) -> Result<u64> {
+    let p = &info.parent;
+    let own = catalog::delete_triggers(c, p, default).await?;
+
+    let filled: Vec<(&Wanted, u64)> = create.iter().zip(counts.iter().copied()).filter(|(_, n)| *n > 0).collect();
+    let ddl: Vec<String> = create
+        .iter()
+        .zip(counts)
+        .map(|(w, n)| match n {
+            0 => sql::create_partition(p, &w.name, w.period),
+            _ => sql::create_standalone(p, &w.name, info.tablespace.as_deref()),
+        })
+        .collect();
+    let names: Vec<&str> = create.iter().map(|w| w.name.as_str()).collect();
+    c.batch_execute(&ddl.join("\n")).await.map_err(|e| create_failed(table, &names, e))?;
+
+    let mut total = 0u64;
+    for (w, n) in &filled {
+        let copied =
+            c.execute(sql::copy_rows(p, &w.name, default, w.period, &info.columns).as_str(), &[]).await.db(|| {
+                format!("copying {n} rows of {} from the default partition {} into {}", w.period, default.name, w.name)
+            })?;
+        if copied != *n {
+            return Err(Error::Partition {
+                table: table.to_string(),
+                message: format!(
+                    "counted {n} rows of {} in the default partition {} but copied {copied}; rolled back",
+                    w.period, default.name
+                ),
+            });
+        }
+        total += copied;
+    }
+
+    let toggle = |sql_of: fn(&Parent, &Existing, &OwnTrigger) -> String| {
+        own.iter().map(|t| sql_of(p, default, t)).collect::<Vec<_>>().join("\n")
+    };
+    let trigger_names = || cut_list(&own.iter().map(|t| t.name.as_str()).collect::<Vec<_>>());
+    if !own.is_empty() {
+        c.batch_execute(&toggle(sql::disable_trigger)).await.db(|| {
+            format!(
+                "turning off the delete triggers of {} ({}) while rows move out of it",
+                default.name,
+                trigger_names()
+            )
+        })?;
+    }
+    let periods: Vec<Period> = filled.iter().map(|(w, _)| w.period).collect();
+    let deleted = c
+        .execute(sql::delete_moved(p, default, &periods).as_str(), &[])
+        .await
+        .db(|| format!("deleting the {total} copied rows from the detached default partition {}", default.name))?;
+    if deleted != total {
+        return Err(Error::Partition {
+            table: table.to_string(),
+            message: format!(
+                "copied {total} rows out of the default partition {} but deleted {deleted} there (a rule or row security on it?); rolled back",
+                default.name
+            ),
+        });
+    }
+    if !own.is_empty() {
+        c.batch_execute(&toggle(sql::restore_trigger))
+            .await
+            .db(|| format!("putting back the delete triggers of {} ({})", default.name, trigger_names()))?;
+    }
+
+    let mut attach: Vec<String> = filled.iter().map(|(w, _)| sql::attach(p, &w.name, w.period)).collect();
+    attach.push(sql::attach_default(p, default));
+    c.batch_execute(&attach.join("\n")).await.db(|| {
+        let filled: Vec<&str> = filled.iter().map(|(w, _)| w.name.as_str()).collect();
+        format!(
+            "attaching {} and the default partition {} back to {table} (rows are checked against each range and the table's foreign keys)",
+            cut_list(&filled),
+            default.name
+        )
+    })?;
+    Ok(total)
+}
+
+/// The error of creating partitions: running out of lock slots says what to change; anything
+/// else keeps the driver's error (and so stays retryable when it is a lock timeout).
+fn create_failed(table: &str, names: &[&str], e: tokio_postgres::Error) -> Error {
+    if e.code() == Some(&SqlState::OUT_OF_MEMORY) {
+        return Error::Partition {
+            table: table.to_string(),
+            message: format!(
+                "creating {} partitions in one transaction ran out of lock slots (each partition and each of its indexes holds a lock until commit): raise max_locks_per_transaction, or roll a smaller window (behind, ahead); rolled back: {}",
+                names.len(),
+                describe_db_error(&e)
+            ),
+        };
+    }
+    Error::Db { context: format!("creating partitions of {table} ({})", cut_list(names)), source: e }
+}
+
 /// Whether the server refused a statement for a foreign key (SQLSTATE 23503).
 fn is_fk_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
 }
 
+/// Whether `e` is a foreign key's refusal, naming the key (a trigger that raises SQLSTATE 23503
+/// names none, and setting keys aside would not help).
+fn refused_by_key(e: &Error) -> bool {
+    match e {
+        Error::Db { source, .. } => {
+            is_fk_violation(source) && source.as_db_error().and_then(|d| d.constraint()).is_some()
+        }
+        _ => false,
+    }
+}
+
 /// Runs `run` (moving rows out of the default partition, or pruning), which a foreign key that
 /// references the table may refuse: PostgreSQL checks such a key partition by partition, so a
-/// referenced row moved to another partition looks deleted, and a partition whose rows are
-/// referenced (even by rows of its own) cannot be detached. When it is refused for a foreign key
-/// and the keys `refs` are not aside yet, rolls back to a savepoint, sets them aside (drops them;
-/// the caller adds them back, validated, before commit) and runs it again. The outer error is
-/// the savepoint's or the setting aside's; the inner one is `run`'s last.
-async fn keys_aside_if_refused<T, F>(
+/// partition whose rows are referenced (even by rows of its own) cannot be detached. When a key
+/// refuses it and the keys `refs` are not aside yet, rolls back to a savepoint, sets them aside
+/// (drops them; the caller adds them back, validated, before commit) and runs it again.
+async fn keys_aside_if_refused<T, F, Fut>(
     c: &Client,
     table: &str,
     refs: &[ForeignKey],
     aside: &mut bool,
     why: &str,
-    run: impl Fn() -> F,
-) -> Result<Result<T, tokio_postgres::Error>>
+    run: F,
+) -> Result<T>
 where
-    F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     if *aside || refs.is_empty() {
-        return Ok(run().await);
+        return run().await;
     }
-    let savepoint = crate::ident::quote(sql::BEFORE_MOVING);
+    let savepoint = crate::ident::quote(sql::BEFORE_KEYS);
     let ctx = || format!("a savepoint {why}");
     c.batch_execute(&format!("SAVEPOINT {savepoint};")).await.db(ctx)?;
     match run().await {
-        Err(e) if is_fk_violation(&e) => {
-            tracing::debug!("{table}: {}; setting foreign keys aside {why}", describe_db_error(&e));
+        Err(e) if refused_by_key(&e) => {
+            tracing::debug!("{table}: {e}; setting foreign keys aside {why}");
             c.batch_execute(&format!("ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint};"))
                 .await
                 .db(ctx)?;
@@ -336,48 +541,39 @@ where
                 })?;
             }
             *aside = true;
-            Ok(run().await)
+            run().await
         }
         Ok(v) => {
             c.batch_execute(&format!("RELEASE SAVEPOINT {savepoint};")).await.db(ctx)?;
-            Ok(Ok(v))
+            Ok(v)
         }
         // The transaction is aborted; the caller's error rolls it back.
-        Err(e) => Ok(Err(e)),
+        Err(e) => Err(e),
     }
 }
 
-/// The error of taking rows out of the default partition: a foreign key that the roll could not
-/// set aside is named, with what to do; anything else keeps the driver's error (and so stays
-/// retryable when it is a lock timeout).
-fn move_failed(table: &str, default: &str, refs: &[ForeignKey], aside: bool, e: tokio_postgres::Error) -> Error {
-    if !is_fk_violation(&e) {
-        return Error::Db {
-            context: format!("taking rows of the new ranges out of the default partition {default} of {table}"),
-            source: e,
-        };
-    }
-    let db = e.as_db_error();
-    let constraint = db.and_then(|d| d.constraint()).unwrap_or("(unnamed)");
-    let why = if aside {
-        let names: Vec<&str> = refs.iter().map(|k| k.name.as_str()).collect();
-        format!("it is not one of the keys that reference {table} ({}), which the roll set aside", names.join(", "))
-    } else {
-        format!("it does not reference {table} itself, so the roll cannot set it aside")
+/// The error of moving rows out of the default partition: a foreign key's refusal (one the roll
+/// could not set aside, or one a moved row breaks) names the key; anything else (a lock timeout
+/// stays retryable; a trigger's error is blamed on the trigger by [`blame`]) is left as it is.
+fn move_failed(table: &str, default: &str, e: Error) -> Error {
+    let Error::Db { context, source } = &e else { return e };
+    let Some(constraint) = source.as_db_error().filter(|_| is_fk_violation(source)).and_then(|d| d.constraint()) else {
+        return e;
     };
     Error::Partition {
         table: table.to_string(),
         message: format!(
-            "cannot move rows of the new ranges out of the default partition {default}: foreign key {constraint} still references them ({why}); reference {table} rather than one of its partitions, or move the referencing rows first; rolled back: {}",
-            describe_db_error(&e)
+            "cannot move rows of the new ranges out of the default partition {default}: foreign key {constraint} stopped it ({context}): {}; rolled back, nothing changed",
+            describe_db_error(source)
         ),
     }
 }
 
 /// The error of adding back a foreign key set aside: when rows left reference rows that
-/// retention removed, says so (nothing is removed: the roll rolls back; never `CASCADE`).
+/// retention removed, says so (nothing is removed: the roll rolls back; never `CASCADE`); when
+/// the key does not hold otherwise, names it.
 fn restore_failed(table: &str, fk: &ForeignKey, pruned: &[String], e: tokio_postgres::Error) -> Error {
-    if !is_fk_violation(&e) || pruned.is_empty() {
+    if !is_fk_violation(&e) {
         return Error::Db {
             context: format!(
                 "adding back foreign key {} of {} (set aside while rolling the partitions of {table})",
@@ -386,16 +582,61 @@ fn restore_failed(table: &str, fk: &ForeignKey, pruned: &[String], e: tokio_post
             source: e,
         };
     }
-    Error::Partition {
-        table: table.to_string(),
-        message: format!(
+    let message = if pruned.is_empty() {
+        format!(
+            "foreign key {} of {} does not hold when added back (it was set aside while rows moved): {}; the row that breaks it was there before the roll; rolled back, nothing changed",
+            fk.name,
+            fk.table,
+            describe_db_error(&e)
+        )
+    } else {
+        format!(
             "retention cannot remove {}: rows left in {} still reference rows there through foreign key {} ({}); rolled back, nothing removed: delete or update the referencing rows first, or keep more periods",
-            pruned.join(", "),
+            cut_list(pruned),
             fk.table,
             fk.name,
             describe_db_error(&e)
-        ),
-    }
+        )
+    };
+    Error::Partition { table: table.to_string(), message }
+}
+
+/// When a PL/pgSQL function raised the error that stopped a roll (a trigger's, or an event
+/// trigger's refusing the roll's DDL), names the triggers that run it. Runs after the attempt
+/// rolled back; the error is kept as it was when there is nothing to name.
+async fn blame(c: &Client, table: &str, e: Error) -> Error {
+    let Error::Db { context, source } = &e else { return e };
+    let Some(function) = source.as_db_error().and_then(|d| d.where_()).and_then(plpgsql_function) else {
+        return e;
+    };
+    let triggers = match catalog::triggers_running(c, function).await {
+        Ok(t) => t,
+        Err(lookup) => {
+            tracing::debug!("{table}: {lookup}");
+            Vec::new()
+        }
+    };
+    let message = stopped_by(context, function, &triggers, &describe_db_error(source));
+    Error::Partition { table: table.to_string(), message }
+}
+
+/// The message of [`blame`] (pure): `error` is the server's, described.
+fn stopped_by(context: &str, function: &str, triggers: &[String], error: &str) -> String {
+    let who = match triggers {
+        [] => format!("function {function}()"),
+        _ => format!("{}, which runs {function}()", cut_list(triggers)),
+    };
+    format!("stopped by {who}: {error}; rolled back, nothing changed ({context})")
+}
+
+/// The function named by an error context line such as `PL/pgSQL function
+/// audit.guard_delete() line 4 at RAISE`, without its schema; the innermost (first) one when
+/// several are stacked.
+fn plpgsql_function(where_: &str) -> Option<&str> {
+    let rest = &where_[where_.find("PL/pgSQL function ")? + "PL/pgSQL function ".len()..];
+    let name = &rest[..rest.find('(')?];
+    let name = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+    (!name.is_empty()).then_some(name)
 }
 
 /// Runs `body` between `begin` (which opens the transaction, and may lock) and `COMMIT`; rolls
@@ -554,5 +795,67 @@ fn is_by_spec(spec: &PartitionSpec, e: &Existing) -> bool {
                 && Bound::day(calendar::period_at(spec.interval, d).to) == to
                 && calendar::partition_name(spec, d) == e.name
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_function_that_raised_is_read_from_the_error_context() {
+        assert_eq!(
+            plpgsql_function("PL/pgSQL function guarded_events_protect() line 5 at RAISE"),
+            Some("guarded_events_protect")
+        );
+        assert_eq!(plpgsql_function("PL/pgSQL function audit.\"Guard\"(integer) line 2 at RAISE"), Some("Guard"));
+        assert_eq!(
+            plpgsql_function(
+                "PL/pgSQL function inner_fn() line 3 at RAISE\nPL/pgSQL function outer_fn() line 1 at PERFORM"
+            ),
+            Some("inner_fn")
+        );
+        assert_eq!(plpgsql_function("SQL statement \"SELECT 1\""), None);
+        assert_eq!(plpgsql_function("PL/pgSQL function () line 1"), None);
+    }
+
+    #[test]
+    fn a_trigger_that_stops_a_roll_is_named_never_taken_for_a_key() {
+        let m = stopped_by(
+            "detaching the default partition guarded_events_default of guarded_events to move rows out of it",
+            "guarded_ddl_freeze",
+            &["event trigger guarded_ddl_freeze (ddl_command_start)".to_string()],
+            "audit tables are frozen (SQLSTATE P0001)",
+        );
+        assert_eq!(
+            m,
+            "stopped by event trigger guarded_ddl_freeze (ddl_command_start), which runs guarded_ddl_freeze(): audit tables are frozen (SQLSTATE P0001); rolled back, nothing changed (detaching the default partition guarded_events_default of guarded_events to move rows out of it)"
+        );
+        assert!(!m.contains("foreign key"));
+        assert!(stopped_by("x", "f", &[], "e").starts_with("stopped by function f(): e"));
+    }
+
+    #[test]
+    fn a_key_on_the_default_partition_is_named_with_what_moving_would_do() {
+        let key = DirectKey {
+            schema: "public".into(),
+            table: "notes".into(),
+            name: "fk_notes_event".into(),
+            columns: vec!["event_id".into()],
+            referenced: vec!["event_id".into()],
+            on_delete: 'c',
+        };
+        let refs = [ForeignKey {
+            schema: "public".into(),
+            table: "audit_events".into(),
+            name: "fk_audit_events_parent".into(),
+            definition: String::new(),
+            comment: None,
+        }];
+        let m = direct_key_refusal("audit_events", "audit_events_default", &key, 2, &refs);
+        assert_eq!(
+            m,
+            "cannot move rows of the new ranges out of the default partition audit_events_default: foreign key fk_notes_event of notes references that partition itself (ON DELETE CASCADE), and rows there are still referenced by 2 rows of notes; it is not one of the keys that reference audit_events (fk_audit_events_parent), which the roll can set aside, and moving them would delete those rows of notes; reference audit_events rather than one of its partitions, or move the referencing rows first; rolled back, nothing changed"
+        );
     }
 }

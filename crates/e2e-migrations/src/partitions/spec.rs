@@ -127,16 +127,27 @@ impl PartitionSpec {
         self.table.rsplit_once('.').map(|(s, _)| s)
     }
 
-    /// Checks names and the pattern (pure); the message says what is wrong.
+    /// Checks names, bounds and the name pattern (pure), before any database is touched; the
+    /// message says what is wrong. Values from the manifest are echoed cut to a line
+    /// ([`crate::ident::excerpt`]), never in full.
     pub fn validate(&self) -> Result<(), String> {
+        let shown = crate::ident::excerpt;
+        if self.table.split('.').count() > 2 {
+            return Err(format!("table {}: at most schema.table", shown(&self.table)));
+        }
         for part in self.table.split('.') {
             crate::ident::validate(part).map_err(|e| format!("table: {e}"))?;
         }
-        if self.table.split('.').count() > 2 {
-            return Err(format!("table {:?}: at most schema.table", self.table));
-        }
         crate::ident::validate(&self.column).map_err(|e| format!("column: {e}"))?;
+        let window = u64::from(self.behind) + 1 + u64::from(self.ahead);
+        if window > u64::from(MAX_PERIODS) {
+            return Err(format!(
+                "behind = {} and ahead = {} make a window of {window} periods; at most {MAX_PERIODS} per table (a roll creates them all in one transaction)",
+                self.behind, self.ahead
+            ));
+        }
         let p = self.pattern();
+        check_pattern(p)?;
         let needs: &[&str] = match self.interval {
             Interval::Daily => &["{yyyy}", "{mm}", "{dd}"],
             Interval::Weekly => &["{yyyy}", "{ww}"],
@@ -146,23 +157,35 @@ impl PartitionSpec {
         for n in needs {
             if !p.contains(n) {
                 return Err(format!(
-                    "name pattern {p:?} lacks {n}, so two {:?} partitions would share a name",
+                    "name pattern {} lacks {n}, so two {:?} partitions would share a name",
+                    shown(p),
                     self.interval
                 ));
             }
         }
-        let mut rest = p;
-        while let Some(start) = rest.find('{') {
-            let end = rest[start..].find('}').ok_or_else(|| format!("name pattern {p:?}: unclosed {{"))? + start;
-            let key = &rest[start + 1..end];
-            if !matches!(key, "table" | "yyyy" | "mm" | "dd" | "ww" | "q") {
-                return Err(format!(
-                    "name pattern {p:?}: unknown placeholder {{{key}}} (known: table, yyyy, mm, dd, ww, q)"
-                ));
-            }
-            rest = &rest[end + 1..];
+        // Every placeholder renders to a fixed width (4-digit years), so one name shows them all.
+        let sample = super::calendar::partition_name(self, SAMPLE_DAY);
+        if sample.len() > crate::ident::MAX_LEN {
+            return Err(format!(
+                "name pattern {} makes partition names such as {}, which is longer than {} bytes ({} bytes; PostgreSQL would truncate it)",
+                shown(p),
+                shown(&sample),
+                crate::ident::MAX_LEN,
+                sample.len()
+            ));
+        }
+        crate::ident::validate(&sample)
+            .map_err(|e| format!("name pattern {} makes partition names such as {}: {e}", shown(p), shown(&sample)))?;
+        if self.default_partition {
+            let name = super::calendar::default_name(self);
+            crate::ident::validate(&name).map_err(|e| {
+                format!("default partition: {e}; use a shorter table name or default_partition = false")
+            })?;
         }
         if let Some(r) = self.retention {
+            if r.keep > MAX_PERIODS {
+                return Err(format!("retention keep = {}: at most {MAX_PERIODS} periods", r.keep));
+            }
             if r.keep < self.behind {
                 return Err(format!(
                     "retention keeps {} periods but behind = {}: the roll would create partitions that retention removes",
@@ -171,5 +194,171 @@ impl PartitionSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// The most periods a table's window (`behind + 1 + ahead`) may span, and the most retention's
+/// `keep` may say. A roll creates its window in one transaction, holding a lock on every
+/// partition and index it creates (PostgreSQL has `max_locks_per_transaction` times
+/// `max_connections` lock slots in all), so a larger window is a typo, never a plan: `ahead =
+/// 100000` would run the server out of shared memory.
+pub const MAX_PERIODS: u32 = 1000;
+
+/// The day a pattern is rendered on to check the names it makes (any day makes names of the
+/// same length, until the year 9999).
+const SAMPLE_DAY: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2000, 1, 3) {
+    Some(d) => d,
+    None => panic!("2000-01-03 exists"),
+};
+
+/// Checks a name pattern's syntax (pure): placeholders are known and closed, and the text
+/// around them is letters, digits and `_` only, so that no character of the pattern needs
+/// quoting in SQL.
+fn check_pattern(p: &str) -> Result<(), String> {
+    let shown = crate::ident::excerpt;
+    let mut rest = p;
+    while let Some(c) = rest.chars().next() {
+        if c == '{' {
+            let end = rest.find('}').ok_or_else(|| format!("name pattern {}: unclosed {{", shown(p)))?;
+            let key = &rest[1..end];
+            if !matches!(key, "table" | "yyyy" | "mm" | "dd" | "ww" | "q") {
+                return Err(format!(
+                    "name pattern {}: unknown placeholder {{{}}} (known: table, yyyy, mm, dd, ww, q)",
+                    shown(p),
+                    key.chars().take(crate::ident::EXCERPT_CHARS).collect::<String>()
+                ));
+            }
+            rest = &rest[end + 1..];
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            rest = &rest[1..];
+        } else {
+            return Err(format!(
+                "name pattern {}: {c:?} is not allowed (letters, digits, _ and the placeholders {{table}}, {{yyyy}}, {{mm}}, {{dd}}, {{ww}}, {{q}})",
+                shown(p)
+            ));
+        }
+    }
+    Ok(())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(table: &str) -> PartitionSpec {
+        PartitionSpec::monthly(table, "event_date")
+    }
+
+    fn with_pattern(pattern: &str) -> PartitionSpec {
+        PartitionSpec { name: Some(pattern.to_string()), ..spec("audit_events") }
+    }
+
+    /// The error, which must fit on one line of a screen.
+    fn refused(s: &PartitionSpec) -> String {
+        let e = s.validate().unwrap_err();
+        assert!(e.len() <= 300 && !e.contains('\n'), "{} bytes: {e}", e.len());
+        e
+    }
+
+    #[test]
+    fn the_project_defaults_and_legacy_patterns_pass() {
+        assert_eq!(spec("audit_events").validate(), Ok(()));
+        assert_eq!(spec("audit.audit_events").validate(), Ok(()));
+        assert_eq!(with_pattern("{table}_y{yyyy}m{mm}").validate(), Ok(()));
+        assert_eq!(with_pattern("p_{yyyy}_q{q}_{mm}_{table}").validate(), Ok(()));
+        let daily = PartitionSpec { interval: Interval::Daily, ..spec("t") };
+        assert_eq!(daily.validate(), Ok(()));
+    }
+
+    #[test]
+    fn hostile_table_and_column_names_are_rejected_not_quoted() {
+        for table in [
+            "audit\"events",
+            "audit_events; DROP TABLE users",
+            "\"; DROP TABLE audit_events; --",
+            "audit events",
+            "événements",
+            "audit_events\u{0}",
+            "",
+            "a..b",
+            "1audit",
+            "a.b.c",
+        ] {
+            let e = refused(&spec(table));
+            assert!(e.starts_with("table"), "{table:?}: {e}");
+        }
+        let e = refused(&spec(&"x".repeat(64)));
+        assert!(e.contains("longer than 63 bytes"), "{e}");
+        let e = refused(&PartitionSpec::monthly("audit_events", "event_date\"; DROP TABLE x; --"));
+        assert!(e.starts_with("column: identifier \"event_date\\\"; DROP TABLE x; --\""), "{e}");
+    }
+
+    #[test]
+    fn patterns_with_characters_that_need_quoting_are_rejected() {
+        for (pattern, bad) in [
+            ("{table}_{yyyy}_{mm}\"; DROP TABLE audit_events; --", "'\"'"),
+            ("{table}-{yyyy}-{mm}", "'-'"),
+            ("{table} {yyyy}_{mm}", "' '"),
+            ("{table}_{yyyy}_{mm};", "';'"),
+            ("{table}_{yyyy}_{mm}'", "'\\''"),
+            ("{table}_{yyyy}_{mm}_é", "'é'"),
+            ("{table}.{yyyy}_{mm}", "'.'"),
+            ("{table}_{yyyy}_{mm}}", "'}'"),
+        ] {
+            let e = refused(&with_pattern(pattern));
+            assert!(e.contains(&format!("{bad} is not allowed")), "{pattern:?}: {e}");
+        }
+        assert!(refused(&with_pattern("{table}_{yyyy}_{mm")).contains("unclosed {"));
+        assert!(refused(&with_pattern("{table}_{yyyy}_{mm}_{x; DROP}")).contains("unknown placeholder {x; DROP}"));
+    }
+
+    #[test]
+    fn table_expansions_that_overflow_63_bytes_are_rejected_up_front() {
+        let e = refused(&PartitionSpec { name: Some("{table}_{table}_{yyyy}_{mm}".into()), ..spec(&"t".repeat(30)) });
+        assert!(e.contains("which is longer than 63 bytes (69 bytes; PostgreSQL would truncate it)"), "{e}");
+        // 56 + "_2000_01" is 64 bytes: one too many.
+        let e = refused(&spec(&"t".repeat(56)));
+        assert!(e.contains("(64 bytes;"), "{e}");
+        let mut fits = spec(&"t".repeat(55));
+        assert_eq!(fits.validate(), Ok(()));
+        // The default partition's name is the table's and `_default`.
+        fits.table = "t".repeat(56);
+        fits.name = Some("p{yyyy}{mm}".into());
+        let e = refused(&fits);
+        assert!(e.starts_with("default partition: identifier") && e.contains("default_partition = false"), "{e}");
+        fits.default_partition = false;
+        assert_eq!(fits.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_pattern_that_makes_names_starting_with_a_digit_is_rejected() {
+        let e = refused(&with_pattern("{yyyy}_{mm}_{table}"));
+        assert!(e.contains("makes partition names such as \"2000_01_audit_events\""), "{e}");
+    }
+
+    #[test]
+    fn window_and_retention_are_bounded() {
+        let e = refused(&PartitionSpec { ahead: 100_000, ..spec("t") });
+        assert_eq!(
+            e,
+            "behind = 1 and ahead = 100000 make a window of 100002 periods; at most 1000 per table (a roll creates them all in one transaction)"
+        );
+        let e = refused(&PartitionSpec { behind: u32::MAX, ahead: u32::MAX, ..spec("t") });
+        assert!(e.contains("8589934591 periods"), "{e}");
+        assert_eq!(PartitionSpec { behind: 499, ahead: 500, ..spec("t") }.validate(), Ok(()));
+        assert!(PartitionSpec { behind: 500, ahead: 500, ..spec("t") }.validate().is_err());
+        let keep =
+            |keep| PartitionSpec { retention: Some(Retention { keep, action: RetentionAction::Drop }), ..spec("t") };
+        assert_eq!(keep(1000).validate(), Ok(()));
+        assert_eq!(refused(&keep(5000)), "retention keep = 5000: at most 1000 periods");
+        assert!(refused(&keep(0)).contains("behind = 1"));
+    }
+
+    #[test]
+    fn huge_values_are_echoed_cut_to_a_line() {
+        let huge = format!("{}\"; DROP TABLE x; --", "a".repeat(2 << 20));
+        for s in [spec(&huge), with_pattern(&huge), PartitionSpec::monthly("t", &huge)] {
+            let e = refused(&s);
+            assert!(e.contains("bytes)"), "{e}");
+        }
     }
 }

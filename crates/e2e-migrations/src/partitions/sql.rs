@@ -1,5 +1,6 @@
-//! The SQL of partitions (pure): creating, moving rows out of the default partition (and setting
-//! aside the foreign keys that reference the table while they move), pruning.
+//! The SQL of partitions (pure): creating, moving rows out of the default partition (as
+//! maintenance: detach it, copy the rows into new tables, attach them all; and setting aside the
+//! foreign keys that reference the table when they refuse), pruning.
 //!
 //! Every identifier is quoted, every partition is created in its parent's schema, and bounds are
 //! literals of the key's type: `'2024-12-01'` for `date`, `'2024-12-01 00:00:00'` for
@@ -35,6 +36,15 @@ impl KeyType {
             "timestamp" => Some(KeyType::Timestamp),
             "timestamptz" => Some(KeyType::Timestamptz),
             _ => None,
+        }
+    }
+
+    /// The SQL type name.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            KeyType::Date => "date",
+            KeyType::Timestamp => "timestamp",
+            KeyType::Timestamptz => "timestamptz",
         }
     }
 
@@ -82,6 +92,11 @@ impl Parent {
 
     /// `"key" >= from AND "key" < to` for each period, contiguous periods merged, OR-ed.
     pub fn in_periods(&self, periods: &[Period]) -> String {
+        self.in_periods_of(None, periods)
+    }
+
+    /// [`Parent::in_periods`] with the key qualified by a table alias.
+    fn in_periods_of(&self, alias: Option<&str>, periods: &[Period]) -> String {
         let mut sorted = periods.to_vec();
         sorted.sort();
         let mut merged: Vec<Period> = Vec::new();
@@ -91,7 +106,10 @@ impl Parent {
                 _ => merged.push(p),
             }
         }
-        let col = quote(&self.column);
+        let col = match alias {
+            Some(a) => format!("{}.{}", quote(a), quote(&self.column)),
+            None => quote(&self.column),
+        };
         let one = |p: &Period| format!("{col} >= {} AND {col} < {}", self.key.literal(p.from), self.key.literal(p.to));
         match merged.as_slice() {
             [] => "false".to_string(),
@@ -101,11 +119,9 @@ impl Parent {
     }
 }
 
-/// The temporary table that holds rows taken out of the default partition during a roll.
-pub const MOVING: &str = "e2e_partitions_moving";
-
-/// The savepoint a roll takes before moving rows (to retry once with foreign keys set aside).
-pub const BEFORE_MOVING: &str = "e2e_partitions_before_moving";
+/// The savepoint a roll takes before a step that a foreign key may refuse (moving rows,
+/// pruning), to run it again once with the keys that reference the table set aside.
+pub const BEFORE_KEYS: &str = "e2e_partitions_before_keys";
 
 /// `CREATE TABLE ... PARTITION OF ... FOR VALUES FROM (...) TO (...);`
 pub fn create_partition(p: &Parent, name: &str, period: Period) -> String {
@@ -138,49 +154,164 @@ fn column_list(columns: &[String]) -> String {
     columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
 }
 
-/// Two statements that take the rows of the default partition `default` in `periods` out into
-/// [`MOVING`] (dropped at commit): PostgreSQL refuses a new partition whose range has rows in the
-/// default partition. The second statement's row count is the number of rows moved.
-///
-/// `columns` are the parent's writable (non-generated) columns, named everywhere: a default
-/// partition attached by hand may order its columns differently from the parent, and `*` would
-/// then put values in the wrong columns.
-pub fn take_from_default(p: &Parent, default: &Existing, periods: &[Period], columns: &[String]) -> [String; 2] {
-    let cols = column_list(columns);
-    [
-        format!(
-            "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {cols} FROM {} WITH NO DATA;",
-            quote(MOVING),
-            p.qualified()
-        ),
-        format!(
-            "WITH moved AS (DELETE FROM ONLY {} WHERE {} RETURNING {cols}) INSERT INTO pg_temp.{} ({cols}) SELECT {cols} FROM moved;",
-            p.partition(default),
-            p.in_periods(periods),
-            quote(MOVING)
-        ),
-    ]
+/// Counts the rows of the default partition in each of `periods` (sorted by start, not
+/// overlapping): one row `(i, count)` per period holding rows, `i` its 1-based position (the
+/// number of period starts at or before the key, which the filter keeps inside a period).
+pub fn count_in_periods(p: &Parent, default: &Existing, periods: &[Period]) -> String {
+    debug_assert!(periods.windows(2).all(|w| w[0].to <= w[1].from), "sorted, not overlapping");
+    let starts = periods.iter().map(|x| p.key.literal(x.from)).collect::<Vec<_>>().join(", ");
+    format!(
+        "SELECT width_bucket({}, ARRAY[{starts}]::{}[])::int4, count(*) FROM ONLY {} WHERE {} GROUP BY 1 ORDER BY 1",
+        quote(&p.column),
+        p.key.sql_type(),
+        p.partition(default),
+        p.in_periods(periods)
+    )
 }
 
-/// Puts the rows of [`MOVING`] back through the parent (into the partitions just created):
-/// `columns` are the parent's writable (non-generated) columns; identity values are kept.
-pub fn put_back(p: &Parent, columns: &[String]) -> String {
+/// `ALTER TABLE ... DETACH PARTITION ...;`: the default partition, before rows move out of it.
+///
+/// PostgreSQL 15 drops the partition's clones of the parent's triggers (so that deleting from it
+/// fires none of them), turns its clones of the parent's foreign keys into keys of its own (which
+/// attaching merges back), and refuses (naming the key's clone) while rows of it are referenced
+/// through a key on the parent. It locks the tables whose keys reference the parent (`ACCESS
+/// EXCLUSIVE`) and those the parent's keys reference (`SHARE ROW EXCLUSIVE`).
+pub fn detach(p: &Parent, e: &Existing) -> String {
+    format!("ALTER TABLE {} DETACH PARTITION {};", p.qualified(), p.partition(e))
+}
+
+/// A table shaped as a partition of the parent, standing alone: the parent's columns in its
+/// order, with their types, `NOT NULL`, defaults, generation expressions, storage and
+/// compression, and its `CHECK` constraints (which attaching requires), in the parent's
+/// tablespace. No trigger, index or foreign key: attaching clones those from the parent, builds
+/// the indexes and checks every row against the keys. Identity stays the parent's (a partition
+/// has none of its own).
+pub fn create_standalone(p: &Parent, name: &str, tablespace: Option<&str>) -> String {
+    let space = tablespace.map(|t| format!(" TABLESPACE {}", quote(t))).unwrap_or_default();
+    format!(
+        "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION){space};",
+        p.child(name),
+        p.qualified()
+    )
+}
+
+/// Copies the rows of `period` from the default partition into the standalone table `name`, by
+/// column name (`columns`: the parent's non-generated columns; a default partition attached by
+/// hand may order its columns differently). Generated columns are computed again from the same
+/// values, so they come out as they were. The row count is the number of rows copied.
+pub fn copy_rows(p: &Parent, name: &str, default: &Existing, period: Period, columns: &[String]) -> String {
     let cols = column_list(columns);
     format!(
-        "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM pg_temp.{};",
+        "INSERT INTO {} ({cols}) SELECT {cols} FROM ONLY {} WHERE {};",
+        p.child(name),
+        p.partition(default),
+        p.in_periods(&[period])
+    )
+}
+
+/// Deletes the copied rows from the (detached) default partition; the row count is the number
+/// of rows deleted.
+pub fn delete_moved(p: &Parent, default: &Existing, periods: &[Period]) -> String {
+    format!("DELETE FROM ONLY {} WHERE {};", p.partition(default), p.in_periods(periods))
+}
+
+/// `ALTER TABLE ... ATTACH PARTITION ... FOR VALUES FROM (...) TO (...);`: a filled standalone
+/// table becomes the period's partition (its rows are checked against the range and the keys).
+pub fn attach(p: &Parent, name: &str, period: Period) -> String {
+    format!(
+        "ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({});",
         p.qualified(),
-        quote(MOVING)
+        p.child(name),
+        p.key.literal(period.from),
+        p.key.literal(period.to)
+    )
+}
+
+/// `ALTER TABLE ... ATTACH PARTITION ... DEFAULT;`: the default partition back, its rows checked
+/// against every other partition's range.
+pub fn attach_default(p: &Parent, e: &Existing) -> String {
+    format!("ALTER TABLE {} ATTACH PARTITION {} DEFAULT;", p.qualified(), p.partition(e))
+}
+
+/// A user trigger of the default partition itself (not a clone of the parent's, which detaching
+/// drops) that deleting from it would fire, and the state to put it back in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OwnTrigger {
+    /// Its name.
+    pub name: String,
+    /// `pg_trigger.tgenabled`: `O` (enabled), `A` (always) or `R` (replica).
+    pub enabled: char,
+}
+
+/// Turns a trigger of the default partition off while rows move out of it.
+pub fn disable_trigger(p: &Parent, default: &Existing, t: &OwnTrigger) -> String {
+    format!("ALTER TABLE {} DISABLE TRIGGER {};", p.partition(default), quote(&t.name))
+}
+
+/// Puts a trigger of the default partition back in the state it was in.
+pub fn restore_trigger(p: &Parent, default: &Existing, t: &OwnTrigger) -> String {
+    let how = match t.enabled {
+        'A' => "ENABLE ALWAYS",
+        'R' => "ENABLE REPLICA",
+        _ => "ENABLE",
+    };
+    format!("ALTER TABLE {} {how} TRIGGER {};", p.partition(default), quote(&t.name))
+}
+
+/// A foreign key that references the default partition itself, not the parent: the roll cannot
+/// set it aside, and moving a row it references would break it, or cascade into its table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirectKey {
+    /// The referencing table's schema.
+    pub schema: String,
+    /// The referencing table.
+    pub table: String,
+    /// The constraint's name.
+    pub name: String,
+    /// Its columns, in key order.
+    pub columns: Vec<String>,
+    /// The default partition's columns they reference, in the same order.
+    pub referenced: Vec<String>,
+    /// `pg_constraint.confdeltype`: `a` no action, `r` restrict, `c` cascade, `n` set null, `d`
+    /// set default.
+    pub on_delete: char,
+}
+
+impl DirectKey {
+    /// What deleting a referenced row would do, in words.
+    pub fn on_delete_words(&self) -> &'static str {
+        match self.on_delete {
+            'c' => "ON DELETE CASCADE",
+            'n' => "ON DELETE SET NULL",
+            'd' => "ON DELETE SET DEFAULT",
+            'r' => "ON DELETE RESTRICT",
+            _ => "ON DELETE NO ACTION",
+        }
+    }
+}
+
+/// Counts the rows of the key's table that reference rows of the default partition in `periods`.
+pub fn rows_referencing(p: &Parent, default: &Existing, key: &DirectKey, periods: &[Period]) -> String {
+    let pairs: Vec<String> =
+        key.columns.iter().zip(&key.referenced).map(|(c, r)| format!("d.{} = r.{}", quote(r), quote(c))).collect();
+    format!(
+        "SELECT count(*) FROM {}.{} r WHERE EXISTS (SELECT 1 FROM ONLY {} d WHERE {} AND ({}))",
+        quote(&key.schema),
+        quote(&key.table),
+        p.partition(default),
+        pairs.join(" AND "),
+        p.in_periods_of(Some("d"), periods)
     )
 }
 
 /// A foreign key that references a partitioned table, as declared on its table.
 ///
-/// PostgreSQL enforces such a key partition by partition of the referenced table, so a row
-/// moved from the default partition into a new one looks deleted from the default partition,
-/// and a row that references it fails the key ("is still referenced"), deferred or not; and a
-/// partition with referenced rows cannot be detached. Moving such rows, or pruning such a
-/// partition, takes setting the key aside: dropped before and added back after (and validated
-/// again, unless it was `NOT VALID`), in the same transaction.
+/// PostgreSQL enforces such a key partition by partition of the referenced table: a partition
+/// whose rows are referenced (even only by rows of its own, as `audit_events`' parent event key
+/// does) cannot be detached, so neither moved out of (the default partition) nor pruned; and a
+/// row moved to another partition looks deleted from the first. Moving or pruning such rows takes
+/// setting the key aside: dropped before and added back after (and validated again, unless it
+/// was `NOT VALID`), in the same transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ForeignKey {
     /// The schema of the table that declares it.
@@ -341,37 +472,110 @@ mod tests {
     }
 
     #[test]
-    fn moving_rows_merges_contiguous_periods() {
+    fn moving_rows_detaches_copies_by_name_deletes_and_attaches() {
         let jan = Period { from: d("2025-01-01"), to: d("2025-02-01") };
         let mar = Period { from: d("2025-03-01"), to: d("2025-04-01") };
         let default =
             Existing { name: "audit_events_default".into(), schema: Some("archive".into()), bounds: Bounds::Default };
-        let columns = ["event_id".to_string(), "event_date".to_string(), "event_data".to_string()];
-        let [create, take] = take_from_default(&parent(KeyType::Date), &default, &[jan, dec(), mar], &columns);
+        let p = parent(KeyType::Date);
         check(
-            create,
+            count_in_periods(&p, &default, &[dec(), jan, mar]),
             expect![[
-                r#"CREATE TEMPORARY TABLE "e2e_partitions_moving" ON COMMIT DROP AS SELECT "event_id", "event_date", "event_data" FROM "public"."audit_events" WITH NO DATA;"#
+                r#"SELECT width_bucket("event_date", ARRAY['2024-12-01', '2025-01-01', '2025-03-01']::date[])::int4, count(*) FROM ONLY "archive"."audit_events_default" WHERE ("event_date" >= '2024-12-01' AND "event_date" < '2025-02-01') OR ("event_date" >= '2025-03-01' AND "event_date" < '2025-04-01') GROUP BY 1 ORDER BY 1"#
             ]],
         );
         check(
-            take,
+            detach(&p, &default),
+            expect![[r#"ALTER TABLE "public"."audit_events" DETACH PARTITION "archive"."audit_events_default";"#]],
+        );
+        check(
+            create_standalone(&p, "audit_events_2025_01", None),
             expect![[
-                r#"WITH moved AS (DELETE FROM ONLY "archive"."audit_events_default" WHERE ("event_date" >= '2024-12-01' AND "event_date" < '2025-02-01') OR ("event_date" >= '2025-03-01' AND "event_date" < '2025-04-01') RETURNING "event_id", "event_date", "event_data") INSERT INTO pg_temp."e2e_partitions_moving" ("event_id", "event_date", "event_data") SELECT "event_id", "event_date", "event_data" FROM moved;"#
+                r#"CREATE TABLE "public"."audit_events_2025_01" (LIKE "public"."audit_events" INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION);"#
+            ]],
+        );
+        check(
+            create_standalone(&p, "audit_events_2025_01", Some("fast ssd")),
+            expect![[
+                r#"CREATE TABLE "public"."audit_events_2025_01" (LIKE "public"."audit_events" INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION) TABLESPACE "fast ssd";"#
+            ]],
+        );
+        let columns = ["event_id".to_string(), "event_date".to_string(), "event_data".to_string()];
+        check(
+            copy_rows(&p, "audit_events_2025_01", &default, jan, &columns),
+            expect![[
+                r#"INSERT INTO "public"."audit_events_2025_01" ("event_id", "event_date", "event_data") SELECT "event_id", "event_date", "event_data" FROM ONLY "archive"."audit_events_default" WHERE "event_date" >= '2025-01-01' AND "event_date" < '2025-02-01';"#
+            ]],
+        );
+        check(
+            delete_moved(&p, &default, &[jan, dec(), mar]),
+            expect![[
+                r#"DELETE FROM ONLY "archive"."audit_events_default" WHERE ("event_date" >= '2024-12-01' AND "event_date" < '2025-02-01') OR ("event_date" >= '2025-03-01' AND "event_date" < '2025-04-01');"#
+            ]],
+        );
+        check(
+            attach(&p, "audit_events_2025_01", jan),
+            expect![[
+                r#"ALTER TABLE "public"."audit_events" ATTACH PARTITION "public"."audit_events_2025_01" FOR VALUES FROM ('2025-01-01') TO ('2025-02-01');"#
+            ]],
+        );
+        check(
+            attach_default(&p, &default),
+            expect![[
+                r#"ALTER TABLE "public"."audit_events" ATTACH PARTITION "archive"."audit_events_default" DEFAULT;"#
             ]],
         );
         check(
             parent(KeyType::Date).in_periods(&[dec()]),
             expect![[r#""event_date" >= '2024-12-01' AND "event_date" < '2025-01-01'"#]],
         );
+        check(
+            count_in_periods(&parent(KeyType::Timestamptz), &default, &[dec()]),
+            expect![[
+                r#"SELECT width_bucket("event_date", ARRAY['2024-12-01 00:00:00+00']::timestamptz[])::int4, count(*) FROM ONLY "archive"."audit_events_default" WHERE "event_date" >= '2024-12-01 00:00:00+00' AND "event_date" < '2025-01-01 00:00:00+00' GROUP BY 1 ORDER BY 1"#
+            ]],
+        );
     }
 
     #[test]
-    fn putting_rows_back_names_the_columns() {
+    fn own_triggers_of_the_default_partition_are_put_back_as_they_were() {
+        let default = Existing { name: "audit_events_default".into(), schema: None, bounds: Bounds::Default };
+        let p = parent(KeyType::Date);
+        let t = |enabled| OwnTrigger { name: "keep \"forever\"".into(), enabled };
         check(
-            put_back(&parent(KeyType::Date), &["event_id".into(), "event_date".into()]),
+            disable_trigger(&p, &default, &t('A')),
+            expect![[r#"ALTER TABLE "public"."audit_events_default" DISABLE TRIGGER "keep ""forever""";"#]],
+        );
+        check(
+            restore_trigger(&p, &default, &t('O')),
+            expect![[r#"ALTER TABLE "public"."audit_events_default" ENABLE TRIGGER "keep ""forever""";"#]],
+        );
+        check(
+            restore_trigger(&p, &default, &t('A')),
+            expect![[r#"ALTER TABLE "public"."audit_events_default" ENABLE ALWAYS TRIGGER "keep ""forever""";"#]],
+        );
+        check(
+            restore_trigger(&p, &default, &t('R')),
+            expect![[r#"ALTER TABLE "public"."audit_events_default" ENABLE REPLICA TRIGGER "keep ""forever""";"#]],
+        );
+    }
+
+    #[test]
+    fn rows_referencing_the_default_partition_directly_are_counted_by_key_columns() {
+        let default = Existing { name: "audit_events_default".into(), schema: None, bounds: Bounds::Default };
+        let key = DirectKey {
+            schema: "public".into(),
+            table: "notes".into(),
+            name: "fk_notes_event".into(),
+            columns: vec!["event_id".into(), "event_date".into()],
+            referenced: vec!["event_id".into(), "event_date".into()],
+            on_delete: 'c',
+        };
+        assert_eq!(key.on_delete_words(), "ON DELETE CASCADE");
+        check(
+            rows_referencing(&parent(KeyType::Date), &default, &key, &[dec()]),
             expect![[
-                r#"INSERT INTO "public"."audit_events" ("event_id", "event_date") OVERRIDING SYSTEM VALUE SELECT "event_id", "event_date" FROM pg_temp."e2e_partitions_moving";"#
+                r#"SELECT count(*) FROM "public"."notes" r WHERE EXISTS (SELECT 1 FROM ONLY "public"."audit_events_default" d WHERE d."event_id" = r."event_id" AND d."event_date" = r."event_date" AND ("d"."event_date" >= '2024-12-01' AND "d"."event_date" < '2025-01-01'))"#
             ]],
         );
     }

@@ -2,6 +2,7 @@
 //! out of the default partition, retention, foreign names and overlaps, concurrent inserts, and
 //! specs that do not fit their table.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -479,6 +480,12 @@ async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
         "{e}"
     );
     assert!(e.contains("lock timeout"), "{e}");
+    let pid: i32 = other.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert!(
+        e.contains(&format!("held by pid {pid} (e2e-migrations, idle in transaction: \"INSERT INTO audit_events")),
+        "the holder is named: {e}"
+    );
+    assert!(e.contains("RowExclusiveLock on audit_events"), "{e}");
     other.batch_execute("COMMIT").await.unwrap();
     assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2024_11'").await, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").await, 0, "the advisory lock is released");
@@ -781,18 +788,511 @@ async fn a_name_pattern_making_names_longer_than_63_bytes_is_refused() {
     small_table(&c, "events", "date").await;
     let pattern = format!("{{table}}_{}_{{yyyy}}_{{mm}}", "x".repeat(50));
     let spec = PartitionSpec { name: Some(pattern), ..PartitionSpec::monthly("events", "k") };
-    let long = format!("events_{}_2024_11", "x".repeat(50));
+    let long = format!("events_{}_2000_01", "x".repeat(50));
     assert_eq!(long.len(), 65);
     let e = roll_at(&mut c, &spec, "2024-12-15").await.unwrap_err().to_string();
     assert_eq!(
         e,
         format!(
-            "partition spec for events: partition name: identifier \"{long}\" is longer than 63 bytes (PostgreSQL would truncate it)"
+            "partition spec for events: name pattern {:?} makes partition names such as \"{long}\", which is longer than 63 bytes (65 bytes; PostgreSQL would truncate it)",
+            spec.name.as_deref().unwrap()
         )
     );
     let e = partitions::partition_sql(&spec, KeyType::Date, at("2024-12-15")).unwrap_err().to_string();
     assert!(e.contains("is longer than 63 bytes"), "{e}");
     assert_eq!(count(&c, "SELECT count(*) FROM pg_inherits").await, 0, "nothing created, nothing truncated");
+    drop(c);
+    db.drop_db().await;
+}
+
+/// The guarded audit table of `tests/fixtures/guarded` (triggers that derive, forbid and
+/// protect; a self-referencing key; a key to its actors; a generated column), applied to a fresh
+/// database with two actors; and its spec.
+async fn guarded_db() -> (FreshDb, Client, PartitionSpec) {
+    let db = FreshDb::new().await;
+    let mut c = db.connect().await;
+    let project = Project::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guarded")).unwrap();
+    let sel = project.select(&["guarded".into()]).unwrap();
+    migrator::up(&mut c, &project.folder, &sel.migrations, &Options::default()).await.unwrap();
+    c.batch_execute("INSERT INTO guarded_actors VALUES ('alice'), ('bob')").await.unwrap();
+    (db, c, sel.partitions[0].clone())
+}
+
+/// Inserts a guarded event on `date` (through its triggers); returns its id.
+async fn guarded_event(c: &Client, date: &str, parent: Option<(i64, &str)>, legal_hold: bool) -> i64 {
+    let (pid, pdate) = match parent {
+        Some((id, d)) => (Some(id), Some(day(d))),
+        None => (None, None),
+    };
+    c.query_one(
+        "INSERT INTO guarded_events (event_date, occurred_at, actor_id, payload, legal_hold, parent_event_id, parent_event_date)
+         VALUES ($1, $1::date + time '10:30', 'alice', jsonb_build_object('on', $1::date, 'what', 'approve'), $2, $3, $4)
+         RETURNING event_id",
+        &[&day(date), &legal_hold, &pid, &pdate],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("guarded event on {date}: {e:?}"))
+    .get(0)
+}
+
+/// Every guarded event: id, partition, and the whole row as text (derived and generated columns
+/// included).
+async fn guarded_rows(c: &Client) -> Vec<(i64, String, String)> {
+    c.query("SELECT event_id, tableoid::regclass::text, e::text FROM guarded_events e ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The rows without their partition.
+fn as_text(rows: &[(i64, String, String)]) -> Vec<(i64, String)> {
+    rows.iter().map(|(id, _, text)| (*id, text.clone())).collect()
+}
+
+/// The trigger calls recorded so far.
+async fn trigger_calls(c: &Client) -> Vec<String> {
+    c.query("SELECT trigger_name || coalesce(' ' || event_id, '') FROM guarded_events_log ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The user triggers of a table: name and state.
+async fn user_triggers(c: &Client, table: &str) -> Vec<(String, String)> {
+    c.query(
+        "SELECT tgname::text, tgenabled::text FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal ORDER BY 1",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// The guarded table's own foreign keys: name, definition, validated, oid.
+async fn guarded_fks(c: &Client) -> Vec<(String, String, bool, u32)> {
+    c.query(
+        "SELECT conname::text, pg_get_constraintdef(oid), convalidated, oid FROM pg_constraint
+          WHERE conrelid = 'guarded_events'::regclass AND contype = 'f' AND conparentid = 0 ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+fn without_oids(fks: &[(String, String, bool, u32)]) -> Vec<(String, String, bool)> {
+    fks.iter().map(|(n, d, v, _)| (n.clone(), d.clone(), *v)).collect()
+}
+
+#[tokio::test]
+async fn guarded_rows_move_out_of_the_default_partition_without_firing_or_bending_triggers() {
+    let (db, mut c, spec) = guarded_db().await;
+    let first = partitions::roll(
+        &mut c,
+        &[PartitionSpec { behind: 0, ..spec.clone() }],
+        at("2026-10-15"),
+        &RollOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.created[0], "guarded_events_2026_10");
+    // September waits in the default partition: a parent and the child that references it, and a
+    // row on legal hold; October's row references the parent too; a far one references the child.
+    let parent = guarded_event(&c, "2026-09-15", None, false).await;
+    let child = guarded_event(&c, "2026-09-20", Some((parent, "2026-09-15")), false).await;
+    let held = guarded_event(&c, "2026-09-03", None, true).await;
+    let october = guarded_event(&c, "2026-10-02", Some((parent, "2026-09-15")), false).await;
+    let far = guarded_event(&c, "2030-01-01", Some((child, "2026-09-20")), false).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM guarded_events_default").await, 4);
+    let before = guarded_rows(&c).await;
+    let calls = trigger_calls(&c).await;
+    assert_eq!(calls.len(), 10, "each insert ran the derive trigger and the statement trigger: {calls:?}");
+    let fks = guarded_fks(&c).await;
+    let parent_triggers = user_triggers(&c, "guarded_events_2026_10").await;
+    // The row triggers are cloned onto each partition (the statement trigger stays the parent's).
+    assert_eq!(parent_triggers.len(), 3, "{parent_triggers:?}");
+
+    // behind = 1 wants September.
+    let report = roll_at(&mut c, &spec, "2026-10-15").await.unwrap();
+    assert_eq!(report.created, ["guarded_events_2026_09"]);
+    assert_eq!(report.moved_rows, 3);
+    let after = guarded_rows(&c).await;
+    assert_eq!(as_text(&before), as_text(&after), "every row as it was, derived and generated columns included");
+    let home = |id: i64| after.iter().find(|(i, _, _)| *i == id).unwrap().1.clone();
+    for id in [parent, child, held] {
+        assert_eq!(home(id), "guarded_events_2026_09");
+    }
+    assert_eq!((home(october).as_str(), home(far).as_str()), ("guarded_events_2026_10", "guarded_events_default"));
+    assert_eq!(trigger_calls(&c).await, calls, "no trigger fired");
+
+    // The new partition is guarded as the others: the same triggers, every index, the keys.
+    assert_eq!(user_triggers(&c, "guarded_events_2026_09").await, parent_triggers);
+    assert_eq!(user_triggers(&c, "guarded_events_default").await, parent_triggers);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_index WHERE indrelid = 'guarded_events_2026_09'::regclass").await,
+        count(&c, "SELECT count(*) FROM pg_index WHERE indrelid = 'guarded_events'::regclass").await
+    );
+    assert_eq!(without_oids(&guarded_fks(&c).await), without_oids(&fks), "the keys are back as they were");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'guarded_events_2026_09'::regclass AND contype = 'f' AND convalidated"
+        )
+        .await,
+        2
+    );
+    let refused = |sql: &'static str| {
+        let c = &c;
+        async move { format!("{:?}", c.batch_execute(sql).await.unwrap_err()) }
+    };
+    let e = refused("DELETE FROM guarded_events WHERE legal_hold").await;
+    assert!(e.contains("is on legal hold"), "{e}");
+    let e = refused("DELETE FROM guarded_events WHERE event_date = '2026-09-15'").await;
+    assert!(e.contains("is referenced by other events"), "{e}");
+    let e = refused("UPDATE guarded_events SET payload = '{}' WHERE event_date = '2026-09-20'").await;
+    assert!(e.contains("cannot change"), "{e}");
+    let e = refused(
+        "INSERT INTO guarded_events (event_date, occurred_at, actor_id, payload, parent_event_id, parent_event_date)
+         VALUES ('2026-09-21', now(), 'alice', '{}', 424242, '2026-09-01')",
+    )
+    .await;
+    assert!(e.contains("guarded_events_parent_fk"), "{e}");
+    let e = refused(
+        "INSERT INTO guarded_events (event_date, occurred_at, actor_id, payload) VALUES ('2026-09-21', now(), 'mallory', '{}')",
+    )
+    .await;
+    assert!(e.contains("guarded_events_actor_id_fkey"), "{e}");
+    let newest = guarded_event(&c, "2026-09-22", Some((child, "2026-09-20")), false).await;
+    assert_eq!(trigger_calls(&c).await.len(), calls.len() + 2, "the derive trigger runs on the new partition");
+    let chained = c
+        .query_one(&format!("SELECT prev_hash FROM guarded_events WHERE event_id = {newest}"), &[])
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0);
+    assert_eq!(chained, after.iter().find(|(i, _, _)| *i == far).map(|(_, _, t)| hash_of(t)), "the chain goes on");
+
+    // A later roll whose moved row is referenced by nothing keeps the keys in place (attaching
+    // checks the row against them), and moves it as it was.
+    let loose = guarded_event(&c, "2027-02-10", Some((october, "2026-10-02")), false).await;
+    let before = guarded_rows(&c).await;
+    let fks = guarded_fks(&c).await;
+    let calls = trigger_calls(&c).await;
+    let r = roll_at(&mut c, &spec, "2027-01-15").await.unwrap();
+    assert_eq!(r.created, ["guarded_events_2027_02", "guarded_events_2027_03", "guarded_events_2027_04"]);
+    assert_eq!(r.moved_rows, 1);
+    let after = guarded_rows(&c).await;
+    assert_eq!(as_text(&before), as_text(&after));
+    assert_eq!(after.iter().find(|(i, _, _)| *i == loose).unwrap().1, "guarded_events_2027_02");
+    assert_eq!(guarded_fks(&c).await, fks, "the same keys (same oids): not set aside");
+    assert_eq!(trigger_calls(&c).await, calls, "no trigger fired");
+
+    // Idempotent.
+    let again = roll_at(&mut c, &spec, "2027-01-15").await.unwrap();
+    assert!(again.created.is_empty() && again.moved_rows == 0, "{again:?}");
+    drop(c);
+    db.drop_db().await;
+}
+
+/// The `row_hash` field of a guarded row's text form.
+fn hash_of(row_text: &str) -> String {
+    // (event_id,event_date,occurred_at,occurred_on,recorded_at,actor_id,payload,legal_hold,
+    //  parent_event_id,parent_event_date,prev_hash,row_hash,payload_bytes): the hashes are
+    // hex, so the last fields split plainly on commas.
+    let fields: Vec<&str> = row_text.trim_matches(|c| c == '(' || c == ')').rsplitn(3, ',').collect();
+    fields[1].to_string()
+}
+
+#[tokio::test]
+async fn a_delete_trigger_of_the_default_partition_itself_stays_silent_and_keeps_its_state() {
+    let (db, mut c, spec) = guarded_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    guarded_event(&c, "2026-09-15", None, false).await;
+    guarded_event(&c, "2030-01-01", None, false).await;
+    // A trigger of the default partition alone, which refuses every delete there, always; and one
+    // that is off.
+    c.batch_execute(
+        "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'rows of % are never deleted', TG_TABLE_NAME; END $$;
+         CREATE TRIGGER default_keeps_rows BEFORE DELETE ON guarded_events_default
+             FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+         ALTER TABLE guarded_events_default ENABLE ALWAYS TRIGGER default_keeps_rows;
+         CREATE TRIGGER default_off BEFORE DELETE ON guarded_events_default
+             FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+         ALTER TABLE guarded_events_default DISABLE TRIGGER default_off;",
+    )
+    .await
+    .unwrap();
+    let triggers = user_triggers(&c, "guarded_events_default").await;
+    assert!(triggers.contains(&("default_keeps_rows".into(), "A".into())), "{triggers:?}");
+    let before = guarded_rows(&c).await;
+
+    let r = roll_at(&mut c, &spec, "2026-10-15").await.unwrap();
+    assert_eq!(r.moved_rows, 1);
+    assert_eq!(as_text(&guarded_rows(&c).await), as_text(&before));
+    assert_eq!(user_triggers(&c, "guarded_events_default").await, triggers, "put back as they were");
+    let e = c.batch_execute("DELETE FROM guarded_events_default").await.unwrap_err();
+    assert!(format!("{e:?}").contains("are never deleted"), "{e:?}");
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_event_trigger_that_refuses_the_rolls_ddl_is_named() {
+    let (db, mut c, spec) = guarded_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    guarded_event(&c, "2026-09-15", None, false).await;
+    c.batch_execute(
+        "CREATE FUNCTION guarded_ddl_freeze() RETURNS event_trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'DDL on audit tables is frozen'; END $$;
+         CREATE EVENT TRIGGER guarded_ddl_freeze ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
+             EXECUTE FUNCTION guarded_ddl_freeze();",
+    )
+    .await
+    .unwrap();
+    let before = guarded_rows(&c).await;
+    let e = roll_at(&mut c, &spec, "2026-10-15").await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "partition spec for guarded_events: stopped by event trigger guarded_ddl_freeze (ddl_command_start), which runs guarded_ddl_freeze(): DDL on audit tables is frozen (SQLSTATE P0001); rolled back, nothing changed"
+        ),
+        "{e}"
+    );
+    assert_eq!(guarded_rows(&c).await, before);
+    assert_eq!(names(&partitions_of(&c, "guarded_events").await).len(), 5, "nothing created");
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_cascading_key_on_the_default_partition_is_refused_before_it_deletes_anything() {
+    let (db, mut c, spec) = audit_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    let waiting = insert_event(&c, day("2026-09-15"), None).await;
+    let far = insert_event(&c, day("2030-01-01"), None).await;
+    // Notes that reference the default partition itself, deleted with the rows they note.
+    c.batch_execute(&format!(
+        "CREATE TABLE notes (event_id uuid, event_date date, note text,
+                             CONSTRAINT fk_notes_event FOREIGN KEY (event_id, event_date)
+                                 REFERENCES audit_events_default (event_id, event_date) ON DELETE CASCADE);
+         INSERT INTO notes VALUES ('{waiting}', '2026-09-15', 'keep me'), ('{far}', '2030-01-01', 'me too');"
+    ))
+    .await
+    .unwrap();
+    let e = roll_at(&mut c, &spec, "2026-10-15").await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "partition spec for audit_events: cannot move rows of the new ranges out of the default partition audit_events_default: foreign key fk_notes_event of notes references that partition itself (ON DELETE CASCADE), and rows there are still referenced by 1 rows of notes"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("moving them would delete those rows of notes"), "{e}");
+    assert_eq!(count(&c, "SELECT count(*) FROM notes").await, 2, "no note deleted");
+    assert_eq!(count(&c, "SELECT count(*) FROM audit_events_default").await, 2);
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'audit_events_2026_09'").await, 0);
+
+    // A key on the default partition that references none of the rows to move is no obstacle.
+    c.batch_execute(&format!("DELETE FROM notes WHERE event_id = '{waiting}'")).await.unwrap();
+    let r = roll_at(&mut c, &spec, "2026-10-15").await.unwrap();
+    assert_eq!(r.moved_rows, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM notes").await, 1);
+    drop(c);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_roll_blocked_by_a_lock_names_its_holder() {
+    let (db, mut c, spec) = guarded_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    let parent = guarded_event(&c, "2026-09-15", None, false).await;
+    guarded_event(&c, "2026-09-16", Some((parent, "2026-09-15")), false).await;
+    // A writer of the actors keeps a transaction open: moving rows whose keys are set aside
+    // detaches the default partition, which locks the tables its keys reference.
+    let writer =
+        tokio_postgres::connect(&format!("{} application_name=audit-writer", keyword_url(&db)), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(writer.1);
+    let writer = writer.0;
+    let pid: i32 = writer.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    writer.batch_execute("BEGIN; INSERT INTO guarded_actors VALUES ('carol')").await.unwrap();
+    let opts = RollOptions {
+        attempts: 2,
+        table_lock_timeout: std::time::Duration::from_millis(100),
+        ..RollOptions::default()
+    };
+    let e =
+        partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &opts).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "held by pid {pid} (audit-writer, idle in transaction: \"BEGIN; INSERT INTO guarded_actors VALUES ('carol')\") holding RowExclusiveLock on guarded_actors"
+        )),
+        "{e}"
+    );
+    writer.batch_execute("COMMIT").await.unwrap();
+    let r = partitions::roll(&mut c, std::slice::from_ref(&spec), at("2026-10-15"), &opts).await.unwrap();
+    assert_eq!(r.moved_rows, 2);
+    drop((c, writer));
+    db.drop_db().await;
+}
+
+/// The fresh database's connection string in key=value form (so that settings can be appended).
+fn keyword_url(db: &FreshDb) -> String {
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let tokio_postgres::config::Host::Tcp(host) = &config.get_hosts()[0] else { panic!("a TCP host") };
+    format!(
+        "host={host} port={} user={} password={} dbname={}",
+        config.get_ports()[0],
+        config.get_user().unwrap(),
+        String::from_utf8_lossy(config.get_password().unwrap()),
+        db.name
+    )
+}
+
+#[tokio::test]
+async fn a_moved_row_that_breaks_a_key_is_caught_by_the_recheck() {
+    let (db, mut c, spec) = guarded_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    // A row that references nothing that exists, written while the key was not enforced (as a
+    // restore with triggers off, or replication, can leave one).
+    c.batch_execute(
+        "SET session_replication_role = replica;
+         INSERT INTO guarded_events (event_date, occurred_at, actor_id, payload, parent_event_id, parent_event_date)
+             VALUES ('2026-09-15', now(), 'alice', '{}', 424242, '2026-09-01');
+         RESET session_replication_role;",
+    )
+    .await
+    .unwrap();
+    let e = roll_at(&mut c, &spec, "2026-10-15").await.unwrap_err().to_string();
+    assert!(e.contains("foreign key guarded_events_parent_fk"), "{e}");
+    assert!(e.contains("(424242, 2026-09-01) is not present"), "{e}");
+    assert!(e.contains("rolled back, nothing changed"), "{e}");
+    assert_eq!(count(&c, "SELECT count(*) FROM guarded_events_default").await, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'guarded_events_2026_09'").await, 0);
+    drop(c);
+    db.drop_db().await;
+}
+
+/// What the roll relies on PostgreSQL to do when a partition is detached and tables are attached
+/// (checked on the server the tests run against, so that another major version that behaves
+/// otherwise fails here first).
+#[tokio::test]
+async fn detach_and_attach_behave_as_the_roll_relies_on() {
+    let (db, mut c, spec) = guarded_db().await;
+    partitions::roll(&mut c, &[PartitionSpec { behind: 0, ..spec.clone() }], at("2026-10-15"), &RollOptions::default())
+        .await
+        .unwrap();
+    let parent = guarded_event(&c, "2026-09-15", None, false).await;
+    guarded_event(&c, "2026-09-16", Some((parent, "2026-09-15")), false).await;
+    let step = |sql: String| {
+        let c = &c;
+        async move { c.batch_execute(&sql).await.map_err(|e| format!("{e:?}")) }
+    };
+    step("BEGIN".into()).await.unwrap();
+    // Detaching is refused while rows of the partition are referenced, naming the key's clone.
+    step("SAVEPOINT s".into()).await.unwrap();
+    let e = step("ALTER TABLE guarded_events DETACH PARTITION guarded_events_default".into()).await.unwrap_err();
+    assert!(e.contains("E23503") && e.contains("removing partition"), "{e}");
+    step("ROLLBACK TO SAVEPOINT s; ALTER TABLE guarded_events DROP CONSTRAINT guarded_events_parent_fk".into())
+        .await
+        .unwrap();
+    step("ALTER TABLE guarded_events DETACH PARTITION guarded_events_default".into()).await.unwrap();
+    // Detached: the clones of the parent's triggers are gone; its keys and indexes stay, its own.
+    assert!(user_triggers(&c, "guarded_events_default").await.is_empty());
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'guarded_events_default'::regclass AND contype = 'f' AND conparentid = 0").await,
+        1,
+        "the actor key stays, now its own"
+    );
+    let indexes = count(&c, "SELECT count(*) FROM pg_index WHERE indrelid = 'guarded_events'::regclass").await;
+    assert_eq!(indexes, 3);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_index WHERE indrelid = 'guarded_events_default'::regclass").await,
+        indexes
+    );
+    // A table made by LIKE ... INCLUDING (no identity, no index, no key, no trigger) attaches;
+    // attaching checks its rows against the parent's keys, naming the parent's key.
+    step(format!(
+        "CREATE TABLE t_alone (LIKE guarded_events INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION);
+         INSERT INTO t_alone (event_id, event_date, occurred_at, actor_id, payload) VALUES ({parent} + 100, '2031-01-01', now(), 'nobody', '{{}}');
+         SAVEPOINT a"
+    ))
+    .await
+    .unwrap();
+    let e = step(
+        "ALTER TABLE guarded_events ATTACH PARTITION t_alone FOR VALUES FROM ('2031-01-01') TO ('2031-02-01')".into(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("guarded_events_actor_id_fkey") && e.contains("is not present in table"), "{e}");
+    step("ROLLBACK TO SAVEPOINT a; UPDATE t_alone SET actor_id = 'bob'".into()).await.unwrap();
+    step("ALTER TABLE guarded_events ATTACH PARTITION t_alone FOR VALUES FROM ('2031-01-01') TO ('2031-02-01')".into())
+        .await
+        .unwrap();
+    step("ALTER TABLE guarded_events ATTACH PARTITION guarded_events_default DEFAULT".into()).await.unwrap();
+    // Attached, both are what CREATE TABLE ... PARTITION OF makes: the parent's triggers, indexes
+    // and keys, columns and checks inherited rather than local, no identity of their own.
+    for t in ["t_alone", "guarded_events_default"] {
+        assert_eq!(user_triggers(&c, t).await.len(), 3, "{t}");
+        let q = |sql: &str| sql.replace("$t", t);
+        assert_eq!(
+            count(&c, &q("SELECT count(*) FROM pg_index WHERE indrelid = '$t'::regclass")).await,
+            indexes,
+            "{t}"
+        );
+        assert_eq!(
+            count(&c, &q("SELECT count(*) FROM pg_attribute WHERE attrelid = '$t'::regclass AND attnum > 0 AND (attislocal OR attidentity <> '')")).await,
+            0,
+            "{t}"
+        );
+        assert_eq!(
+            count(&c, &q("SELECT count(*) FROM pg_constraint WHERE conrelid = '$t'::regclass AND conislocal")).await,
+            0,
+            "{t}"
+        );
+    }
+    // With the self-reference back, a partition detached while unreferenced keeps its clone of
+    // the key as a key of its own (PostgreSQL adds clones of that on the other partitions), and
+    // attaching merges it back with no extras: the partition's primary key, check, its two keys'
+    // clones, and the clone of the self-reference that points at it.
+    let constraints =
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 't_alone'::regclass OR confrelid = 't_alone'::regclass";
+    step(
+        "ALTER TABLE guarded_events ADD CONSTRAINT guarded_events_parent_fk FOREIGN KEY (parent_event_id, parent_event_date)
+             REFERENCES guarded_events (event_id, event_date) ON DELETE RESTRICT"
+            .into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, constraints).await, 5);
+    step("ALTER TABLE guarded_events DETACH PARTITION t_alone".into()).await.unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_constraint WHERE conrelid = 't_alone'::regclass AND contype = 'f' AND conparentid = 0").await,
+        2,
+        "both keys are its own"
+    );
+    step("ALTER TABLE guarded_events ATTACH PARTITION t_alone FOR VALUES FROM ('2031-01-01') TO ('2031-02-01')".into())
+        .await
+        .unwrap();
+    assert_eq!(count(&c, constraints).await, 5);
+    step("ROLLBACK".into()).await.unwrap();
     drop(c);
     db.drop_db().await;
 }
