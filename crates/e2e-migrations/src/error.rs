@@ -55,6 +55,22 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A migration the engine refuses to run as written, found before connecting: transaction
+    /// control inside its transaction, or a statement PostgreSQL refuses there (see
+    /// [`crate::txblock`]).
+    #[error("{file}:{line}:{column}: {message}{}", if *more == 0 { String::new() } else { format!(" (and {more} more such statements in this file)") })]
+    Refused {
+        /// The file at fault.
+        file: PathBuf,
+        /// 1-based line of the statement.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and what to do.
+        message: String,
+        /// Further such statements in the same file.
+        more: usize,
+    },
     /// Reading a file or folder failed.
     #[error("{path}: {source}")]
     Io {

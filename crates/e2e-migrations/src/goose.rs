@@ -8,7 +8,7 @@
 //! splitter would cut a dollar-quoted body apart, we keep the statement whole (see [`crate::scan`])
 //! and warn that goose would not.
 
-use crate::scan::{goose_ends_with_semicolon, scan_line, LexState};
+use crate::scan::{goose_ends_with_semicolon, Scanner};
 
 /// One SQL statement of a section, with the file lines it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,29 +124,24 @@ enum Section {
 
 struct Buffer {
     lines: Vec<(usize, String)>,
-    lex: LexState,
+    scanner: Scanner,
+    /// Whether any line so far has SQL outside comments.
+    has_code: bool,
     /// Lines inside this simple statement where goose's own rule would have ended it.
     goose_split_at: Option<usize>,
 }
 
 impl Buffer {
     fn new() -> Self {
-        Buffer { lines: Vec::new(), lex: LexState::Normal, goose_split_at: None }
+        Buffer { lines: Vec::new(), scanner: Scanner::default(), has_code: false, goose_split_at: None }
     }
     fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
-    fn has_code(&self) -> bool {
-        let mut st = LexState::Normal;
-        self.lines.iter().any(|(_, l)| {
-            let s = scan_line(&st, l);
-            st = s.state;
-            s.has_code
-        })
-    }
     fn take(&mut self, block: bool) -> Statement {
         let lines = std::mem::take(&mut self.lines);
-        self.lex = LexState::Normal;
+        self.scanner = Scanner::default();
+        self.has_code = false;
         self.goose_split_at = None;
         Statement {
             sql: lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n"),
@@ -236,13 +231,9 @@ fn parse_lines(
     let mut goose_buf = GooseBuffer::default();
 
     let flush_check = |buf: &Buffer, section: Section| -> Result<(), ParseError> {
-        if !buf.is_empty() && (buf.lex != LexState::Normal || buf.has_code()) {
+        if !buf.is_empty() && (buf.scanner.open().is_some() || buf.has_code) {
             let first = buf.lines[0].0;
-            let what = if buf.lex != LexState::Normal {
-                format!("{} that is never closed", buf.lex.describe())
-            } else {
-                "no terminating semicolon".to_string()
-            };
+            let what = buf.scanner.open().unwrap_or_else(|| "no terminating semicolon".to_string());
             let name = if section == Section::Down { "Down" } else { "Up" };
             return err(
                 first,
@@ -305,6 +296,15 @@ fn parse_lines(
                     if in_block.is_none() {
                         return err(lineno, "'-- +goose StatementEnd' without a '-- +goose StatementBegin'");
                     }
+                    if let (Some(open), Some(what)) = (in_block, buf.scanner.lex_state_open()) {
+                        return err(
+                            open,
+                            format!(
+                                "the StatementBegin block starting here reaches its StatementEnd (line {lineno}) inside {what}; \
+                                 PostgreSQL would read the rest of the file into it"
+                            ),
+                        );
+                    }
                     in_block = None;
                     goose_buf = GooseBuffer::default();
                     let stmt = buf.take(true);
@@ -344,9 +344,9 @@ fn parse_lines(
         } else {
             line.to_string()
         };
-        let scan = scan_line(&buf.lex, &line);
+        let scan = buf.scanner.line(&line, lineno);
         let goose_ends = goose_ends_with_semicolon(&line);
-        buf.lex = scan.state.clone();
+        buf.has_code |= scan.has_code;
         buf.lines.push((lineno, line));
         if in_block.is_some() {
             continue;

@@ -2,6 +2,7 @@
 //!
 //! The pieces, from pure to I/O:
 //! - [`scan`] and [`goose`]: reading goose-format SQL files into statements, as goose does;
+//! - [`txblock`]: what a migration cannot run inside its transaction, refused before connecting;
 //! - [`source`]: a migrations folder, versioned and checksummed;
 //! - [`sets`]: the named sets of `sets.toml`, validated before any database is touched;
 //! - [`plan`]: what is applied, pending, drifted or unknown;
@@ -25,6 +26,7 @@ pub mod sets;
 pub mod source;
 pub mod state;
 pub mod testdb;
+pub mod txblock;
 
 pub use error::{Error, Result};
 pub use migrator::{Options, Report};

@@ -98,6 +98,16 @@ pub fn parse_folder(dir: &Path, files: Vec<(String, String)>, env: &dyn Fn(&str)
             line: e.line,
             message: e.message,
         })?;
+        let findings = crate::txblock::check(&sql);
+        if let Some(f) = findings.first() {
+            return Err(Error::Refused {
+                file: path,
+                line: f.line,
+                column: f.column,
+                message: f.message.clone(),
+                more: findings.len() - 1,
+            });
+        }
         for (line, w) in &sql.warnings {
             warnings.push(format!("{}:{line}: warning: {w}", path.display()));
         }
