@@ -97,7 +97,7 @@ pub enum Error {
         files: Vec<PathBuf>,
     },
     /// A set was requested that the manifest does not define.
-    #[error("unknown set {name:?}; known sets: {}", known.join(", "))]
+    #[error("unknown set {name:?}; known sets: {}", cut_list(known, 20))]
     UnknownSet {
         /// The requested name.
         name: String,
@@ -121,13 +121,13 @@ pub enum Error {
         cycle: Vec<String>,
     },
     /// Applied migrations whose Up section changed since.
-    #[error("applied migration changed since it was applied (checksum differs): {}; restore the file, add a new migration, or pass --accept-drift", files.join(", "))]
+    #[error("applied migration changed since it was applied (checksum differs): {}; restore the file, add a new migration, or pass --accept-drift", cut_list(files, 5))]
     Drift {
         /// The changed files.
         files: Vec<String>,
     },
     /// A migration statement failed; earlier migrations stay applied.
-    #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", applied.join(", ")) })]
+    #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", cut_list(applied, 5)) })]
     Migration {
         /// Where and why.
         failure: Box<SqlFailure>,
@@ -169,6 +169,15 @@ pub enum Error {
     Other(String),
 }
 
+/// At most `max` items joined with `, `, then how many more: errors stay a few lines long however
+/// long the list.
+pub fn cut_list(items: &[String], max: usize) -> String {
+    if items.len() <= max {
+        return items.join(", ");
+    }
+    format!("{} and {} more", items[..max].join(", "), items.len() - max)
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -206,5 +215,19 @@ pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        let items: Vec<String> = (1..=12).map(|i| format!("f{i}.sql")).collect();
+        assert_eq!(cut_list(&items[..2], 5), "f1.sql, f2.sql");
+        assert_eq!(cut_list(&items, 3), "f1.sql, f2.sql, f3.sql and 9 more");
+        let e = Error::Drift { files: items }.to_string();
+        assert!(e.contains("f5.sql and 7 more") && !e.contains("f6.sql"), "{e}");
     }
 }

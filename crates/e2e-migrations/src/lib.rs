@@ -6,11 +6,13 @@
 //! - [`source`]: a migrations folder, versioned and checksummed;
 //! - [`sets`]: the named sets of `sets.toml`, validated before any database is touched;
 //! - [`plan`]: what is applied, pending, drifted or unknown;
+//! - [`batch`]: one migration as one guarded simple-query string (pure);
 //! - [`migrator`]: applying and reverting on one connection under an advisory lock;
 //! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
 //! - [`local`]: the embedded default, a throwaway PostgreSQL server from the machine's binaries.
 
 pub mod apply;
+pub mod batch;
 pub mod db;
 pub mod error;
 pub mod goose;
