@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::batch::{Batch, Located, Part};
+use crate::batch::{Batch, Located, Part, GUARD_MESSAGE};
 use crate::db;
 use crate::error::{DbContext, Error, Result, SqlFailure};
 use crate::goose::Statement;
@@ -316,7 +316,11 @@ fn token() -> Result<String> {
 /// Turns an error of a [`Batch`] into a located [`Error::Migration`].
 fn located_failure(m: &Migration, statements: &[Statement], at: Located, e: &tokio_postgres::Error) -> Error {
     let lost = e.as_db_error().is_none();
-    let (stmt, context) = match at.part {
+    // The guard is known by its message: counting statements may be off exactly when the
+    // server read the file differently from the check (which is how a COMMIT slips past it).
+    let guard = e.as_db_error().is_some_and(|d| d.message() == GUARD_MESSAGE);
+    let part = if guard { Part::Guard } else { at.part };
+    let (stmt, context) = match part {
         Part::Statement(i) => (Some((&statements[i], at.offset, at.exact)), None),
         Part::Start => (None, Some("starting the migration's transaction")),
         Part::Guard if !lost => {

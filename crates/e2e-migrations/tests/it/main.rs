@@ -5,3 +5,4 @@ mod support;
 
 mod migrate;
 mod partitions;
+mod txblock;
