@@ -204,6 +204,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ParsedS
     };
 
     if !raw_lines.iter().any(|l| is_annotation(l)) {
+        let mut scanner = Scanner::default();
+        let has_code = raw_lines.iter().enumerate().any(|(i, l)| scanner.line(l, i + 1).has_code);
+        if !has_code {
+            return err(1, "an empty migration (no '-- +goose Up' and no SQL); goose rejects it: write its Up section, or remove the file");
+        }
         // The one leniency: an unannotated file is all Up.
         let mut parsed = parse_lines(&raw_lines, env, true)?;
         parsed.warnings.insert(
@@ -585,6 +590,35 @@ mod tests {
         assert_eq!(e.line, 3, "goose's buffer starts at the line of spaces");
         // What goose accepts stays accepted.
         parse("-- +goose Up\nSELECT 1; -- done\n\n-- trailing comment\n-- +goose Down\nSELECT 2;\n", &no_env).unwrap();
+    }
+
+    #[test]
+    fn rejects_an_empty_file() {
+        for empty in ["", "\n\n", "-- just a comment\n", "/* nothing */\n"] {
+            let e = parse(empty, &no_env).unwrap_err();
+            assert_eq!(e.line, 1);
+            assert!(e.message.contains("an empty migration"), "{empty:?}: {}", e.message);
+        }
+        // An Up annotation with nothing under it is goose's empty migration, applied and recorded.
+        assert!(parse("-- +goose Up\n", &no_env).unwrap().up.is_empty());
+    }
+
+    #[test]
+    fn rejects_a_block_that_ends_inside_a_quote_or_body() {
+        let e = parse(
+            "-- +goose Up\n-- +goose StatementBegin\nDO $$ BEGIN\n  PERFORM 1;\n-- +goose StatementEnd\nSELECT 1;\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("(line 5) inside a dollar-quoted body ($$) that is never closed"), "{}", e.message);
+    }
+
+    #[test]
+    fn rejects_an_unclosed_parenthesis_or_function_body_at_the_end() {
+        let e = parse("-- +goose Up\nCREATE TABLE t (\n  x int;\n", &no_env).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("an unclosed '(' (opened at line 2)"), "{}", e.message);
     }
 
     #[test]
