@@ -25,7 +25,7 @@ impl Migrate {
 /// port-forward alive where one is needed.
 async fn open(db: &DbArgs) -> Result<(Resolved, tokio_postgres::Client)> {
     let resolved = resolve_url(db.database_url.as_deref()).await?;
-    let client = connect(&resolved.url).await?;
+    let client = connect(&resolved.url, db.connect_timeout).await?;
     Ok((resolved, client))
 }
 

@@ -652,3 +652,145 @@ mod tests {
         assert_eq!(s.position(off), (4, 5));
     }
 }
+
+/// Property tests of the statement splitter: random mixes of statements, quotes, `E''` strings,
+/// dollar bodies with tags, nested comments, parentheses, SQL-standard bodies and goose
+/// annotations.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chars(set: &'static [char], max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(set), 0..max).prop_map(|v| v.into_iter().collect())
+    }
+
+    const HOSTILE: &[char] = &['a', 'Z', ' ', ';', '\n', '-', '/', '*', '$', '\'', '"', '\\', '(', ')', 'é', 'E'];
+
+    /// One fragment of a statement (never first: see `statement`).
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(&["x", "tbl", "select", "values", "1", "2.5e-3", "$1", "::text", ",", "=", "a$b"][..])
+                .prop_map(str::to_string),
+            chars(HOSTILE, 12).prop_map(|c| format!("'{}'", c.replace('\'', "''"))),
+            chars(HOSTILE, 12).prop_map(|c| format!("E'{}'", c.replace('\\', "\\\\").replace('\'', "\\'"))),
+            chars(HOSTILE, 12).prop_map(|c| format!("\"{}\"", c.replace('"', "\"\""))),
+            (prop::sample::select(&["", "t", "body"][..]), chars(HOSTILE, 16))
+                .prop_map(|(tag, c)| format!("${tag}${}${tag}$", c.replace('$', "x"))),
+            (chars(HOSTILE, 8), chars(HOSTILE, 8)).prop_map(|(a, b)| format!(
+                "/* {} /* {} */ ; */",
+                a.replace('*', "x"),
+                b.replace('*', "x")
+            )),
+            chars(HOSTILE, 10).prop_map(|c| format!("-- {};\n", c.replace('\n', " "))),
+            chars(HOSTILE, 8).prop_map(|c| format!("(x; '{}';\n y)", c.replace('\'', "''"))),
+        ]
+    }
+
+    /// A statement: a word, fragments separated by spaces or line breaks, and a final `;`.
+    fn statement() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (
+                prop::sample::select(&["SELECT", "insert", "Update", "x"][..]),
+                prop::collection::vec((prop::sample::select(&[" ", "\n", "  "][..]), fragment()), 0..6),
+            )
+                .prop_map(|(first, rest)| {
+                    let mut s = first.to_string();
+                    for (sep, f) in rest {
+                        s.push_str(sep);
+                        s.push_str(&f);
+                    }
+                    // Goose ends a statement at a line whose last word before any `--` word ends
+                    // in `;`; a last line with a `--` word (even quoted) needs the `;` below it.
+                    let last = s.rsplit('\n').next().unwrap_or("");
+                    if last.split_whitespace().any(|w| w.starts_with("--")) {
+                        s.push('\n');
+                    }
+                    s.push(';');
+                    s
+                }),
+            1 => prop::sample::select(&[" ", "\n"][..]).prop_map(|sep| {
+                format!("CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql{sep}BEGIN ATOMIC{sep}SELECT CASE WHEN true THEN 1 END;{sep}SELECT 2;{sep}END;")
+            }),
+        ]
+    }
+
+    /// Lines goose and we skip between statements.
+    fn between() -> impl Strategy<Value = String> {
+        prop::sample::select(&["", "\n", "-- a comment; with semicolons\n", "\n-- note\n\n"][..])
+            .prop_map(str::to_string)
+    }
+
+    /// A section: statements, some grouped in StatementBegin/End blocks; returns the text and the
+    /// statements the splitter must return.
+    fn section() -> impl Strategy<Value = (String, Vec<String>)> {
+        prop::collection::vec((between(), prop::collection::vec(statement(), 1..3), any::<bool>()), 0..6).prop_map(
+            |items| {
+                let mut text = String::new();
+                let mut want = Vec::new();
+                for (gap, stmts, block) in items {
+                    text.push_str(&gap);
+                    if block {
+                        let body = stmts.join("\n");
+                        text.push_str(&format!("-- +goose StatementBegin\n{body}\n-- +goose StatementEnd\n"));
+                        want.push(body);
+                    } else {
+                        for s in stmts {
+                            text.push_str(&s);
+                            text.push('\n');
+                            want.push(s);
+                        }
+                    }
+                }
+                (text, want)
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn splits_only_between_statements_and_gives_back_the_sql((up, want_up) in section(), (down, want_down) in section(), no_tx in any::<bool>()) {
+            let tx = if no_tx { "-- +goose NO TRANSACTION\n" } else { "" };
+            let file = format!("-- +goose Up\n{tx}{up}-- +goose Down\n{down}");
+            let p = parse(&file, &|_| None).map_err(|e| TestCaseError::fail(format!("{}: {}\n{file}", e.line, e.message)))?;
+            let got_up: Vec<&str> = p.up.iter().map(|s| s.sql.as_str()).collect();
+            let got_down: Vec<&str> = p.down.iter().map(|s| s.sql.as_str()).collect();
+            prop_assert_eq!(&got_up, &want_up);
+            prop_assert_eq!(&got_down, &want_down);
+            prop_assert_eq!(got_up.join("\n"), want_up.join("\n"));
+            // Each statement's lines point back at the file's own lines.
+            let lines: Vec<&str> = file.lines().collect();
+            for s in p.up.iter().chain(&p.down) {
+                let from_file: Vec<&str> = s.lines.iter().map(|l| lines[l - 1]).collect();
+                prop_assert_eq!(from_file.join("\n"), s.sql.clone());
+            }
+            // Nothing generated is transaction control at the top level.
+            prop_assert!(crate::txblock::check(&p).is_empty(), "{:?}", crate::txblock::check(&p));
+        }
+
+        #[test]
+        fn a_top_level_commit_is_always_found(stmts in prop::collection::vec(statement(), 0..6), at in 0usize..8) {
+            let at = at % (stmts.len() + 1);
+            let before: usize = stmts[..at].iter().map(|s| s.lines().count()).sum();
+            let mut all = stmts.clone();
+            all.insert(at, "COMMIT;".to_string());
+            let file = format!("-- +goose Up\n{}\n", all.join("\n"));
+            let p = parse(&file, &|_| None).map_err(|e| TestCaseError::fail(format!("{}: {}\n{file}", e.line, e.message)))?;
+            let found = crate::txblock::check(&p);
+            prop_assert_eq!(found.len(), 1, "{:?}\n{}", found, file);
+            prop_assert_eq!((found[0].line, found[0].column), (before + 2, 1));
+            prop_assert!(found[0].message.starts_with("COMMIT in a migration"));
+        }
+
+        #[test]
+        fn never_panics_on_any_input(text in chars(&['a', ' ', ';', '\n', '-', '+', '/', '*', '$', '\'', '"', '\\', '(', ')', 'E', 'g', 'o', 's', 'e', 'U', 'p', 'D', 'w', 'n', 'B', '\r'], 200)) {
+            let text = text.replace("-+", "-- +goose ");
+            if let Ok(p) = parse(&text, &|_| None) {
+                let _ = crate::txblock::check(&p);
+                let _ = crate::batch::Batch::new(&p.up, "t", "SELECT 1;");
+            }
+        }
+    }
+}
