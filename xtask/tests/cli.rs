@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use e2e_migrations::{db, local};
 
+#[path = "cli/faults.rs"]
+mod faults;
+
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env("E2E_LOG", "info");

@@ -30,7 +30,10 @@ impl std::fmt::Display for SqlFailure {
         if let Some(c) = self.column {
             write!(f, ":{c}")?;
         }
-        write!(f, ": {} (SQLSTATE {})", self.message, self.sqlstate)?;
+        write!(f, ": {}", self.message)?;
+        if self.sqlstate != "none" {
+            write!(f, " (SQLSTATE {})", self.sqlstate)?;
+        }
         if let Some(d) = &self.detail {
             write!(f, "\n  detail: {d}")?;
         }

@@ -337,12 +337,14 @@ fn located_failure(m: &Migration, statements: &[Statement], at: Located, e: &tok
         Part::Guard | Part::Finish => (None, Some("at COMMIT (tracking rows or deferred constraints)")),
     };
     if lost {
+        // Which statement was running is unknown: the server sends its replies when the string
+        // ends or fails, so none came before the connection broke.
         let message = format!(
-            "the connection was lost ({}); the server rolls back the migration's transaction, so nothing of it is \
-             applied: run again once the server is back",
+            "the connection was lost while the migration ran ({}); the server rolls back the migration's \
+             transaction, so nothing of it is applied: run again once the server is back",
             crate::error::describe_db_error(e)
         );
-        return failure_with(m, stmt, e, &message);
+        return failure_with(m, None, e, &message);
     }
     let db = e.as_db_error().expect("a server error");
     let message = match context {
