@@ -296,8 +296,11 @@ async fn apply_in_transaction(client: &Client, m: &Migration, statements: &[Stat
     let Err(e) = run.await else { return Ok(statements.len()) };
     if e.as_db_error().is_some() {
         // The string stopped at the error, inside its transaction: end that transaction. (When the
-        // migration's own SQL had ended it, this only draws a warning.)
-        client.batch_execute("ROLLBACK").await.db(|| format!("rolling back {}", m.name))?;
+        // migration's own SQL had ended it, this only draws a warning.) If even that fails, the
+        // session is gone, and the server rolls back; the migration's own error is the one to tell.
+        if let Err(r) = client.batch_execute("ROLLBACK").await {
+            tracing::debug!("rolling back {}: {r}", m.name);
+        }
     }
     let at = match e.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(p)) => batch.locate_position(*p as usize),
