@@ -114,8 +114,8 @@ impl Setup {
         for a in &m.applied {
             eprintln!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
         }
-        for v in &m.unknown {
-            eprintln!("    warning: version {v} is applied but has no file in {}", project.folder.dir.display());
+        if let Some(w) = crate::migrate::unknown_warning(&m.unknown, &project.folder.dir) {
+            eprintln!("    warning: {w}");
         }
         for f in &m.drift_accepted {
             eprintln!("    warning: accepted drift of {f}");

@@ -76,14 +76,22 @@ fn tracking_survives_a_server_killed_between_runs() {
     let dir = project_with(&[]);
     let o = server.setup(dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
+    // Killed a moment after the run: a restart keeps every commit, and the sequence state.
+    std::thread::sleep(Duration::from_secs(1));
     server.kill_server();
     let o = server.setup(dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("restarted"), "{}", stderr(&o));
-    // One new file: its tracking row must not collide with the rows before the crash.
+    assert!(stderr(&o).contains("0 applied, 3 already applied"), "{}", stderr(&o));
+    // One new file: its tracking row must not collide with the rows from before the crash.
     std::fs::write(dir.path().join("030_new.sql"), "-- +goose Up\nCREATE TABLE after_crash (x int);\n").unwrap();
     let o = run(server.cmd().args(["migrate", "up", "--migrations-dir"]).arg(dir.path()));
     assert!(o.status.success(), "{}", stderr(&o));
+    // Killed right after the run: what the run reported committed is still there.
+    server.kill_server();
+    let o = server.setup(dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0 applied, 4 already applied"), "{}", stderr(&o));
     let rt = rt();
     assert_eq!(applied_once(&rt, &server.url()), (4, 4));
     assert_eq!(query_i64(&rt, &server.url(), "SELECT count(*) FROM pg_class WHERE relname = 'after_crash'"), 1);
@@ -122,6 +130,7 @@ fn a_server_killed_in_the_middle_of_a_run_fails_clearly_and_the_rerun_succeeds()
     // The rerun restarts the server and completes the run; then more migrations apply.
     let o = server.setup(dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 applied, 3 already applied"), "{}", stderr(&o));
     std::fs::write(dir.path().join("031_more.sql"), "-- +goose Up\nCREATE TABLE more_after (x int);\n").unwrap();
     let o = run(server.cmd().args(["migrate", "up", "--migrations-dir"]).arg(dir.path()));
     assert!(o.status.success(), "{}", stderr(&o));
