@@ -332,9 +332,9 @@ fn located_failure(m: &Migration, statements: &[Statement], at: Located, e: &tok
                 None,
                 e,
                 "its own SQL ended the migration's transaction before the tracking rows (a COMMIT or ROLLBACK the \
-                 up-front check cannot see, such as one hidden by a setting that changes how quotes are read): the \
-                 version is NOT recorded, but statements before that point may have been committed; check the \
-                 database by hand before running again",
+                 up-front check cannot see, such as one hidden by a setting that changes how quotes are read; or a \
+                 RESET ALL, which clears the transaction's marker): the version is NOT recorded, but statements \
+                 before that point may have been committed; check the database by hand before running again",
             )
         }
         Part::Guard | Part::Finish => (None, Some("at COMMIT (tracking rows or deferred constraints)")),
