@@ -1,8 +1,14 @@
 //! The command line, parsed with clap: raw flags only; each command validates and runs them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `--connect-timeout`: seconds, as the library parses them.
+fn timeout(s: &str) -> Result<Duration, String> {
+    e2e_migrations::db::parse_timeout(s)
+}
 
 /// End-to-end test databases: migrations, partitions, a local server or a Kind cluster.
 #[derive(Debug, Parser)]
@@ -80,6 +86,9 @@ pub struct Setup {
     /// An existing server (implies --backend url when given).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Seconds a connection may take to be ready (TCP, startup, authentication).
+    #[arg(long, env = "E2E_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = timeout)]
+    pub connect_timeout: Duration,
     /// Print KEY=VALUE lines (DATABASE_URL, ...) on stdout and nothing else there.
     #[arg(long)]
     pub print_env: bool,
@@ -154,6 +163,9 @@ pub struct DbArgs {
     /// The server [default: the one e2e-setup made, else the local default].
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Seconds a connection may take to be ready (TCP, startup, authentication).
+    #[arg(long, env = "E2E_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = timeout)]
+    pub connect_timeout: Duration,
 }
 
 /// `migrate` flags.

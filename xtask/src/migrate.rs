@@ -26,7 +26,7 @@ impl Migrate {
 /// port-forward alive where one is needed.
 async fn open(db: &DbArgs) -> Result<(Resolved, tokio_postgres::Client)> {
     let resolved = resolve_url(db.database_url.as_deref()).await?;
-    let client = connect(&resolved.url).await?;
+    let client = connect(&resolved.url, db.connect_timeout).await?;
     Ok((resolved, client))
 }
 
@@ -44,8 +44,8 @@ impl MigrateUp {
                     eprintln!("applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
                 }
                 eprintln!("{} applied, {} already applied", report.applied.len(), report.already_applied);
-                for v in &report.unknown {
-                    eprintln!("warning: version {v} is applied but has no file in {}", project.folder.dir.display());
+                if let Some(w) = unknown_warning(&report.unknown, &project.folder.dir) {
+                    eprintln!("warning: {w}");
                 }
             }
         }
@@ -68,6 +68,16 @@ impl MigrateDown {
         }
         Ok(())
     }
+}
+
+/// One line for applied versions without a file (a long list cut with a count), if any.
+pub(crate) fn unknown_warning(unknown: &[i64], dir: &std::path::Path) -> Option<String> {
+    if unknown.is_empty() {
+        return None;
+    }
+    let versions: Vec<String> = unknown.iter().map(i64::to_string).collect();
+    let noun = if unknown.len() == 1 { "version" } else { "versions" };
+    Some(format!("{noun} {} applied but with no file in {}", e2e_migrations::error::cut_list(&versions), dir.display()))
 }
 
 fn state_word(s: State) -> &'static str {
@@ -143,4 +153,21 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
         eprintln!("drifted: {}", drifted.iter().map(|m| m.path.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_versions_are_one_short_line() {
+        let dir = std::path::Path::new("m");
+        assert_eq!(unknown_warning(&[], dir), None);
+        assert_eq!(unknown_warning(&[7], dir).unwrap(), "version 7 applied but with no file in m");
+        let many: Vec<i64> = (1..=40).collect();
+        assert_eq!(
+            unknown_warning(&many, dir).unwrap(),
+            "versions 1, 2, 3, 4, 5 and 35 more applied but with no file in m"
+        );
+    }
 }

@@ -83,7 +83,7 @@ async fn prepare(c: &Common) -> Result<Option<(Vec<PartitionSpec>, tokio_postgre
     }
     let resolved = resolve_url(c.db.database_url.as_deref()).await?;
     let url = &resolved.url;
-    Ok(Some((specs, connect(url).await?)))
+    Ok(Some((specs, connect(url, c.db.connect_timeout).await?)))
 }
 
 async fn change(a: Change, prune_only: bool) -> Result<()> {

@@ -66,7 +66,7 @@ impl Setup {
                 let dir = local::default_state_dir();
                 let (server, how) = tokio::task::spawn_blocking(move || local::ensure_running(&dir)).await??;
                 step.done(format!("{} on 127.0.0.1:{}", how_word(how), server.port));
-                let client = connect(&server.url()).await?;
+                let client = connect(&server.url(), self.connect_timeout).await?;
                 let st = SetupState {
                     backend: BackendKind::Local,
                     database_url: Some(server.url()),
@@ -86,7 +86,7 @@ impl Setup {
                     bail!("--backend url needs --database-url URL (or DATABASE_URL)");
                 };
                 let step = Step::start("connect");
-                let client = connect(&url).await?;
+                let client = connect(&url, self.connect_timeout).await?;
                 step.done(e2e_migrations::db::redact(&url));
                 let st = SetupState {
                     backend: BackendKind::Url,
@@ -118,8 +118,8 @@ impl Setup {
         for a in &m.applied {
             eprintln!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
         }
-        for v in &m.unknown {
-            eprintln!("    warning: version {v} is applied but has no file in {}", project.folder.dir.display());
+        if let Some(w) = crate::migrate::unknown_warning(&m.unknown, &project.folder.dir) {
+            eprintln!("    warning: {w}");
         }
         for f in &m.drift_accepted {
             eprintln!("    warning: accepted drift of {f}");

@@ -87,7 +87,7 @@ pub(crate) async fn resolve_url(explicit: Option<&str>) -> Result<Resolved> {
     Ok(Resolved { url: st.url(), _forward: None })
 }
 
-/// Connects, saying where (without the password) if it fails.
-pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    Ok(e2e_migrations::db::connect(url).await?)
+/// Connects within `timeout`, saying where (without the password) if it fails.
+pub(crate) async fn connect(url: &str, timeout: std::time::Duration) -> Result<tokio_postgres::Client> {
+    Ok(e2e_migrations::db::connect_within(url, timeout).await?)
 }

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use e2e_migrations::{db, local};
 
+#[path = "cli/faults.rs"]
+mod faults;
+
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env("E2E_LOG", "info");
@@ -109,7 +112,11 @@ fn goose_syntax_errors_name_file_and_line() {
 fn unreachable_database_is_an_error_not_success() {
     let o = run(xtask().args(["migrate", "status", "--database-url", UNREACHABLE]));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("connecting to postgres://nobody:***@127.0.0.1:1/none"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("connecting to 127.0.0.1:1 (postgres://nobody:***@127.0.0.1:1/none)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -300,4 +307,60 @@ fn nix_is_root() -> bool {
     // A folder this process makes is owned by its effective uid (macOS has no /proc/self).
     let d = Dir::new(&[]);
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(d.path()).unwrap()) == 0
+}
+
+/// A listener on 127.0.0.1 that accepts connections and never answers (kept open).
+fn silent_listener() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_port_that_is_not_postgresql_fails_within_the_connect_timeout() {
+    let port = silent_listener();
+    let url = format!("postgres://u:pw@127.0.0.1:{port}/db");
+    let start = Instant::now();
+    let o = run(xtask().args(["migrate", "status", "--connect-timeout", "1", "--database-url", &url]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains(&format!("connecting to 127.0.0.1:{port}")) && e.contains("within 1 s"), "{e}");
+    // The environment variable sets it too (and partitions share the flag).
+    let o = run(xtask().env("E2E_CONNECT_TIMEOUT", "1").args(["partitions", "list", "--database-url", &url]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("within 1 s"), "{}", stderr(&o));
+    assert!(start.elapsed() < Duration::from_secs(60), "no hang");
+    let o = run(xtask().env("E2E_CONNECT_TIMEOUT", "soon").args(["migrate", "status", "--database-url", &url]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("E2E_CONNECT_TIMEOUT") || stderr(&o).contains("connect-timeout"), "{}", stderr(&o));
+}
+
+#[test]
+fn no_password_in_any_output_for_any_form_of_connection_string() {
+    let port = silent_listener();
+    let forms = [
+        format!("postgres://u:Pw0rdA1@127.0.0.1:{port}/db"),
+        format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable&password=Pw0rdA1"),
+        format!("host=127.0.0.1 port={port} user=u password='Pw0rdA1 with space' dbname=db"),
+        format!("postgres://u:Pw0rd@A1@127.0.0.1:{port}/db"),
+        format!("host=127.0.0.1 port={port} password=Pw0rdA1 stray dbname=db"),
+    ];
+    for url in &forms {
+        for args in [
+            vec!["migrate", "status", "--connect-timeout", "1", "--database-url", url],
+            vec!["e2e-setup", "--backend", "url", "--connect-timeout", "1", "--database-url", url],
+        ] {
+            let o = run(xtask().args(&args));
+            assert!(!o.status.success(), "{args:?}");
+            let all = format!("{}{}", stdout(&o), stderr(&o));
+            assert!(!all.contains("Pw0rd"), "{args:?} shows the password:\n{all}");
+            assert!(all.contains("127.0.0.1"), "{args:?} names the address:\n{all}");
+        }
+    }
 }

@@ -13,53 +13,313 @@ pub const LOCK_ID: i64 = 5_887_940_537_704_921_958;
 /// The `application_name` our connections carry, so that lock waits can say who holds it.
 pub const APPLICATION_NAME: &str = "e2e-migrations";
 
-/// Opens one connection from a `postgres://` URL (or key=value string), without TLS.
+/// Environment variable: seconds a connection may take to be ready (TCP, startup and
+/// authentication), for every connection this library opens; default [`DEFAULT_CONNECT_TIMEOUT`].
+pub const CONNECT_TIMEOUT_ENV: &str = "E2E_CONNECT_TIMEOUT";
+
+/// How long a connection may take when [`CONNECT_TIMEOUT_ENV`] does not say.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses a connect timeout in seconds (`10`, `2.5`), as `--connect-timeout` and
+/// [`CONNECT_TIMEOUT_ENV`] take it.
+pub fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("{s:?}: expected a number of seconds above 0, e.g. 10")),
+    }
+}
+
+/// The connect timeout from [`CONNECT_TIMEOUT_ENV`], else [`DEFAULT_CONNECT_TIMEOUT`].
+pub fn connect_timeout() -> Result<Duration> {
+    match std::env::var(CONNECT_TIMEOUT_ENV) {
+        Ok(v) => parse_timeout(&v).map_err(|e| Error::Other(format!("{CONNECT_TIMEOUT_ENV}={e}"))),
+        Err(_) => Ok(DEFAULT_CONNECT_TIMEOUT),
+    }
+}
+
+/// Opens one connection from a `postgres://` URL (or key=value string), without TLS, within the
+/// timeout of [`connect_timeout`].
 ///
 /// The connection task runs on the current tokio runtime. The session asks the server to notice
 /// a vanished client (`client_connection_check_interval`, PostgreSQL 14+) so that a killed run
 /// releases its locks within a second instead of when its current statement ends.
 pub async fn connect(url: &str) -> Result<Client> {
-    let mut config: Config = url.parse().map_err(|e| Error::Other(format!("invalid database URL: {e}")))?;
+    connect_within(url, connect_timeout()?).await
+}
+
+/// As [`connect`], with the time the whole startup may take (TCP connect, the startup exchange,
+/// authentication and session setup): an address where something else listens, or a forward that
+/// never answers, fails within it, naming the address. Errors never show the password.
+pub async fn connect_within(url: &str, timeout: Duration) -> Result<Client> {
+    let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        Error::Other(format!("invalid database URL {}: {}", redact(url), scrub_parse_error(&e.to_string())))
+    })?;
+    if unencoded_at_in_credentials(url) {
+        return Err(Error::Other(format!(
+            "invalid database URL {}: its user name or password holds an unencoded '@'; write it as %40",
+            redact(url)
+        )));
+    }
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
+    if config.get_connect_timeout().is_none_or(|t| *t > timeout) {
+        config.connect_timeout(timeout);
     }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|source| Error::Db { context: format!("connecting to {}", redact(url)), source })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("connection closed: {e}");
-        }
-    });
-    if let Err(e) = client.batch_execute("SET client_connection_check_interval = 1000").await {
-        if e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
-            return Err(e).db(|| "configuring the session".to_string());
-        }
-    }
-    Ok(client)
-}
-
-/// A URL with its password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
+    let address = address(&config);
+    let connecting = async {
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+        if let Err(e) = client.batch_execute("SET client_connection_check_interval = 1000").await {
+            if e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
+                return Err(e);
             }
         }
+        Ok(client)
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(source)) if source.as_db_error().is_some() => {
+            Err(Error::Db { context: format!("connecting to {address} ({})", redact(url)), source })
+        }
+        Ok(Err(source)) => {
+            // Refused, reset, or an answer that is not PostgreSQL's: say which address.
+            let hint = if crate::error::describe_db_error(&source).contains("refused") {
+                "; is the server running, and is this its port?"
+            } else {
+                "; is a PostgreSQL server listening there?"
+            };
+            Err(Error::Other(format!(
+                "connecting to {address} ({}): {}{hint}",
+                redact(url),
+                crate::error::describe_db_error(&source)
+            )))
+        }
+        Err(_) => Err(Error::Other(format!(
+            "connecting to {address} ({}): no PostgreSQL answer within {} s; something else may listen there, or a \
+             forward is stuck (raise the limit with --connect-timeout or {CONNECT_TIMEOUT_ENV} if the server is slow)",
+            redact(url),
+            timeout.as_secs_f64()
+        ))),
     }
-    if url.contains("password=") {
-        return url
-            .split_whitespace()
-            .map(|kv| if kv.starts_with("password=") { "password=***" } else { kv })
-            .collect::<Vec<_>>()
-            .join(" ");
+}
+
+/// The host:port (or socket folder) list a config connects to, for messages.
+fn address(config: &Config) -> String {
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            tokio_postgres::config::Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", port(i)),
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{}", port(i)),
+            tokio_postgres::config::Host::Unix(p) => format!("{}/.s.PGSQL.{}", p.display(), port(i)),
+        })
+        .collect();
+    if hosts.is_empty() {
+        "the default host".to_string()
+    } else {
+        hosts.join(",")
     }
-    url.to_string()
+}
+
+/// Whether a `postgres://` URL's user name or password holds a raw `@`: the driver reads the
+/// credentials up to the first `@`, so the rest of the password would be taken for the host.
+fn unencoded_at_in_credentials(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else { return false };
+    let Some((_, after)) = rest.split_once('@') else { return false };
+    let host = after.split(['/', '?']).next().unwrap_or("");
+    host.contains('@')
+}
+
+/// The driver's parse error without any piece of the input it may quote (an option name it did
+/// not know may be part of a password).
+fn scrub_parse_error(message: &str) -> String {
+    if let Some(i) = message.find("unknown option") {
+        return format!("{}unknown option (a word that is not a connection setting: a value with spaces must be quoted, password='a b')", &message[..i]);
+    }
+    if let Some(i) = message.find("unexpected character at byte") {
+        let rest = &message[i..];
+        let end = rest.find(':').unwrap_or(rest.len());
+        return format!("{}{}", &message[..i], &rest[..end]);
+    }
+    message.to_string()
+}
+
+/// A connection string with its password replaced by `***`, for messages: in a URL's userinfo
+/// (also with an unencoded `@` in the password, which is why the last `@` ends the userinfo), in
+/// its `password=` query parameter, and in a key=value string (`password=x`, `password = 'a b'`,
+/// with escapes). Errs towards hiding more, never less.
+pub fn redact(url: &str) -> String {
+    let trimmed = url.trim_start();
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") || trimmed.contains("://") {
+        redact_url(url)
+    } else {
+        redact_conninfo(url)
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("checked by the caller");
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => rest.to_string(),
+            }
+        }
+        None => rest.to_string(),
+    };
+    // `?password=...` / `&password=...`, up to the next `&key=` (a raw `&` in it stays hidden).
+    let mut out = String::with_capacity(rest.len());
+    let mut s = rest.as_str();
+    while let Some(i) = find_ci(s, "password=") {
+        let starts_param = i > 0 && matches!(s.as_bytes()[i - 1], b'?' | b'&');
+        let value_start = i + "password=".len();
+        out.push_str(&s[..value_start]);
+        if !starts_param {
+            s = &s[value_start..];
+            continue;
+        }
+        out.push_str("***");
+        let value = &s[value_start..];
+        let end = next_param(value).unwrap_or(value.len());
+        s = &value[end..];
+    }
+    out.push_str(s);
+    format!("{scheme}://{out}")
+}
+
+/// Connection settings libpq and the driver know: after a password, only one of these starts the
+/// next setting; anything else may still be part of the password.
+const KNOWN_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "passfile",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "service",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+    "sslnegotiation",
+    "require_auth",
+];
+
+fn known_key(key: &str) -> bool {
+    KNOWN_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// The offset of the `&` that starts the next known `key=` parameter in `s`.
+fn next_param(s: &str) -> Option<usize> {
+    s.match_indices('&').map(|(i, _)| i).find(|&i| {
+        let key: String = s[i + 1..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        known_key(&key) && s[i + 1 + key.len()..].starts_with('=')
+    })
+}
+
+fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
+    haystack.to_ascii_lowercase().find(needle)
+}
+
+/// Redacts `password` values of a libpq key=value string, parsed as the driver parses it.
+fn redact_conninfo(s: &str) -> String {
+    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut copied = 0; // byte offset up to which `s` is copied to `out`
+    let mut hiding = false; // after a password, until a known setting
+    let byte = |i: usize| chars.get(i).map(|c| c.0).unwrap_or(s.len());
+    while i < chars.len() {
+        while i < chars.len() && chars[i].1.is_whitespace() {
+            i += 1;
+        }
+        let key_start = i;
+        while i < chars.len() && !chars[i].1.is_whitespace() && chars[i].1 != '=' {
+            i += 1;
+        }
+        let key = &s[byte(key_start)..byte(i)];
+        while i < chars.len() && chars[i].1.is_whitespace() {
+            i += 1;
+        }
+        if i >= chars.len() || chars[i].1 != '=' {
+            // Not key=value: hide the rest, since it may be part of a password.
+            if key_start < chars.len() {
+                out.push_str(&s[copied..byte(key_start)]);
+                out.push_str("***");
+                copied = s.len();
+            }
+            break;
+        }
+        i += 1;
+        while i < chars.len() && chars[i].1.is_whitespace() {
+            i += 1;
+        }
+        let value_start = i;
+        if i < chars.len() && chars[i].1 == '\'' {
+            i += 1;
+            while i < chars.len() && chars[i].1 != '\'' {
+                i += if chars[i].1 == '\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(chars.len());
+        } else {
+            while i < chars.len() && !chars[i].1.is_whitespace() {
+                i += if chars[i].1 == '\\' { 2 } else { 1 };
+            }
+            i = i.min(chars.len());
+        }
+        if key.eq_ignore_ascii_case("password") {
+            out.push_str(&s[copied..byte(value_start)]);
+            out.push_str("***");
+            copied = byte(i);
+            hiding = true;
+        } else if hiding && !known_key(key) {
+            // A word after the password that is no known setting: an unquoted space cut the
+            // password, and this is its rest.
+            out.push_str(&s[copied..byte(key_start)]);
+            out.push_str("***");
+            copied = byte(i);
+        } else {
+            hiding = false;
+        }
+    }
+    out.push_str(&s[copied.min(s.len())..]);
+    out
 }
 
 /// Takes the session advisory lock [`LOCK_ID`], polling `pg_try_advisory_lock` (a blocking
@@ -151,5 +411,73 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@127.0.0.1:5432/db"), "postgres://u:***@127.0.0.1:5432/db");
         assert_eq!(redact("host=x password=secret user=u"), "host=x password=*** user=u");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn redacts_every_form_of_connection_string() {
+        for (input, want) in [
+            ("postgresql://u:p%40ss@h:1/db?sslmode=disable", "postgresql://u:***@h:1/db?sslmode=disable"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:p/s?x@h/db", "postgres://u:***@h/db"),
+            ("postgres://u@h/db?password=secret&sslmode=disable", "postgres://u@h/db?password=***&sslmode=disable"),
+            ("postgres://h/db?sslmode=disable&password=se&cret", "postgres://h/db?sslmode=disable&password=***"),
+            ("host=h password='a b' user=u", "host=h password=*** user=u"),
+            ("host=h password = 'a \\' b' user=u", "host=h password = *** user=u"),
+            ("password=a\\ b dbname=d", "password=*** dbname=d"),
+            ("host=h password='unterminated", "host=h password=***"),
+            ("host=h password", "host=h ***"),
+            ("host=h oops secret", "host=h ***"),
+            ("host=h password=se cret=x dbname=d", "host=h password=*** *** dbname=d"),
+            ("postgres://h/db?password=a&b=c&sslmode=disable", "postgres://h/db?password=***&sslmode=disable"),
+        ] {
+            assert_eq!(redact(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn unencoded_at_in_a_password_is_found() {
+        assert!(unencoded_at_in_credentials("postgres://u:p@ss@h/db"));
+        assert!(!unencoded_at_in_credentials("postgres://u:p%40ss@h/db"));
+        assert!(!unencoded_at_in_credentials("postgres://u:p@h/db?application_name=a@b"));
+        assert!(!unencoded_at_in_credentials("host=h password=a@b"));
+    }
+
+    #[test]
+    fn connect_timeouts_parse_as_seconds() {
+        assert_eq!(parse_timeout("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_timeout(" 2.5 ").unwrap(), Duration::from_millis(2500));
+        for bad in ["0", "-1", "ten", "", "inf", "NaN"] {
+            assert!(parse_timeout(bad).unwrap_err().contains("seconds above 0"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_input() {
+        let e = "postgres://u:pw@h/db".to_string(); // a valid one parses
+        assert!(e.parse::<Config>().is_ok());
+        for bad in ["host=h password=se cret=x", "host=h password=secret x"] {
+            let msg = scrub_parse_error(&bad.parse::<Config>().unwrap_err().to_string());
+            assert!(!msg.contains("cret") && !msg.contains("x`"), "{bad}: {msg}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_password_never_survives_redaction(tail in "[a-zA-Z0-9 @:/?#&='\\\\%é]{0,16}", form in 0usize..6) {
+            let pw = format!("S3cr{tail}");
+            let conninfo_quoted = pw.replace('\\', "\\\\").replace('\'', "\\'");
+            let conninfo_bare: String = pw.chars().flat_map(|c| if c.is_whitespace() || c == '\\' || c == '\'' { vec!['\\', c] } else { vec![c] }).collect();
+            let s = match form {
+                0 => format!("postgres://user:{pw}@127.0.0.1:5432/db?sslmode=disable"),
+                1 => format!("postgresql://user@127.0.0.1/db?sslmode=disable&password={pw}"),
+                2 => format!("host=127.0.0.1 password='{conninfo_quoted}' dbname=d"),
+                3 => format!("host=127.0.0.1 password = {conninfo_bare} dbname=d"),
+                4 => format!("password={conninfo_bare}"),
+                // Malformed: an unquoted password with spaces.
+                _ => format!("host=127.0.0.1 password={} dbname=d", pw.replace('\'', "")),
+            };
+            let out = redact(&s);
+            proptest::prop_assert!(!out.contains("S3cr"), "{} -> {}", s, out);
+        }
     }
 }

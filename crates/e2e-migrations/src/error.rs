@@ -30,7 +30,10 @@ impl std::fmt::Display for SqlFailure {
         if let Some(c) = self.column {
             write!(f, ":{c}")?;
         }
-        write!(f, ": {} (SQLSTATE {})", self.message, self.sqlstate)?;
+        write!(f, ": {}", self.message)?;
+        if self.sqlstate != "none" {
+            write!(f, " (SQLSTATE {})", self.sqlstate)?;
+        }
         if let Some(d) = &self.detail {
             write!(f, "\n  detail: {d}")?;
         }
@@ -54,6 +57,22 @@ pub enum Error {
         line: usize,
         /// What is wrong.
         message: String,
+    },
+    /// A migration the engine refuses to run as written, found before connecting: transaction
+    /// control inside its transaction, or a statement PostgreSQL refuses there (see
+    /// [`crate::txblock`]).
+    #[error("{file}:{line}:{column}: {message}{}", if *more == 0 { String::new() } else { format!(" (and {more} more such statements in this file)") })]
+    Refused {
+        /// The file at fault.
+        file: PathBuf,
+        /// 1-based line of the statement.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and what to do.
+        message: String,
+        /// Further such statements in the same file.
+        more: usize,
     },
     /// Reading a file or folder failed.
     #[error("{path}: {source}")]
@@ -105,13 +124,13 @@ pub enum Error {
         cycle: Vec<String>,
     },
     /// Applied migrations whose Up section changed since.
-    #[error("applied migration changed since it was applied (checksum differs): {}; restore the file, add a new migration, or pass --accept-drift", files.join(", "))]
+    #[error("applied migration changed since it was applied (checksum differs): {}; restore the file, add a new migration, or pass --accept-drift", cut_list(files))]
     Drift {
         /// The changed files.
         files: Vec<String>,
     },
     /// A migration statement failed; earlier migrations stay applied.
-    #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", applied.join(", ")) })]
+    #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", cut_list(applied)) })]
     Migration {
         /// Where and why.
         failure: Box<SqlFailure>,
@@ -223,5 +242,8 @@ mod tests {
         assert_eq!(cut_list(&many), "t_0, t_1, t_2, t_3, t_4, t_5, t_6, t_7 and 992 more");
         assert_eq!(cut_list(&many[..LISTED]).matches(", ").count(), LISTED - 1);
         assert_eq!(cut_list_with(&many[..9], "; "), "t_0; t_1; t_2; t_3; t_4; t_5; t_6; t_7 and 1 more");
+        let items: Vec<String> = (1..=12).map(|i| format!("f{i}.sql")).collect();
+        let e = Error::Drift { files: items }.to_string();
+        assert!(e.contains("f8.sql and 4 more") && !e.contains("f9.sql"), "{e}");
     }
 }

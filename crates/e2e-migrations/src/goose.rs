@@ -8,7 +8,7 @@
 //! splitter would cut a dollar-quoted body apart, we keep the statement whole (see [`crate::scan`])
 //! and warn that goose would not.
 
-use crate::scan::{goose_ends_with_semicolon, scan_line, LexState};
+use crate::scan::{goose_ends_with_semicolon, Scanner};
 
 /// One SQL statement of a section, with the file lines it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,29 +124,24 @@ enum Section {
 
 struct Buffer {
     lines: Vec<(usize, String)>,
-    lex: LexState,
+    scanner: Scanner,
+    /// Whether any line so far has SQL outside comments.
+    has_code: bool,
     /// Lines inside this simple statement where goose's own rule would have ended it.
     goose_split_at: Option<usize>,
 }
 
 impl Buffer {
     fn new() -> Self {
-        Buffer { lines: Vec::new(), lex: LexState::Normal, goose_split_at: None }
+        Buffer { lines: Vec::new(), scanner: Scanner::default(), has_code: false, goose_split_at: None }
     }
     fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
-    fn has_code(&self) -> bool {
-        let mut st = LexState::Normal;
-        self.lines.iter().any(|(_, l)| {
-            let s = scan_line(&st, l);
-            st = s.state;
-            s.has_code
-        })
-    }
     fn take(&mut self, block: bool) -> Statement {
         let lines = std::mem::take(&mut self.lines);
-        self.lex = LexState::Normal;
+        self.scanner = Scanner::default();
+        self.has_code = false;
         self.goose_split_at = None;
         Statement {
             sql: lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n"),
@@ -209,6 +204,11 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ParsedS
     };
 
     if !raw_lines.iter().any(|l| is_annotation(l)) {
+        let mut scanner = Scanner::default();
+        let has_code = raw_lines.iter().enumerate().any(|(i, l)| scanner.line(l, i + 1).has_code);
+        if !has_code {
+            return err(1, "an empty migration (no '-- +goose Up' and no SQL); goose rejects it: write its Up section, or remove the file");
+        }
         // The one leniency: an unannotated file is all Up.
         let mut parsed = parse_lines(&raw_lines, env, true)?;
         parsed.warnings.insert(
@@ -236,13 +236,9 @@ fn parse_lines(
     let mut goose_buf = GooseBuffer::default();
 
     let flush_check = |buf: &Buffer, section: Section| -> Result<(), ParseError> {
-        if !buf.is_empty() && (buf.lex != LexState::Normal || buf.has_code()) {
+        if !buf.is_empty() && (buf.scanner.open().is_some() || buf.has_code) {
             let first = buf.lines[0].0;
-            let what = if buf.lex != LexState::Normal {
-                format!("{} that is never closed", buf.lex.describe())
-            } else {
-                "no terminating semicolon".to_string()
-            };
+            let what = buf.scanner.open().unwrap_or_else(|| "no terminating semicolon".to_string());
             let name = if section == Section::Down { "Down" } else { "Up" };
             return err(
                 first,
@@ -305,6 +301,15 @@ fn parse_lines(
                     if in_block.is_none() {
                         return err(lineno, "'-- +goose StatementEnd' without a '-- +goose StatementBegin'");
                     }
+                    if let (Some(open), Some(what)) = (in_block, buf.scanner.lex_state_open()) {
+                        return err(
+                            open,
+                            format!(
+                                "the StatementBegin block starting here reaches its StatementEnd (line {lineno}) inside {what}; \
+                                 PostgreSQL would read the rest of the file into it"
+                            ),
+                        );
+                    }
                     in_block = None;
                     goose_buf = GooseBuffer::default();
                     let stmt = buf.take(true);
@@ -344,9 +349,9 @@ fn parse_lines(
         } else {
             line.to_string()
         };
-        let scan = scan_line(&buf.lex, &line);
+        let scan = buf.scanner.line(&line, lineno);
         let goose_ends = goose_ends_with_semicolon(&line);
-        buf.lex = scan.state.clone();
+        buf.has_code |= scan.has_code;
         buf.lines.push((lineno, line));
         if in_block.is_some() {
             continue;
@@ -588,6 +593,35 @@ mod tests {
     }
 
     #[test]
+    fn rejects_an_empty_file() {
+        for empty in ["", "\n\n", "-- just a comment\n", "/* nothing */\n"] {
+            let e = parse(empty, &no_env).unwrap_err();
+            assert_eq!(e.line, 1);
+            assert!(e.message.contains("an empty migration"), "{empty:?}: {}", e.message);
+        }
+        // An Up annotation with nothing under it is goose's empty migration, applied and recorded.
+        assert!(parse("-- +goose Up\n", &no_env).unwrap().up.is_empty());
+    }
+
+    #[test]
+    fn rejects_a_block_that_ends_inside_a_quote_or_body() {
+        let e = parse(
+            "-- +goose Up\n-- +goose StatementBegin\nDO $$ BEGIN\n  PERFORM 1;\n-- +goose StatementEnd\nSELECT 1;\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("(line 5) inside a dollar-quoted body ($$) that is never closed"), "{}", e.message);
+    }
+
+    #[test]
+    fn rejects_an_unclosed_parenthesis_or_function_body_at_the_end() {
+        let e = parse("-- +goose Up\nCREATE TABLE t (\n  x int;\n", &no_env).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("an unclosed '(' (opened at line 2)"), "{}", e.message);
+    }
+
+    #[test]
     fn rejects_a_byte_order_mark() {
         let e = parse("\u{feff}-- +goose Up\nSELECT 1;\n", &no_env).unwrap_err();
         assert!(e.message.contains("byte-order mark"), "{}", e.message);
@@ -616,5 +650,147 @@ mod tests {
         let s = &p.up[0];
         let off = s.sql.find("nonsense").unwrap();
         assert_eq!(s.position(off), (4, 5));
+    }
+}
+
+/// Property tests of the statement splitter: random mixes of statements, quotes, `E''` strings,
+/// dollar bodies with tags, nested comments, parentheses, SQL-standard bodies and goose
+/// annotations.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chars(set: &'static [char], max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(set), 0..max).prop_map(|v| v.into_iter().collect())
+    }
+
+    const HOSTILE: &[char] = &['a', 'Z', ' ', ';', '\n', '-', '/', '*', '$', '\'', '"', '\\', '(', ')', 'é', 'E'];
+
+    /// One fragment of a statement (never first: see `statement`).
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(&["x", "tbl", "select", "values", "1", "2.5e-3", "$1", "::text", ",", "=", "a$b"][..])
+                .prop_map(str::to_string),
+            chars(HOSTILE, 12).prop_map(|c| format!("'{}'", c.replace('\'', "''"))),
+            chars(HOSTILE, 12).prop_map(|c| format!("E'{}'", c.replace('\\', "\\\\").replace('\'', "\\'"))),
+            chars(HOSTILE, 12).prop_map(|c| format!("\"{}\"", c.replace('"', "\"\""))),
+            (prop::sample::select(&["", "t", "body"][..]), chars(HOSTILE, 16))
+                .prop_map(|(tag, c)| format!("${tag}${}${tag}$", c.replace('$', "x"))),
+            (chars(HOSTILE, 8), chars(HOSTILE, 8)).prop_map(|(a, b)| format!(
+                "/* {} /* {} */ ; */",
+                a.replace('*', "x"),
+                b.replace('*', "x")
+            )),
+            chars(HOSTILE, 10).prop_map(|c| format!("-- {};\n", c.replace('\n', " "))),
+            chars(HOSTILE, 8).prop_map(|c| format!("(x; '{}';\n y)", c.replace('\'', "''"))),
+        ]
+    }
+
+    /// A statement: a word, fragments separated by spaces or line breaks, and a final `;`.
+    fn statement() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (
+                prop::sample::select(&["SELECT", "insert", "Update", "x"][..]),
+                prop::collection::vec((prop::sample::select(&[" ", "\n", "  "][..]), fragment()), 0..6),
+            )
+                .prop_map(|(first, rest)| {
+                    let mut s = first.to_string();
+                    for (sep, f) in rest {
+                        s.push_str(sep);
+                        s.push_str(&f);
+                    }
+                    // Goose ends a statement at a line whose last word before any `--` word ends
+                    // in `;`; a last line with a `--` word (even quoted) needs the `;` below it.
+                    let last = s.rsplit('\n').next().unwrap_or("");
+                    if last.split_whitespace().any(|w| w.starts_with("--")) {
+                        s.push('\n');
+                    }
+                    s.push(';');
+                    s
+                }),
+            1 => prop::sample::select(&[" ", "\n"][..]).prop_map(|sep| {
+                format!("CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql{sep}BEGIN ATOMIC{sep}SELECT CASE WHEN true THEN 1 END;{sep}SELECT 2;{sep}END;")
+            }),
+        ]
+    }
+
+    /// Lines goose and we skip between statements.
+    fn between() -> impl Strategy<Value = String> {
+        prop::sample::select(&["", "\n", "-- a comment; with semicolons\n", "\n-- note\n\n"][..])
+            .prop_map(str::to_string)
+    }
+
+    /// A section: statements, some grouped in StatementBegin/End blocks; returns the text and the
+    /// statements the splitter must return.
+    fn section() -> impl Strategy<Value = (String, Vec<String>)> {
+        prop::collection::vec((between(), prop::collection::vec(statement(), 1..3), any::<bool>()), 0..6).prop_map(
+            |items| {
+                let mut text = String::new();
+                let mut want = Vec::new();
+                for (gap, stmts, block) in items {
+                    text.push_str(&gap);
+                    if block {
+                        let body = stmts.join("\n");
+                        text.push_str(&format!("-- +goose StatementBegin\n{body}\n-- +goose StatementEnd\n"));
+                        want.push(body);
+                    } else {
+                        for s in stmts {
+                            text.push_str(&s);
+                            text.push('\n');
+                            want.push(s);
+                        }
+                    }
+                }
+                (text, want)
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn splits_only_between_statements_and_gives_back_the_sql((up, want_up) in section(), (down, want_down) in section(), no_tx in any::<bool>()) {
+            let tx = if no_tx { "-- +goose NO TRANSACTION\n" } else { "" };
+            let file = format!("-- +goose Up\n{tx}{up}-- +goose Down\n{down}");
+            let p = parse(&file, &|_| None).map_err(|e| TestCaseError::fail(format!("{}: {}\n{file}", e.line, e.message)))?;
+            let got_up: Vec<&str> = p.up.iter().map(|s| s.sql.as_str()).collect();
+            let got_down: Vec<&str> = p.down.iter().map(|s| s.sql.as_str()).collect();
+            prop_assert_eq!(&got_up, &want_up);
+            prop_assert_eq!(&got_down, &want_down);
+            prop_assert_eq!(got_up.join("\n"), want_up.join("\n"));
+            // Each statement's lines point back at the file's own lines.
+            let lines: Vec<&str> = file.lines().collect();
+            for s in p.up.iter().chain(&p.down) {
+                let from_file: Vec<&str> = s.lines.iter().map(|l| lines[l - 1]).collect();
+                prop_assert_eq!(from_file.join("\n"), s.sql.clone());
+            }
+            // Nothing generated is transaction control at the top level.
+            prop_assert!(crate::txblock::check(&p).is_empty(), "{:?}", crate::txblock::check(&p));
+        }
+
+        #[test]
+        fn a_top_level_commit_is_always_found(stmts in prop::collection::vec(statement(), 0..6), at in 0usize..8) {
+            let at = at % (stmts.len() + 1);
+            let before: usize = stmts[..at].iter().map(|s| s.lines().count()).sum();
+            let mut all = stmts.clone();
+            all.insert(at, "COMMIT;".to_string());
+            let file = format!("-- +goose Up\n{}\n", all.join("\n"));
+            let p = parse(&file, &|_| None).map_err(|e| TestCaseError::fail(format!("{}: {}\n{file}", e.line, e.message)))?;
+            let found = crate::txblock::check(&p);
+            prop_assert_eq!(found.len(), 1, "{:?}\n{}", found, file);
+            prop_assert_eq!((found[0].line, found[0].column), (before + 2, 1));
+            prop_assert!(found[0].message.starts_with("COMMIT in a migration"));
+        }
+
+        #[test]
+        fn never_panics_on_any_input(text in chars(&['a', ' ', ';', '\n', '-', '+', '/', '*', '$', '\'', '"', '\\', '(', ')', 'E', 'g', 'o', 's', 'e', 'U', 'p', 'D', 'w', 'n', 'B', '\r'], 200)) {
+            let text = text.replace("-+", "-- +goose ");
+            if let Ok(p) = parse(&text, &|_| None) {
+                let _ = crate::txblock::check(&p);
+                let _ = crate::batch::Batch::new(&p.up, "t", "SELECT 1;");
+            }
+        }
     }
 }

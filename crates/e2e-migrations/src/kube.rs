@@ -346,7 +346,7 @@ impl Target {
         let run = self.run(&client).await?;
         let creds = self.credentials(&client, &run).await?;
         let pod = self.ready_pod(&client, &run).await?;
-        connect_forwarded(&client, &self.namespace, &pod, &creds).await
+        connect_forwarded(&client, &self.namespace, &pod, &creds, crate::db::connect_timeout()?).await
     }
 
     /// Applies `sets` (empty means `all`) of the project's migrations (or `$E2E_MIGRATIONS_DIR`)
@@ -402,11 +402,14 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
 }
 
 /// Opens a port-forward to `pod`'s PostgreSQL port and connects tokio-postgres over it.
+///
+/// The startup through the forward (protocol, authentication) must finish within `timeout`.
 pub async fn connect_forwarded(
     client: &Client,
     namespace: &str,
     pod: &str,
     creds: &Credentials,
+    timeout: Duration,
 ) -> Result<(tokio_postgres::Client, Forward)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut forwarder = pods.portforward(pod, &[POSTGRES_PORT]).await.map_err(|e| {
@@ -431,9 +434,9 @@ pub async fn connect_forwarded(
         .password(&creds.password)
         .dbname(&creds.database)
         .application_name(crate::db::APPLICATION_NAME)
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(timeout);
     let connecting = config.connect_raw(stream, tokio_postgres::NoTls);
-    let (pg, connection) = match tokio::time::timeout(Duration::from_secs(30), connecting).await {
+    let (pg, connection) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(source)) => {
             forward.abort();
@@ -445,7 +448,10 @@ pub async fn connect_forwarded(
         Err(_) => {
             forward.abort();
             return Err(Error::Other(format!(
-                "connecting through the port-forward to pod {pod} in namespace {namespace}: no answer in 30 s"
+                "connecting through the port-forward to pod {pod} in namespace {namespace}: no PostgreSQL answer \
+                 within {} s (raise it with {})",
+                timeout.as_secs_f64(),
+                crate::db::CONNECT_TIMEOUT_ENV
             )));
         }
     };

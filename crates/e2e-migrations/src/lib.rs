@@ -2,14 +2,17 @@
 //!
 //! The pieces, from pure to I/O:
 //! - [`scan`] and [`goose`]: reading goose-format SQL files into statements, as goose does;
+//! - [`txblock`]: what a migration cannot run inside its transaction, refused before connecting;
 //! - [`source`]: a migrations folder, versioned and checksummed;
 //! - [`sets`]: the named sets of `sets.toml`, validated before any database is touched;
 //! - [`plan`]: what is applied, pending, drifted or unknown;
+//! - [`batch`]: one migration as one guarded simple-query string (pure);
 //! - [`migrator`]: applying and reverting on one connection under an advisory lock;
 //! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
 //! - [`local`]: the embedded default, a throwaway PostgreSQL server from the machine's binaries.
 
 pub mod apply;
+pub mod batch;
 pub mod db;
 pub mod error;
 pub mod goose;
@@ -25,6 +28,7 @@ pub mod sets;
 pub mod source;
 pub mod state;
 pub mod testdb;
+pub mod txblock;
 
 pub use error::{Error, Result};
 pub use migrator::{Options, Report};

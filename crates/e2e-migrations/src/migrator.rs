@@ -3,15 +3,19 @@
 //! The algorithm (after sqlx and refinery): take the advisory lock, make sure the tracking tables
 //! exist, read what is applied, plan (pure), refuse drift, apply what is pending in version order,
 //! release the lock on every path. A normal migration runs in one transaction together with its
-//! tracking rows; a `NO TRANSACTION` one runs statement by statement and records its progress so
-//! that a run killed part-way is resumed, not repeated.
+//! tracking rows, sent as one string whose tracking rows are guarded ([`crate::batch`]): a version
+//! is recorded only when every statement succeeded in that same transaction. A `NO TRANSACTION`
+//! one runs statement by statement and records its progress so that a run killed part-way is
+//! resumed, not repeated. After a failure nothing more of the run is sent.
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::error::ErrorPosition;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::batch::{Batch, Located, Part, GUARD_MESSAGE};
 use crate::db;
 use crate::error::{DbContext, Error, Result, SqlFailure};
 use crate::goose::Statement;
@@ -147,12 +151,49 @@ pub async fn read_tracking_if_present(client: &Client) -> Result<Tracking> {
     }
 }
 
+/// goose's id sequence against its rows: the sequence's last value (0 when never used) and the
+/// highest id, when the table has rows and its `id` column owns a sequence.
+const SEQUENCE_CHECK: &str = "
+SELECT s.seq::text, coalesce(q.last_value, 0), (SELECT max(id) FROM goose_db_version)::bigint
+  FROM (SELECT pg_get_serial_sequence('goose_db_version', 'id')::regclass AS seq) s
+  JOIN pg_class c ON c.oid = s.seq
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_sequences q ON q.schemaname = n.nspname AND q.sequencename = c.relname";
+
+/// Repairs goose's id sequence when it is behind the ids its table holds, so that the next
+/// tracking row does not fail on `goose_db_version_pkey`. A server that loses sequence state in a
+/// crash (`wal_level = minimal`, a database copied from a template) leaves it so; the rows are
+/// the truth, and the sequence is moved past them, never back.
+pub async fn repair_sequence(client: &Client) -> Result<()> {
+    let rows = client.query(SEQUENCE_CHECK, &[]).await.db(|| "checking goose_db_version's id sequence".to_string())?;
+    let Some(row) = rows.first() else { return Ok(()) };
+    let (seq, last, max): (String, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+    let Some(max) = max.filter(|m| *m > last) else { return Ok(()) };
+    tracing::warn!(
+        "goose_db_version's id sequence {seq} was at {last}, behind the ids its rows hold (up to {max}; the server lost \
+         sequence state in a crash): moved it to {max}"
+    );
+    client
+        .query_one("SELECT setval($1::text::regclass, $2)", &[&seq, &max])
+        .await
+        .db(|| format!("moving {seq} past goose_db_version's ids"))?;
+    Ok(())
+}
+
+/// Creates the tracking tables if missing, repairs goose's id sequence if it is behind its rows,
+/// and reads the tracking state.
+async fn prepare(client: &Client) -> Result<Tracking> {
+    ensure_tables(client).await?;
+    let (repaired, tracking) = tokio::join!(repair_sequence(client), read_tracking(client));
+    repaired?;
+    tracking
+}
+
 /// Applies the pending migrations of `selected` (under the advisory lock).
 pub async fn up(client: &mut Client, folder: &Folder, selected: &[&Migration], opts: &Options) -> Result<Report> {
     let c: &Client = client;
     db::with_lock(c, opts.lock_timeout, async {
-        ensure_tables(c).await?;
-        let tracking = read_tracking(c).await?;
+        let tracking = prepare(c).await?;
         let plan = plan::plan(folder, selected, &tracking.goose, &tracking.meta);
         plan.check_drift(opts.accept_drift)?;
         apply_plan(c, &plan).await
@@ -211,6 +252,8 @@ fn with_applied(e: Error, report: &Report) -> Error {
     }
 }
 
+/// The tracking rows of `m`: applied (`up`) or reverted. The duration is the given one, else the
+/// time since the transaction began (the migration's own statements, measured by the server).
 fn record_sql(m: &Migration, up: bool, duration_ms: Option<f64>) -> String {
     if up {
         format!(
@@ -222,7 +265,9 @@ fn record_sql(m: &Migration, up: bool, duration_ms: Option<f64>) -> String {
             v = m.version,
             name = literal(&m.name),
             sum = literal(&m.checksum),
-            d = duration_ms.map(|d| format!("{d:.3}")).unwrap_or_else(|| "NULL".to_string()),
+            d = duration_ms
+                .map(|d| format!("{d:.3}"))
+                .unwrap_or_else(|| "round(extract(epoch FROM clock_timestamp() - now()) * 1000, 3)".to_string()),
         )
     } else {
         format!(
@@ -232,36 +277,123 @@ fn record_sql(m: &Migration, up: bool, duration_ms: Option<f64>) -> String {
     }
 }
 
-/// Runs `statements` and the tracking rows in one transaction. The statements are pipelined
-/// (sent without waiting for each answer) so a migration costs about one round trip, while an
-/// error is still attributed to its statement.
+/// Runs `statements` and the tracking rows in one transaction, sent as one guarded string
+/// ([`Batch`]): one round trip, nothing run after the first error, and the tracking rows only in
+/// the transaction that ran every statement. Returns the number of statements.
 async fn apply_in_transaction(client: &Client, m: &Migration, statements: &[Statement], up: bool) -> Result<usize> {
-    let record = record_sql(m, up, None);
-    let mut futures = Vec::with_capacity(statements.len() + 3);
-    futures.push(client.batch_execute("BEGIN"));
-    for s in statements {
-        futures.push(client.batch_execute(&s.sql));
-    }
-    futures.push(client.batch_execute(&record));
-    // COMMIT goes in the same pipeline: after an error the server answers it with a rollback.
-    futures.push(client.batch_execute("COMMIT"));
-    let results = join_all(futures).await;
-    match results.iter().enumerate().find_map(|(i, r)| r.as_ref().err().map(|e| (i, e))) {
-        None => Ok(statements.len()),
-        Some((i, e)) => {
-            let stmt = if i == 0 || i > statements.len() { None } else { Some(&statements[i - 1]) };
-            Err(failure(m, stmt, e, 0))
+    let batch = Batch::new(statements, &token()?, &record_sql(m, up, None));
+    let mut completed = 0;
+    let run = async {
+        let stream = client.simple_query_raw(&batch.text).await?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(message) = stream.next().await {
+            if let SimpleQueryMessage::CommandComplete(_) = message? {
+                completed += 1;
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    };
+    let Err(e) = run.await else { return Ok(statements.len()) };
+    if e.as_db_error().is_some() {
+        // The string stopped at the error, inside its transaction: end that transaction. (When the
+        // migration's own SQL had ended it, this only draws a warning.) If even that fails, the
+        // session is gone, and the server rolls back; the migration's own error is the one to tell.
+        if let Err(r) = client.batch_execute("ROLLBACK").await {
+            tracing::debug!("rolling back {}: {r}", m.name);
         }
     }
+    let at = match e.as_db_error().and_then(|d| d.position()) {
+        Some(ErrorPosition::Original(p)) => batch.locate_position(*p as usize),
+        _ => batch.locate_completed(completed),
+    };
+    Err(located_failure(m, statements, at, &e))
+}
+
+/// A random token marking one migration's transaction.
+fn token() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Other(format!("no randomness for a transaction marker: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Turns an error of a [`Batch`] into a located [`Error::Migration`].
+fn located_failure(m: &Migration, statements: &[Statement], at: Located, e: &tokio_postgres::Error) -> Error {
+    let lost = e.as_db_error().is_none();
+    // The guard is known by its message: counting statements may be off exactly when the
+    // server read the file differently from the check (which is how a COMMIT slips past it).
+    let guard = e.as_db_error().is_some_and(|d| d.message() == GUARD_MESSAGE);
+    let part = if guard { Part::Guard } else { at.part };
+    let (stmt, context) = match part {
+        Part::Statement(i) => (Some((&statements[i], at.offset, at.exact)), None),
+        Part::Start => (None, Some("starting the migration's transaction")),
+        Part::Guard if !lost => {
+            return failure_with(
+                m,
+                None,
+                e,
+                "its own SQL ended the migration's transaction before the tracking rows (a COMMIT or ROLLBACK the \
+                 up-front check cannot see, such as one hidden by a setting that changes how quotes are read; or a \
+                 RESET ALL, which clears the transaction's marker): the version is NOT recorded, but statements \
+                 before that point may have been committed; check the database by hand before running again",
+            )
+        }
+        Part::Guard | Part::Finish => (None, Some("at COMMIT (tracking rows or deferred constraints)")),
+    };
+    if lost {
+        // Which statement was running is unknown: the server sends its replies when the string
+        // ends or fails, so none came before the connection broke.
+        let message = format!(
+            "the connection was lost while the migration ran ({}); the server rolls back the migration's \
+             transaction, so nothing of it is applied: run again once the server is back",
+            crate::error::describe_db_error(e)
+        );
+        return failure_with(m, None, e, &message);
+    }
+    let db = e.as_db_error().expect("a server error");
+    let message = match context {
+        Some(c) => format!("{c}: {}", db.message()),
+        None => db.message().to_string(),
+    };
+    failure_with(m, stmt, e, &message)
+}
+
+/// An [`Error::Migration`] with `message`, at `stmt` (the statement, an offset in it, and whether
+/// that offset is the server's exact error position) when known.
+fn failure_with(
+    m: &Migration,
+    stmt: Option<(&Statement, usize, bool)>,
+    e: &tokio_postgres::Error,
+    message: &str,
+) -> Error {
+    let (line, column) = match stmt {
+        Some((s, offset, true)) => {
+            let (l, c) = s.position(offset);
+            (l, Some(c))
+        }
+        Some((s, offset, false)) => (s.position(offset).0, None),
+        None => (0, None),
+    };
+    let db = e.as_db_error();
+    let f = SqlFailure {
+        file: m.path.clone(),
+        line,
+        column,
+        sqlstate: db.map(|d| d.code().code().to_string()).unwrap_or_else(|| "none".to_string()),
+        message: message.to_string(),
+        detail: db.and_then(|d| d.detail()).map(str::to_string),
+        hint: db.and_then(|d| d.hint()).map(str::to_string),
+    };
+    Error::Migration { failure: Box::new(f), applied: Vec::new(), partial_statements: 0 }
 }
 
 async fn apply_no_transaction(client: &Client, m: &Migration, resume_from: usize) -> Result<usize> {
+    let start = Instant::now();
     if resume_from > 0 {
         tracing::info!("{}: resuming after statement {resume_from} (an earlier run stopped part-way)", m.name);
     }
     let stmts = &m.sql.up;
     for (i, s) in stmts.iter().enumerate().skip(resume_from) {
-        client.batch_execute(&s.sql).await.map_err(|e| failure(m, Some(s), &e, i))?;
+        client.batch_execute(&s.sql).await.map_err(|e| failure(m, s, &e, i))?;
         client
             .batch_execute(&format!(
                 "INSERT INTO e2e_migrations_meta (version_id, file_name, checksum, statements_done)
@@ -275,53 +407,38 @@ async fn apply_no_transaction(client: &Client, m: &Migration, resume_from: usize
             .await
             .db(|| format!("recording progress of {}", m.name))?;
     }
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     client
-        .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", record_sql(m, true, None)))
+        .batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", record_sql(m, true, Some(duration_ms))))
         .await
         .db(|| format!("recording {} as applied", m.name))?;
     Ok(stmts.len())
 }
 
-/// Turns a driver error on `stmt` into a located [`Error::Migration`].
-fn failure(m: &Migration, stmt: Option<&Statement>, e: &tokio_postgres::Error, partial: usize) -> Error {
-    let (line, column) = match (stmt, e.as_db_error().and_then(|d| d.position())) {
-        (Some(s), Some(tokio_postgres::error::ErrorPosition::Original(p))) => {
-            let (l, c) = s.position((*p as usize).saturating_sub(1));
-            (l, Some(c))
-        }
-        (Some(s), _) => (s.first_line(), None),
-        (None, _) => (0, None),
+/// Turns a driver error on `stmt`, run on its own outside a transaction (`NO TRANSACTION`), into
+/// a located [`Error::Migration`]; `done` statements of the migration ran before it (they stay).
+fn failure(m: &Migration, stmt: &Statement, e: &tokio_postgres::Error, done: usize) -> Error {
+    let (offset, exact) = match e.as_db_error().and_then(|d| d.position()) {
+        Some(ErrorPosition::Original(p)) => ((*p as usize).saturating_sub(1), true),
+        _ => (0, false),
     };
-    let at_commit = stmt.is_none();
-    let f = match e.as_db_error() {
-        Some(db) => SqlFailure {
-            file: m.path.clone(),
-            line,
-            column,
-            sqlstate: db.code().code().to_string(),
-            message: if at_commit {
-                format!("at COMMIT (tracking rows or deferred constraints): {}", db.message())
-            } else {
-                db.message().to_string()
-            },
-            detail: db.detail().map(str::to_string),
-            hint: db.hint().map(str::to_string),
-        },
-        None => SqlFailure {
-            file: m.path.clone(),
-            line,
-            column,
-            sqlstate: "none".to_string(),
-            message: format!("connection error: {e}"),
-            detail: None,
-            hint: None,
-        },
+    let message = match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => format!(
+            "the connection was lost ({}); the {done} statements before this one stay applied, and the next run \
+             resumes after them",
+            crate::error::describe_db_error(e)
+        ),
     };
-    Error::Migration { failure: Box::new(f), applied: Vec::new(), partial_statements: partial }
+    match failure_with(m, Some((stmt, offset, exact)), e, &message) {
+        Error::Migration { failure, applied, .. } => Error::Migration { failure, applied, partial_statements: done },
+        other => other,
+    }
 }
 
-/// Reverts applied migrations of `selected`, newest first: the newest one, or every one above
-/// `to` (exclusive) when given.
+/// Reverts applied migrations of `selected` as goose does, most recently applied first: that one,
+/// or every one above `to` (exclusive) when given. Refuses, before reverting anything, a version
+/// to revert that has no file or no Down section (see [`plan::down_targets`]).
 pub async fn down(
     client: &mut Client,
     folder: &Folder,
@@ -331,35 +448,21 @@ pub async fn down(
 ) -> Result<Report> {
     let c: &Client = client;
     db::with_lock(c, opts.lock_timeout, async {
-        ensure_tables(c).await?;
-        let tracking = read_tracking(c).await?;
+        let tracking = prepare(c).await?;
         let plan = plan::plan(folder, selected, &tracking.goose, &tracking.meta);
-        let mut applied: Vec<&Migration> = plan
-            .migrations
-            .iter()
-            .filter(|(_, s)| !matches!(s, plan::State::Pending | plan::State::Partial | plan::State::PartialChanged))
-            .map(|(m, _)| *m)
-            .collect();
-        applied.reverse();
-        let targets: Vec<&Migration> = match to {
-            Some(v) => applied.into_iter().filter(|m| m.version > v).collect(),
-            None => applied.into_iter().take(1).collect(),
-        };
+        let targets = plan::down_targets(folder, selected, &tracking.goose, to)?;
+        if let Some(m) = targets.iter().find(|m| !m.sql.has_down) {
+            return Err(Error::Other(format!(
+                "{}: no '-- +goose Down' section, so it cannot be reverted (nothing was reverted)",
+                m.path.display()
+            )));
+        }
         let mut report = Report { unknown: plan.unknown.clone(), ..Report::default() };
         for m in targets {
-            if !m.sql.has_down {
-                return Err(with_applied(
-                    Error::Other(format!(
-                        "{}: no '-- +goose Down' section, so it cannot be reverted",
-                        m.path.display()
-                    )),
-                    &report,
-                ));
-            }
             let start = Instant::now();
             let n = if m.sql.no_transaction {
                 for s in &m.sql.down {
-                    c.batch_execute(&s.sql).await.map_err(|e| with_applied(failure(m, Some(s), &e, 0), &report))?;
+                    c.batch_execute(&s.sql).await.map_err(|e| with_applied(failure(m, s, &e, 0), &report))?;
                 }
                 c.batch_execute(&format!("BEGIN;\n{}\nCOMMIT;", record_sql(m, false, None)))
                     .await

@@ -48,6 +48,58 @@ pub fn goose_applied(rows: &[GooseRow]) -> BTreeSet<i64> {
     applied
 }
 
+/// The applied versions, most recently applied first: goose's order (the newest row of
+/// `goose_db_version` decides each version, and its id orders them), which `goose down` follows.
+pub fn applied_by_recency(rows: &[GooseRow]) -> Vec<i64> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.id));
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for r in sorted {
+        if r.version == 0 || !seen.insert(r.version) {
+            continue;
+        }
+        if r.is_applied {
+            out.push(r.version);
+        }
+    }
+    out
+}
+
+/// What `down` reverts, in order, as goose does: the most recently applied version, or with `to`,
+/// every applied version above `to`, most recently applied first. Versions of other sets are left
+/// alone; a version to revert that has no file in `folder` (it could belong to any set) stops
+/// everything before anything is reverted, naming it: `down` never skips past it to an older one.
+pub fn down_targets<'a>(
+    folder: &Folder,
+    selected: &[&'a Migration],
+    goose: &[GooseRow],
+    to: Option<i64>,
+) -> Result<Vec<&'a Migration>> {
+    let by_version: BTreeMap<i64, &'a Migration> = selected.iter().map(|m| (m.version, *m)).collect();
+    let candidates: Vec<i64> = applied_by_recency(goose)
+        .into_iter()
+        .filter(|v| by_version.contains_key(v) || folder.by_version(*v).is_none())
+        .filter(|v| to.is_none_or(|t| *v > t))
+        .collect();
+    let candidates = if to.is_none() { candidates.into_iter().take(1).collect() } else { candidates };
+    let missing: Vec<String> =
+        candidates.iter().filter(|v| !by_version.contains_key(v)).map(|v| v.to_string()).collect();
+    if !missing.is_empty() {
+        let (what, which) = if to.is_none() {
+            ("the most recently applied version".to_string(), missing[0].clone())
+        } else {
+            (format!("applied above {}", to.unwrap_or(0)), crate::error::cut_list(&missing))
+        };
+        return Err(Error::Other(format!(
+            "cannot revert: version {which} ({what}) has no file in {}; restore its file to revert it as goose would \
+             (or, if it is gone for good, delete its rows from goose_db_version by hand)",
+            folder.dir.display()
+        )));
+    }
+    Ok(candidates.iter().map(|v| by_version[v]).collect())
+}
+
 /// The state of one selected migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,6 +277,48 @@ mod tests {
         let sel: Vec<&Migration> = f.migrations.iter().collect();
         let p = plan(&f, &sel, &goose(&[(1, 0, true), (2, 1, true), (3, 7, true)]), &[meta(&f, 1)]);
         assert_eq!(p.unknown, [7]);
+    }
+
+    fn names(ms: &[&Migration]) -> Vec<i64> {
+        ms.iter().map(|m| m.version).collect()
+    }
+
+    #[test]
+    fn down_reverts_the_most_recently_applied_version_as_goose_does() {
+        let f = folder(&[1, 2, 3]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        // Applied in the order 3, 1, 2 (sets applied at different times): goose reverts 2 first.
+        let rows = goose(&[(1, 0, true), (2, 3, true), (3, 1, true), (4, 2, true)]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, None).unwrap()), [2]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, Some(1)).unwrap()), [2, 3]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, Some(0)).unwrap()), [2, 1, 3]);
+        // Old goose's reverted rows (is_applied = false) leave a version unapplied.
+        let rows = goose(&[(1, 0, true), (2, 1, true), (3, 2, true), (4, 2, false)]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, None).unwrap()), [1]);
+        assert!(down_targets(&f, &sel, &goose(&[(1, 0, true)]), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn down_refuses_a_newest_version_without_a_file_and_never_skips_it() {
+        let f = folder(&[1, 2]);
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let rows = goose(&[(1, 0, true), (2, 1, true), (3, 2, true), (4, 9, true)]);
+        let e = down_targets(&f, &sel, &rows, None).unwrap_err().to_string();
+        assert!(e.contains("version 9 (the most recently applied version) has no file in m"), "{e}");
+        let e = down_targets(&f, &sel, &rows, Some(1)).unwrap_err().to_string();
+        assert!(e.contains("version 9 (applied above 1)"), "{e}");
+        // Below `to`, an unknown version is not in the way.
+        let rows = goose(&[(1, 0, true), (2, 9, true), (3, 1, true), (4, 2, true)]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, None).unwrap()), [2]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, Some(9)).unwrap()), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn down_with_sets_leaves_other_sets_alone() {
+        let f = folder(&[1, 2, 3]);
+        let sel: Vec<&Migration> = vec![f.by_version(1).unwrap(), f.by_version(2).unwrap()];
+        let rows = goose(&[(1, 0, true), (2, 1, true), (3, 2, true), (4, 3, true)]);
+        assert_eq!(names(&down_targets(&f, &sel, &rows, None).unwrap()), [2]);
     }
 
     #[test]

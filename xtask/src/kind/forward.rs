@@ -12,11 +12,12 @@ pub(crate) fn node_port_url(user: &str, password: &str, host_port: u16, database
     format!("postgres://{user}:{password}@127.0.0.1:{host_port}/{database}")
 }
 
-/// Connects to `url`, retrying while the NodePort's proxy rules settle (up to `within`).
-pub(crate) async fn connect_url(url: &str, within: Duration) -> Result<tokio_postgres::Client> {
+/// Connects to `url`, retrying while the NodePort's proxy rules settle (up to `within`); each
+/// attempt may take `timeout`.
+pub(crate) async fn connect_url(url: &str, within: Duration, timeout: Duration) -> Result<tokio_postgres::Client> {
     let start = Instant::now();
     loop {
-        match e2e_migrations::db::connect(url).await {
+        match e2e_migrations::db::connect_within(url, timeout).await {
             Ok(c) => return Ok(c),
             Err(e) if start.elapsed() < within => {
                 tracing::debug!("not yet: {e}");
@@ -40,8 +41,9 @@ pub(crate) async fn connect_port_forward(
     namespace: &str,
     pod: &str,
     creds: &Credentials,
+    timeout: Duration,
 ) -> Result<tokio_postgres::Client> {
-    let (pg, _forward) = connect_forwarded(client, namespace, pod, creds).await?;
+    let (pg, _forward) = connect_forwarded(client, namespace, pod, creds, timeout).await?;
     Ok(pg)
 }
 

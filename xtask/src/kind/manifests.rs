@@ -28,8 +28,11 @@ pub(crate) const CREDENTIALS_HASH_ANNOTATION: &str = "e2e-migrations/credentials
 /// Where the data lives in the container (an emptyDir: gone with the pod).
 const DATA_DIR: &str = "/var/lib/postgresql/data";
 
-/// The settings that make PostgreSQL fast for throwaway test data (never for real data).
-pub(crate) const TEST_SPEED_SETTINGS: &[&str] = &["fsync=off", "synchronous_commit=off", "full_page_writes=off"];
+/// The settings that make PostgreSQL fast for throwaway test data (never for real data). Like the
+/// local server's, they survive the server being killed (a container restarted in its pod keeps
+/// the emptyDir): not `synchronous_commit=off`, which loses the last commits then (see
+/// `e2e_migrations::local::server_conf`).
+pub(crate) const TEST_SPEED_SETTINGS: &[&str] = &["fsync=off", "full_page_writes=off"];
 
 /// How the host reaches the Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,8 +446,6 @@ mod tests {
                         - postgres
                         - -c
                         - fsync=off
-                        - -c
-                        - synchronous_commit=off
                         - -c
                         - full_page_writes=off
                         env:

@@ -217,7 +217,8 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let step = Step::start("connect");
     let creds =
         Credentials { user: pg.user.clone(), password: deployed.password.clone(), database: pg.database.clone() };
-    let pg_client = forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds).await?;
+    let pg_client =
+        forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds, args.connect_timeout).await?;
     step.done(format!("port-forward to pod {}", deployed.pod));
     let st = SetupState {
         backend: BackendKind::Kube,
@@ -374,7 +375,7 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         step.done(format!("pod {} ready", deployed.pod));
         let step = Step::start("connect");
         let url = forward::node_port_url(&pg.user, &deployed.password, pg.host_port, &pg.database);
-        let client = forward::connect_url(&url, Duration::from_secs(20)).await?;
+        let client = forward::connect_url(&url, Duration::from_secs(20), args.connect_timeout).await?;
         step.done(format!("127.0.0.1:{} (NodePort {})", pg.host_port, pg.node_port));
         Ok::<_, anyhow::Error>((url, client))
     }

@@ -3,5 +3,7 @@
 
 mod support;
 
+mod connect;
 mod migrate;
 mod partitions;
+mod txblock;
