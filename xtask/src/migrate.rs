@@ -167,7 +167,7 @@ mod tests {
         let many: Vec<i64> = (1..=40).collect();
         assert_eq!(
             unknown_warning(&many, dir).unwrap(),
-            "versions 1, 2, 3, 4, 5 and 35 more applied but with no file in m"
+            "versions 1, 2, 3, 4, 5, 6, 7, 8 and 32 more applied but with no file in m"
         );
     }
 }
