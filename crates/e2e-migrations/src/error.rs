@@ -145,9 +145,9 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// The local server could not be found, started or reached.
-    #[error("{0}")]
-    Server(String),
+    /// Where the database lives, and reaching it (see [`crate::lifecycle`]).
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// Anything else, with a message that says what.
     #[error("{0}")]
     Other(String),

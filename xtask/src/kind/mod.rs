@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use e2e_migrations::kube::Credentials;
-use e2e_migrations::state::{BackendKind, SetupState};
+use e2e_migrations::lifecycle::{BackendKind, Saved, SetupState, Workspace};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -38,8 +38,9 @@ pub(crate) fn unavailable_reason() -> Option<String> {
     cluster::availability(&cluster::probe(&sh)).err()
 }
 
+/// The root of the checkout the command runs in (not the one this binary was built in).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+    Workspace::current().map(|w| w.root).unwrap_or_else(|_| PathBuf::from("."))
 }
 
 fn shell() -> Result<Shell> {
@@ -120,11 +121,11 @@ fn dry_run_manifests(pg: &config::PostgresSettings, namespace: &str, exposure: E
 
 /// Creates or reuses the cluster, deploys PostgreSQL and connects to it.
 /// Returns `None` after a dry run (which only prints).
-pub(crate) async fn setup(args: &Setup) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+pub(crate) async fn setup(args: &Setup, ws: &Workspace) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let config = load_config(args.cluster.config.as_deref())?;
     match args.backend {
         crate::flags::Backend::Kube => setup_kube(args, &config).await,
-        _ => setup_kind(args, &config).await,
+        _ => setup_kind(args, &config, ws).await,
     }
 }
 
@@ -222,7 +223,11 @@ fn saved_owns_cluster(saved: Option<&SetupState>, name: &str) -> bool {
     saved.is_some_and(|s| s.backend == BackendKind::Kind && s.owned && s.cluster.as_deref() == Some(name))
 }
 
-async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+async fn setup_kind(
+    args: &Setup,
+    config: &E2eConfig,
+    ws: &Workspace,
+) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let sh = shell()?;
     let name = &config.cluster.name;
     let pg = &config.postgres;
@@ -230,7 +235,7 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     config::check_dns_label("--namespace", &namespace)?;
     let kind_config = KindCluster::from_config(config);
     let config_yaml = kind_config.to_yaml();
-    let paths = Paths::new(&e2e_migrations::state_root(), name);
+    let paths = Paths::new(&ws.state_dir, name);
     let exposure = Exposure::NodePort(pg.node_port);
 
     if args.dry_run {
@@ -269,7 +274,10 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     } else {
         Marker::Unreachable("no such cluster".to_string())
     };
-    let saved = e2e_migrations::state::read(&e2e_migrations::state_root())?;
+    let saved = match e2e_migrations::lifecycle::read_saved(ws)? {
+        Saved::Ours(r) => Some(r.setup),
+        _ => None,
+    };
     let action = cluster::decide(
         name,
         &existing,
@@ -336,7 +344,7 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
 }
 
 /// Deletes what setup made in a cluster.
-pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Result<()> {
+pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>, ws: &Workspace) -> Result<()> {
     let backend = match (args.backend, state) {
         (Some(b), _) => b,
         (None, Some(s)) if s.backend == BackendKind::Kube => crate::flags::Backend::Kube,
@@ -347,7 +355,7 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
     }
     let config = load_config(args.cluster.config.as_deref())?;
     let name = state.and_then(|s| s.cluster.clone()).unwrap_or_else(|| config.cluster.name.clone());
-    let paths = Paths::new(&e2e_migrations::state_root(), &name);
+    let paths = Paths::new(&ws.state_dir, &name);
     if args.dry_run {
         print!("{}", plan::render(&plan::kind_teardown(&name, &paths.kubeconfig)));
         return Ok(());

@@ -199,7 +199,7 @@ impl Server {
                 return Ok(name.clone());
             }
             self.build_template(fp, project, now, &name).await?;
-            Ok(name.clone())
+            Ok::<_, Error>(name.clone())
         }
         .await;
         let unlocked = lock
