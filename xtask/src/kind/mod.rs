@@ -6,7 +6,8 @@
 //! - [`plan`]: the ordered commands and manifests that `--dry-run` prints (pure);
 //! - [`cluster`]: the `kind` CLI, the availability probe and the reuse/ownership decisions;
 //! - [`deploy`]: server-side apply and the readiness watch;
-//! - [`forward`]: the NodePort URL or the port-forward.
+//! - [`forward`]: the NodePort URL or the port-forward;
+//! - [`share`]: how checkouts on one machine share a cluster (pure).
 
 pub(crate) mod cluster;
 pub(crate) mod config;
@@ -14,6 +15,7 @@ pub(crate) mod deploy;
 pub(crate) mod forward;
 pub(crate) mod manifests;
 pub(crate) mod plan;
+pub(crate) mod share;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

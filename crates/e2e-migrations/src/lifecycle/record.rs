@@ -166,6 +166,7 @@ pub struct Record {
 
 /// What the state folder holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // read once per command; matching on it stays plain
 pub enum Saved {
     /// No record.
     Missing,
