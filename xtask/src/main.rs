@@ -88,6 +88,7 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
     Some(match l {
         L::NotSetUp { .. } => "set up first: `cargo xtask e2e-setup [--sets SET,...]`; or name a server: --database-url URL",
         L::ServerDown { .. } => "`cargo xtask e2e-setup` starts it again (read-only commands never start a server)",
+        L::SetupIncomplete { .. } => "`cargo xtask e2e-setup` completes it (read-only commands never do)",
         L::ForeignRecord { .. } => {
             "this checkout has no setup of its own: `cargo xtask e2e-setup` makes one (the other checkout's is left alone)"
         }

@@ -94,7 +94,11 @@ fn proc_without_portable_fallback(text: &str) -> Vec<(usize, String)> {
     let lines: Vec<&str> = text.lines().collect();
     let is_fn = |l: &str| {
         let t = l.trim_start();
-        let t = t.strip_prefix("pub(crate) ").or_else(|| t.strip_prefix("pub(super) ")).or_else(|| t.strip_prefix("pub ")).unwrap_or(t);
+        let t = t
+            .strip_prefix("pub(crate) ")
+            .or_else(|| t.strip_prefix("pub(super) "))
+            .or_else(|| t.strip_prefix("pub "))
+            .unwrap_or(t);
         let t = t.strip_prefix("async ").unwrap_or(t);
         t.strip_prefix("fn ").map(|rest| rest.split(['(', '<']).next().unwrap_or("").trim().to_string())
     };
@@ -111,8 +115,7 @@ fn proc_without_portable_fallback(text: &str) -> Vec<(usize, String)> {
         }
         let enclosing = fns.iter().rev().find(|(j, _)| *j <= i);
         let ok = enclosing.is_some_and(|(j, name)| {
-            attrs(*j).contains(&LINUX)
-                && fns.iter().any(|(k, other)| other == name && attrs(*k).contains(&NOT_LINUX))
+            attrs(*j).contains(&LINUX) && fns.iter().any(|(k, other)| other == name && attrs(*k).contains(&NOT_LINUX))
         });
         if !ok {
             found.push((i + 1, l.trim().to_string()));
@@ -153,8 +156,9 @@ fn proc_detection_wants_the_linux_cfg_and_a_twin() {
     assert_eq!(proc_without_portable_fallback(bare).len(), 1);
     let no_twin = format!("#[cfg(target_os = \"linux\")]\n{bare}");
     assert_eq!(proc_without_portable_fallback(&no_twin).len(), 1, "a Linux-only function needs a fallback");
-    let both = format!("{no_twin}\n/// Elsewhere.\n#[cfg(not(target_os = \"linux\"))]\nfn tag() -> String {{\n    String::new()\n}}\n");
+    let both = format!(
+        "{no_twin}\n/// Elsewhere.\n#[cfg(not(target_os = \"linux\"))]\nfn tag() -> String {{\n    String::new()\n}}\n"
+    );
     assert!(proc_without_portable_fallback(&both).is_empty());
     assert!(proc_without_portable_fallback("//! no `/proc` here\nfn f() {} // not /proc either\n").is_empty());
 }
-

@@ -165,7 +165,9 @@ mod tests {
         assert_eq!(decide_shared_teardown("a", &claims[..1]), SharedTeardown::NamespaceAndCluster);
         let leaving = Claim { terminating: true, ..claim("b", Some(1)) };
         assert_eq!(decide_shared_teardown("a", &[claims[0].clone(), leaving]), SharedTeardown::NamespaceAndCluster);
-        assert!(guard_recreate("a", &claims, "its node is not Ready").unwrap_err().contains("other checkouts use it: b"));
+        assert!(guard_recreate("a", &claims, "its node is not Ready")
+            .unwrap_err()
+            .contains("other checkouts use it: b"));
         assert_eq!(guard_recreate("a", &claims[..1], "--recreate"), Ok(()));
     }
 }

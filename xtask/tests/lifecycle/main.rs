@@ -6,6 +6,7 @@
 
 mod support;
 
+mod cache;
 mod crash;
 mod isolation;
 mod status;

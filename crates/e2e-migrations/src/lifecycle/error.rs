@@ -58,6 +58,13 @@ pub enum LifecycleError {
         /// The state folder.
         state_dir: PathBuf,
     },
+    /// The last setup was interrupted before the server was ready; read-only work does not
+    /// finish it.
+    #[error("the setup in {} did not finish (it was interrupted)", state_dir.display())]
+    SetupIncomplete {
+        /// The state folder.
+        state_dir: PathBuf,
+    },
     /// A server answers on this checkout's private socket, but it is not the one set up here.
     #[error("a server answers on {}, but it is not this checkout's: {why}", socket_dir.display())]
     NotOurs {

@@ -768,7 +768,8 @@ pub async fn ensure_running(ws: &Workspace, opts: &StartOptions) -> Result<Local
     let saved = record::read(&here)?;
     let mut notes = Vec::new();
     if let Saved::Ours(rec) = &saved {
-        if let (BackendKind::Local, Some(_)) = (rec.setup.backend, &rec.local) {
+        // Also under another backend's record, which keeps an earlier local server.
+        if rec.local.is_some() {
             if let Some(server) = reuse_or_restart(&here, rec.clone(), &acct, &mut notes).await? {
                 return Ok(server);
             }
@@ -830,7 +831,11 @@ async fn reuse_or_restart(
             Started::Restarted
         }
     };
-    finish(&layout, &local).await?;
+    // A server that reached Ready has its password and database; otherwise (a setup killed
+    // after the start) finish what it did not.
+    if started != Started::Reused || rec.phase != Phase::Ready {
+        finish(&layout, &local).await?;
+    }
     if started != Started::Reused || rec.phase != Phase::Ready || rec.local.as_ref() != Some(&local) {
         rec.phase = Phase::Ready;
         rec.local = Some(local.clone());
@@ -1023,6 +1028,9 @@ pub async fn running(ws: &Workspace) -> Result<LocalServer> {
     let Some(mut local) = rec.local.clone() else {
         return Err(LifecycleError::NotSetUp { file }.into());
     };
+    if rec.phase != Phase::Ready {
+        return Err(LifecycleError::SetupIncomplete { state_dir: here }.into());
+    }
     let layout = Layout::new(&here, local.place);
     let login = Login { user: local.user.clone(), password: None };
     match probe(&layout, Some(&rec.instance_id), &login).await {
@@ -1101,7 +1109,12 @@ pub async fn teardown(ws: &Workspace) -> Result<TeardownReport> {
     describe(&saved, &here, &mut notes);
     clean_leftovers(&here, &saved, &mut notes).await?;
     let _ = fs::remove_dir(here.join("local"));
-    let found = found_files || !matches!(saved, Saved::Missing);
+    let found = found_files
+        || match &saved {
+            Saved::Missing => false,
+            Saved::Ours(rec) => rec.setup.backend == BackendKind::Local || rec.local.is_some(),
+            _ => true,
+        };
     match saved {
         // Another backend's setup, which kept an earlier local server: keep its record.
         Saved::Ours(mut rec) if rec.setup.backend != BackendKind::Local => {

@@ -367,6 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_versions_files_are_read_only_to_clean_up_after_them() {
+        let here = std::env::temp_dir().join(format!("e2e-record-legacy-{}", std::process::id()));
+        fs::create_dir_all(here.join("local")).unwrap();
+        assert_eq!(read(&here).unwrap(), Saved::Missing);
+        fs::write(here.join("connection.json"), "{}").unwrap();
+        fs::write(here.join("local/state.json"), r#"{"port": 5, "user": "e2e", "password": "pw"}"#).unwrap();
+        assert_eq!(read(&here).unwrap(), Saved::Legacy { password: Some("pw".into()), user: Some("e2e".into()) });
+        remove(&here).unwrap();
+        assert_eq!(read(&here).unwrap(), Saved::Missing);
+        fs::remove_dir_all(&here).unwrap();
+    }
+
+    #[test]
     fn shell_quoting_keeps_paths_and_urls_literal() {
         assert_eq!(shell_quote("/plain/path-1.env"), "/plain/path-1.env");
         assert_eq!(shell_quote("postgres://e2e:ab12@127.0.0.1:5432/e2e"), "postgres://e2e:ab12@127.0.0.1:5432/e2e");

@@ -145,7 +145,11 @@ pub async fn resolve(ws: &Workspace, given_url: Option<&str>, access: Access) ->
         Route::Local => {
             let server = match access {
                 Access::ReadOnly => local::running(ws).await?,
-                Access::StartIfNeeded => local::ensure_running(ws, &StartOptions::default()).await?,
+                // Running and ready (the usual case for every test process): no lock, no writes.
+                Access::StartIfNeeded => match local::running(ws).await {
+                    Ok(s) => s,
+                    Err(_) => local::ensure_running(ws, &StartOptions::default()).await?,
+                },
             };
             for n in &server.notes {
                 tracing::info!("{n}");
