@@ -789,8 +789,11 @@ fn describe(saved: &Saved, here: &Path, notes: &mut Vec<String>) {
             file.display(),
             made_in.display()
         )),
-        Saved::Unreadable { reason } => notes
-            .push(format!("{} is unreadable ({reason}): removing what is provably this checkout's", file.display())),
+        Saved::Unreadable { reason } => notes.push(format!(
+            "{} is unreadable ({reason}): removing what is provably this checkout's; \
+             a cluster or namespace it may have named is not touched",
+            file.display()
+        )),
         Saved::Legacy { .. } => {
             notes.push(format!("{} holds an earlier version's state: replacing it", here.display()))
         }
