@@ -95,6 +95,7 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         L::UnreadableRecord { .. } | L::IncompleteRecord { .. } => {
             "`cargo xtask e2e-teardown` removes what is provably this checkout's; `cargo xtask e2e-setup` then starts over"
         }
+        L::NotOurs { .. } => "it is left alone; if it is a server you started yourself on this folder, stop it yourself",
         L::NoServerBinaries { .. } | L::BadBindir { .. } => {
             "or use a server you have: --database-url URL, or --backend kind"
         }

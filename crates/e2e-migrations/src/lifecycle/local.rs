@@ -486,11 +486,7 @@ async fn probe(layout: &Layout, instance_id: Option<&str>, login: &Login) -> Pro
         if let Some(why) = postmaster::stale_reason(&file, &data, postmaster::pid_alive(file.pid)) {
             return Probe::Down { stale: Some(why) };
         }
-        let asked = match &login.password {
-            None => postmaster::ask(&layout.sock, file.port, &login.user).await,
-            Some(pw) => ask_with_password(&layout.sock, file.port, &login.user, pw).await,
-        };
-        match asked {
+        match postmaster::ask(&layout.sock, file.port, &login.user, login.password.as_deref()).await {
             Ok(live) => {
                 return match postmaster::judge(&live, &file, &data, instance_id) {
                     Ok(()) => Probe::Ours { pid: file.pid, port: file.port },
@@ -521,31 +517,6 @@ async fn probe(layout: &Layout, instance_id: Option<&str>, login: &Login) -> Pro
             }
         }
     }
-}
-
-async fn ask_with_password(
-    sock: &Path,
-    port: u16,
-    user: &str,
-    password: &str,
-) -> std::result::Result<postmaster::Live, tokio_postgres::Error> {
-    let mut c = postmaster::socket_config(sock, port, user, "postgres");
-    c.password(password);
-    let (client, connection) = c.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "SELECT current_setting('data_directory'), current_setting($1, true),
-                    floor(extract(epoch FROM pg_postmaster_start_time()))::bigint",
-            &[&INSTANCE_SETTING],
-        )
-        .await?;
-    let data: String = row.get(0);
-    Ok(postmaster::Live {
-        data_dir: fs::canonicalize(&data).unwrap_or_else(|_| PathBuf::from(&data)),
-        instance_id: row.get::<_, Option<String>>(1).filter(|i| !i.is_empty()),
-        started: row.get(2),
-    })
 }
 
 /// Stops the proven postmaster `pid` of `data`: fast shutdown (SIGINT, as `pg_ctl stop -m fast`
@@ -726,7 +697,7 @@ async fn start(
 /// the server never sees it in clear) and the test database, made if missing.
 async fn finish(layout: &Layout, local: &LocalRecord) -> Result<()> {
     let what = || format!("configuring the local server over {}", layout.sock.display());
-    let client = postmaster::connect_socket(&layout.sock, local.port, &local.user, "postgres").await.db(what)?;
+    let client = postmaster::connect_socket(&layout.sock, local.port, &local.user, None).await.db(what)?;
     let verifier = postgres_protocol::password::scram_sha_256(local.password.as_bytes());
     client
         .batch_execute(&format!("ALTER ROLE {} PASSWORD {}", quote(&local.user), literal(&verifier)))
@@ -995,7 +966,7 @@ pub async fn store_in_cache(ws: &Workspace, server: LocalServer, request: &Cache
         return Ok(server);
     };
     let key = cache::entry_key(request, &pg_version(&local.bindir).await?, &os_user(), local.run_as.as_deref());
-    let client = postmaster::connect_socket(&layout.sock, local.port, &local.user, "postgres")
+    let client = postmaster::connect_socket(&layout.sock, local.port, &local.user, None)
         .await
         .db(|| format!("connecting over {}", layout.sock.display()))?;
     client

@@ -111,27 +111,30 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// A connection config for the server's private socket in `socket_dir` (peer authentication:
-/// no password).
-pub fn socket_config(socket_dir: &Path, port: u16, user: &str, database: &str) -> Config {
+/// A connection config for the maintenance database over the server's private socket in
+/// `socket_dir`: peer authentication, no password (an earlier version's server takes one).
+pub fn socket_config(socket_dir: &Path, port: u16, user: &str, password: Option<&str>) -> Config {
     let mut c = Config::new();
     c.host_path(socket_dir)
         .port(port)
         .user(user)
-        .dbname(database)
+        .dbname("postgres")
         .application_name(crate::db::APPLICATION_NAME)
         .connect_timeout(Duration::from_secs(5));
+    if let Some(p) = password {
+        c.password(p);
+    }
     c
 }
 
-/// Opens a connection over the private socket.
+/// Opens a connection to the maintenance database over the private socket.
 pub async fn connect_socket(
     socket_dir: &Path,
     port: u16,
     user: &str,
-    database: &str,
+    password: Option<&str>,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = socket_config(socket_dir, port, user, database).connect(NoTls).await?;
+    let (client, connection) = socket_config(socket_dir, port, user, password).connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("socket connection closed: {e}");
@@ -141,8 +144,13 @@ pub async fn connect_socket(
 }
 
 /// Asks the server on `socket_dir` what it is.
-pub async fn ask(socket_dir: &Path, port: u16, user: &str) -> Result<Live, tokio_postgres::Error> {
-    let client = connect_socket(socket_dir, port, user, "postgres").await?;
+pub async fn ask(
+    socket_dir: &Path,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+) -> Result<Live, tokio_postgres::Error> {
+    let client = connect_socket(socket_dir, port, user, password).await?;
     let row = client
         .query_one(
             "SELECT current_setting('data_directory'), current_setting($1, true),
