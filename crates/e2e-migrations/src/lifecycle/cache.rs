@@ -49,7 +49,12 @@ pub struct CacheRequest {
 }
 
 /// The entry's name for `request` on this server version and these accounts (pure).
-pub fn entry_key(request: &CacheRequest, pg_version: &str, os_user: &str, server_account: Option<&str>) -> String {
+pub(crate) fn entry_key(
+    request: &CacheRequest,
+    pg_version: &str,
+    os_user: &str,
+    server_account: Option<&str>,
+) -> String {
     let text = format!(
         "format {CACHE_FORMAT}\ncontent {}\npostgres {pg_version}\nuser {os_user}\naccount {}\n",
         request.content,
@@ -60,18 +65,18 @@ pub fn entry_key(request: &CacheRequest, pg_version: &str, os_user: &str, server
 
 /// One entry as eviction sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Its folder name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its size.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Since its last use.
-    pub unused_for: Duration,
+    pub(crate) unused_for: Duration,
 }
 
 /// Which entries to remove (pure): those unused for longer than `max_age`, then the least
 /// recently used until the rest fit in `max_bytes`; never `keep` (the entry just stored).
-pub fn eviction(entries: &[Entry], keep: &str, max_bytes: u64, max_age: Duration) -> Vec<String> {
+pub(crate) fn eviction(entries: &[Entry], keep: &str, max_bytes: u64, max_age: Duration) -> Vec<String> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by_key(|e| std::cmp::Reverse(e.unused_for));
     let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
@@ -89,7 +94,7 @@ pub fn eviction(entries: &[Entry], keep: &str, max_bytes: u64, max_age: Duration
 }
 
 /// The size bound from [`MAX_MB_ENV`] (pure over its value).
-pub fn max_bytes_from(value: Option<&str>) -> u64 {
+pub(crate) fn max_bytes_from(value: Option<&str>) -> u64 {
     value.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_MAX_MB) * 1024 * 1024
 }
 
@@ -155,7 +160,7 @@ fn copy_tree(from: &Path, to: &Path, skip: &[&str], owner: Option<(u32, u32)>) -
 
 /// Copies the entry `key` of `dir` into the new folder `into`, owned by `owner`; false when
 /// there is no such entry.
-pub fn restore(dir: &Path, key: &str, into: &Path, owner: Option<(u32, u32)>) -> Result<bool> {
+pub(crate) fn restore(dir: &Path, key: &str, into: &Path, owner: Option<(u32, u32)>) -> Result<bool> {
     let entry = dir.join(key);
     if !entry.join("meta.json").is_file() {
         return Ok(false);
@@ -174,7 +179,7 @@ pub fn restore(dir: &Path, key: &str, into: &Path, owner: Option<(u32, u32)>) ->
 
 /// Stores the data folder of a cleanly stopped server as the entry `key` (if another process
 /// stored it first, that one stays), then evicts.
-pub fn store(dir: &Path, key: &str, data: &Path, label: &str) -> Result<()> {
+pub(crate) fn store(dir: &Path, key: &str, data: &Path, label: &str) -> Result<()> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let nonce = super::local::random_hex(4, "a folder name")?;
     let tmp = dir.join(format!(".tmp-{}-{nonce}", std::process::id()));

@@ -18,7 +18,7 @@
 //!   file but the 0600 record, and a cached copy carries none);
 //! - the test database is created idempotently on every setup;
 //! - a server is reused, stopped or its folder deleted only after it proved to be ours
-//!   ([`super::postmaster`]).
+//!   (a question asked on a live connection over the private socket).
 //!
 //! Portable to Linux and macOS: `postmaster.pid` (read as `pg_ctl` reads it), `kill(pid, 0)`
 //! and the proof over the socket; no `/proc`.
@@ -68,7 +68,7 @@ pub struct Layout {
 
 impl Layout {
     /// The files for `place` of the canonical state folder `state_dir` (pure over the temp base).
-    pub fn at(state_dir: &Path, place: DataPlace, temp_base: &Path) -> Layout {
+    pub(crate) fn at(state_dir: &Path, place: DataPlace, temp_base: &Path) -> Layout {
         let root = match place {
             DataPlace::State => state_dir.join("local").join("server"),
             DataPlace::Temp => temp_root(temp_base, state_dir),
@@ -76,7 +76,7 @@ impl Layout {
         Layout { data: root.join("data"), sock: root.join("sock"), log: root.join("server.log"), root }
     }
 
-    /// As [`Layout::at`], under the machine's `/tmp`.
+    /// The files for `place` of the canonical state folder `state_dir` (`/tmp` for the fallback).
     pub fn new(state_dir: &Path, place: DataPlace) -> Layout {
         Layout::at(state_dir, place, &temp_base())
     }
@@ -97,7 +97,7 @@ pub fn temp_root(base: &Path, state_dir: &Path) -> PathBuf {
 
 /// Where the server's files go (pure): in the state folder, unless its socket path would be
 /// too long or the server's account cannot reach it.
-pub fn choose_place(state_dir: &Path, reachable: bool) -> DataPlace {
+pub(crate) fn choose_place(state_dir: &Path, reachable: bool) -> DataPlace {
     let sock = Layout::at(state_dir, DataPlace::State, Path::new("/tmp")).sock.join(".s.PGSQL.65535");
     if sock.as_os_str().len() < SOCKET_PATH_MAX && reachable {
         DataPlace::State
@@ -295,12 +295,12 @@ pub fn server_conf(port: u16, socket_dir: &Path) -> String {
 }
 
 /// The line that carries the instance id (pure).
-pub fn instance_conf(instance_id: &str) -> String {
+pub(crate) fn instance_conf(instance_id: &str) -> String {
     format!("# this server's identity, checked on the live server before it is reused or stopped\n{INSTANCE_SETTING} = '{instance_id}'\n")
 }
 
 /// The instance id in an `e2e.conf` text (pure).
-pub fn parse_instance_id(conf: &str) -> Option<String> {
+pub(crate) fn parse_instance_id(conf: &str) -> Option<String> {
     conf.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
         (k.trim() == INSTANCE_SETTING).then(|| v.trim().trim_matches('\'').to_string()).filter(|v| !v.is_empty())
@@ -309,7 +309,7 @@ pub fn parse_instance_id(conf: &str) -> Option<String> {
 
 /// `pg_hba.conf` (pure): the superuser over the private socket by peer authentication (only the
 /// users mapped in `pg_ident.conf`), anyone over TCP on 127.0.0.1 by password.
-pub fn hba_conf() -> String {
+pub(crate) fn hba_conf() -> String {
     format!(
         "# written by e2e-migrations\n\
          # TYPE  DATABASE  USER  ADDRESS       METHOD\n\
@@ -320,7 +320,7 @@ pub fn hba_conf() -> String {
 
 /// `pg_ident.conf` (pure): the operating-system user that set the server up may log in as the
 /// superuser over the socket.
-pub fn ident_conf(os_user: &str) -> String {
+pub(crate) fn ident_conf(os_user: &str) -> String {
     let name = if os_user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         os_user.to_string()
     } else {

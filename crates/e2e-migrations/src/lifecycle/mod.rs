@@ -4,15 +4,15 @@
 //!   `migrations/` and its own state folder;
 //! - [`record`]: what setup leaves there (`state.json`, `connection.env`);
 //! - [`local`]: the local backend (a throwaway server from the machine's binaries), with
-//!   [`postmaster`] (is it running, is it ours) and [`cache`] (cold starts from a copy);
-//! - [`resolve`]: from a URL (if any) and the state to a reachable [`Endpoint`] (pure decision,
+//!   `postmaster` (is it running, is it ours) and [`cache`] (cold starts from a copy);
+//! - [`resolve`](mod@resolve): from a URL (if any) and the state to a reachable [`Endpoint`] (pure decision,
 //!   then I/O);
 //! - [`fault`]: the test hook that kills setup at a given step.
 //!
 //! The rule: a checkout's state belongs to that checkout. A record names the state folder it
 //! was made in; one read elsewhere (a checkout copied with its `target/`, a state folder moved)
 //! is never followed. A server is reused, stopped or its folder deleted only once it proved, on
-//! a live connection over the private socket, to be the one made here ([`postmaster`]).
+//! a live connection over the private socket, to be the one made here.
 //!
 //! The Kind and Kubernetes steps stay in the command line (xtask); the library is what they and
 //! the test crates share. The engine (migrations, partitions, test databases) is handed a URL
@@ -22,7 +22,7 @@ pub mod cache;
 pub mod error;
 pub mod fault;
 pub mod local;
-pub mod postmaster;
+pub(crate) mod postmaster;
 pub mod record;
 pub mod resolve;
 pub mod workspace;

@@ -19,23 +19,23 @@ pub const INSTANCE_SETTING: &str = "e2e_migrations.instance_id";
 
 /// What `postmaster.pid` says (PostgreSQL 10 and later write these lines).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PidFile {
+pub(crate) struct PidFile {
     /// The postmaster's pid.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// The data folder it was started on.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Its start time (unix seconds).
-    pub started: i64,
+    pub(crate) started: i64,
     /// Its port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Its first unix socket folder.
-    pub socket_dir: Option<PathBuf>,
+    pub(crate) socket_dir: Option<PathBuf>,
     /// `starting`, `stopping`, `ready` or `standby`.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// Parses `postmaster.pid` (pure); `None` when it is not one (empty, truncated).
-pub fn parse_pid_file(text: &str) -> Option<PidFile> {
+pub(crate) fn parse_pid_file(text: &str) -> Option<PidFile> {
     let lines: Vec<&str> = text.lines().collect();
     let pid: i32 = lines.first()?.trim().parse().ok()?;
     if pid <= 0 {
@@ -53,7 +53,7 @@ pub fn parse_pid_file(text: &str) -> Option<PidFile> {
 
 /// Why a `postmaster.pid` in `data_dir` cannot belong to a live server of that folder, or
 /// `None` when it may (pure over whether its pid is alive).
-pub fn stale_reason(file: &PidFile, data_dir: &Path, pid_alive: bool) -> Option<String> {
+pub(crate) fn stale_reason(file: &PidFile, data_dir: &Path, pid_alive: bool) -> Option<String> {
     if file.data_dir != data_dir {
         return Some(format!(
             "it names the data folder {} (copied from there), so its pid {} is not this folder's server",
@@ -69,19 +69,19 @@ pub fn stale_reason(file: &PidFile, data_dir: &Path, pid_alive: bool) -> Option<
 
 /// What the live server says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Live {
+pub(crate) struct Live {
     /// `data_directory`, canonicalized where it exists.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// The instance id setting, when set.
-    pub instance_id: Option<String>,
+    pub(crate) instance_id: Option<String>,
     /// `pg_postmaster_start_time()`, unix seconds.
-    pub started: i64,
+    pub(crate) started: i64,
 }
 
 /// Whether the live server is the one made at creation in `data_dir` with `instance_id`, and
 /// the one `file` names (pure). `Err` says what differs. `instance_id` is `None` only for a
 /// server of an earlier version, which carries none.
-pub fn judge(live: &Live, file: &PidFile, data_dir: &Path, instance_id: Option<&str>) -> Result<(), String> {
+pub(crate) fn judge(live: &Live, file: &PidFile, data_dir: &Path, instance_id: Option<&str>) -> Result<(), String> {
     if live.data_dir != data_dir {
         return Err(format!("its data folder is {}, not {}", live.data_dir.display(), data_dir.display()));
     }
@@ -103,7 +103,7 @@ pub fn judge(live: &Live, file: &PidFile, data_dir: &Path, instance_id: Option<&
 }
 
 /// Whether `pid` names a live process (`kill(pid, 0)`; a process of another user counts).
-pub fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,
@@ -113,7 +113,7 @@ pub fn pid_alive(pid: i32) -> bool {
 
 /// A connection config for the maintenance database over the server's private socket in
 /// `socket_dir`: peer authentication, no password (an earlier version's server takes one).
-pub fn socket_config(socket_dir: &Path, port: u16, user: &str, password: Option<&str>) -> Config {
+pub(crate) fn socket_config(socket_dir: &Path, port: u16, user: &str, password: Option<&str>) -> Config {
     let mut c = Config::new();
     c.host_path(socket_dir)
         .port(port)
@@ -128,7 +128,7 @@ pub fn socket_config(socket_dir: &Path, port: u16, user: &str, password: Option<
 }
 
 /// Opens a connection to the maintenance database over the private socket.
-pub async fn connect_socket(
+pub(crate) async fn connect_socket(
     socket_dir: &Path,
     port: u16,
     user: &str,
@@ -144,7 +144,7 @@ pub async fn connect_socket(
 }
 
 /// Asks the server on `socket_dir` what it is.
-pub async fn ask(
+pub(crate) async fn ask(
     socket_dir: &Path,
     port: u16,
     user: &str,

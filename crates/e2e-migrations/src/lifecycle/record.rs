@@ -204,7 +204,7 @@ pub fn env_file(state_dir: &Path) -> PathBuf {
 }
 
 /// Classifies a record's text read in the canonical state folder `here` (pure).
-pub fn classify(text: &str, here: &Path) -> Saved {
+pub(crate) fn classify(text: &str, here: &Path) -> Saved {
     let mut record: Record = match serde_json::from_str(text) {
         Ok(r) => r,
         Err(e) => return Saved::Unreadable { reason: e.to_string() },
@@ -270,7 +270,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// The record's JSON as written in `here`: paths inside `here` relative (pure).
-pub fn to_json(record: &Record, here: &Path) -> String {
+pub(crate) fn to_json(record: &Record, here: &Path) -> String {
     let mut r = record.clone();
     if let Some(k) = &r.setup.kubeconfig {
         if let Ok(rel) = k.strip_prefix(here) {
@@ -312,7 +312,7 @@ pub fn shell_quote(s: &str) -> String {
 
 /// The env file's text: one `KEY=value` per line, values shell-quoted, so that `. file` in a
 /// shell sets exactly those values (pure).
-pub fn env_file_text(pairs: &[(String, String)]) -> String {
+pub(crate) fn env_file_text(pairs: &[(String, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={}\n", shell_quote(v))).collect()
 }
 

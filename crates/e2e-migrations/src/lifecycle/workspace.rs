@@ -71,7 +71,7 @@ pub struct Workspace {
 }
 
 /// The nearest of `start` and its ancestors for which `holds_lock` is true (pure over it).
-pub fn find_root(start: &Path, holds_lock: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+pub(crate) fn find_root(start: &Path, holds_lock: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     start.ancestors().find(|a| holds_lock(a)).map(Path::to_path_buf)
 }
 
@@ -90,7 +90,7 @@ pub fn checkout_tag(root: &Path) -> String {
 
 /// The target folder: `$CARGO_TARGET_DIR` (relative to `cwd`, as cargo reads it), else
 /// `<root>/target` (pure).
-pub fn target_dir(root: &Path, cwd: &Path, vars: &EnvVars) -> PathBuf {
+pub(crate) fn target_dir(root: &Path, cwd: &Path, vars: &EnvVars) -> PathBuf {
     match &vars.target_dir {
         Some(t) => cwd.join(t),
         None => root.join("target"),
@@ -100,7 +100,7 @@ pub fn target_dir(root: &Path, cwd: &Path, vars: &EnvVars) -> PathBuf {
 /// Derives the workspace's folders from its canonical root (pure). Relative `E2E_*` paths are
 /// taken against the root, so that a test binary (run from its crate's folder) and a command
 /// run from the root agree.
-pub fn layout(root: &Path, cwd: &Path, vars: &EnvVars) -> Workspace {
+pub(crate) fn layout(root: &Path, cwd: &Path, vars: &EnvVars) -> Workspace {
     let target = target_dir(root, cwd, vars);
     let state_dir = match (&vars.state_dir, &vars.target_dir) {
         (Some(s), _) => root.join(s),

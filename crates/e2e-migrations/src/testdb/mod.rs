@@ -30,7 +30,7 @@
 //!   made in one `#[tokio::test]` and dropped anywhere; `Drop` waits for the `DROP DATABASE`.
 //!
 //! The server is handed in ([`Builder::target`]) or, when none is, resolved once per process by
-//! [`crate::lifecycle::resolve`]: `DATABASE_URL` when set, else what this checkout's
+//! [`crate::lifecycle::resolve()`]: `DATABASE_URL` when set, else what this checkout's
 //! `cargo xtask e2e-setup` left (for `--backend kube`, with the `kube` feature, through a local
 //! port-forward listener), else this checkout's local server (started on demand, shared by all
 //! test binaries). This module never decides where the database lives. The role needs
