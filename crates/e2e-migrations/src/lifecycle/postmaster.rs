@@ -202,4 +202,26 @@ mod tests {
         let restarted = Live { started: f.started + 60, ..live };
         assert!(judge(&restarted, &f, &f.data_dir, Some("id1")).unwrap_err().contains("started"));
     }
+
+    #[tokio::test]
+    async fn a_socket_that_never_answers_fails_within_the_connect_timeout() {
+        let dir = std::env::temp_dir().join(format!("e2e-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5555")).unwrap();
+        let held = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                kept.push(s);
+            }
+        });
+        let start = std::time::Instant::now();
+        let r = ask(&dir, 5555, "e2e", None, Duration::from_millis(300)).await;
+        assert!(matches!(r, Err(Startup::TimedOut(t)) if t == Duration::from_millis(300)), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        let e = connect_socket(&dir, 5555, "e2e", None, Duration::from_millis(300)).await.unwrap_err();
+        let text = e.into_error("configuring the local server".into()).to_string();
+        assert!(text.contains("no PostgreSQL answer within 0.3 s"), "{text}");
+        held.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -233,4 +233,15 @@ mod tests {
         assert!(t.starts_with("my-repo-v2-") && t.len() == "my-repo-v2-".len() + 8, "{t}");
         assert_ne!(checkout_tag(Path::new("/x/a")), checkout_tag(Path::new("/y/a")));
     }
+
+    #[test]
+    fn the_connect_timeout_comes_from_the_environment_and_a_bad_one_is_named() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(Workspace::find(here, &vars()).unwrap().connect_timeout, crate::db::DEFAULT_CONNECT_TIMEOUT);
+        let v = EnvVars { connect_timeout: Some("2.5".into()), ..vars() };
+        assert_eq!(Workspace::find(here, &v).unwrap().connect_timeout, std::time::Duration::from_millis(2500));
+        let v = EnvVars { connect_timeout: Some("soon".into()), ..vars() };
+        let e = Workspace::find(here, &v).unwrap_err().to_string();
+        assert!(e.starts_with("E2E_CONNECT_TIMEOUT=\"soon\""), "{e}");
+    }
 }
