@@ -30,6 +30,9 @@ pub enum Cmd {
     Migrate(Migrate),
     /// Roll, list or prune the declared partitions.
     Partitions(crate::partitions::Partitions),
+    /// Show this checkout's setup at a glance: backend, server, sets, migrations, partitions,
+    /// test databases. Starts nothing, changes nothing.
+    Status(Status),
     /// Measure against the old way (psql per file, pg_partman, ...) side by side.
     Bench(Bench),
     /// Say whether this machine can run each backend, and what to install where it cannot.
@@ -240,6 +243,20 @@ pub struct MigrateDown {
     /// Seconds to wait for another runner's migration lock.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub lock_timeout: u64,
+}
+
+/// `status` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Status {
+    /// The goose migrations folder [default: the workspace's migrations/].
+    #[arg(long, env = "E2E_MIGRATIONS_DIR", value_name = "DIR")]
+    pub migrations_dir: Option<PathBuf>,
+    /// Judge the partitions as on this date (UTC) [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub now: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// `bench` flags.

@@ -13,6 +13,7 @@ mod migrate;
 mod migrate_new;
 mod partitions;
 mod setup;
+mod status;
 mod target;
 mod teardown;
 #[cfg(test)]
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             flags::Cmd::E2eTeardown(f) => f.run().await,
             flags::Cmd::Migrate(f) => f.run().await,
             flags::Cmd::Partitions(f) => f.run().await,
+            flags::Cmd::Status(f) => f.run().await,
             flags::Cmd::Bench(f) => f.run().await,
             flags::Cmd::Doctor(f) => f.run(),
             flags::Cmd::Completions(f) => f.run(),
@@ -56,6 +58,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", render_error(&e));
+            if let Some(h) = hint(&e) {
+                eprintln!("  hint: {h}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -79,4 +84,29 @@ fn render_error(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// What to do next, for the lifecycle's errors (the library names no command or flag).
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use e2e_migrations::lifecycle::LifecycleError as L;
+    let l = e.chain().find_map(|c| match c.downcast_ref::<e2e_migrations::Error>() {
+        Some(e2e_migrations::Error::Lifecycle(l)) => Some(l),
+        _ => c.downcast_ref::<L>(),
+    })?;
+    Some(match l {
+        L::NotSetUp { .. } => "set up first: `cargo xtask e2e-setup [--sets SET,...]`; or name a server: --database-url URL",
+        L::ServerDown { .. } => "`cargo xtask e2e-setup` starts it again (read-only commands never start a server)",
+        L::SetupIncomplete { .. } => "`cargo xtask e2e-setup` completes it (read-only commands never do)",
+        L::ForeignRecord { .. } => {
+            "this checkout has no setup of its own: `cargo xtask e2e-setup` makes one (the other checkout's is left alone)"
+        }
+        L::UnreadableRecord { .. } | L::IncompleteRecord { .. } => {
+            "`cargo xtask e2e-teardown` removes what is provably this checkout's; `cargo xtask e2e-setup` then starts over"
+        }
+        L::NotOurs { .. } => "it is left alone; if it is a server you started yourself on this folder, stop it yourself",
+        L::NoServerBinaries { .. } | L::BadBindir { .. } => {
+            "or use a server you have: --database-url URL, or --backend kind"
+        }
+        _ => return None,
+    })
 }

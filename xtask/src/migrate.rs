@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Options};
 use serde_json::json;
 
 use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
-use crate::target::{connect, load_project, resolve_url, Resolved};
+use crate::target::{load_project, open as open_endpoint};
 
 impl Migrate {
     pub(crate) async fn run(self) -> Result<()> {
@@ -22,19 +23,17 @@ impl Migrate {
     }
 }
 
-/// Connects to the server the flags (or e2e-setup's state) name; the first value keeps a
+/// Connects to the server the flags (or this checkout's setup) name; the first value keeps a
 /// port-forward alive where one is needed.
-async fn open(db: &DbArgs) -> Result<(Resolved, tokio_postgres::Client)> {
-    let resolved = resolve_url(db.database_url.as_deref()).await?;
-    let client = connect(&resolved.url, db.connect_timeout).await?;
-    Ok((resolved, client))
+async fn open(db: &DbArgs, access: Access) -> Result<(Endpoint, tokio_postgres::Client)> {
+    open_endpoint(db, access).await
 }
 
 impl MigrateUp {
     async fn run(self) -> Result<()> {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
-        let (_forward, mut client) = open(&self.db).await?;
+        let (_forward, mut client) = open(&self.db, Access::StartIfNeeded).await?;
         let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
         let report = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
         match self.output {
@@ -57,7 +56,7 @@ impl MigrateDown {
     async fn run(self) -> Result<()> {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
-        let (_forward, mut client) = open(&self.db).await?;
+        let (_forward, mut client) = open(&self.db, Access::StartIfNeeded).await?;
         let opts = Options { lock_timeout: Duration::from_secs(self.lock_timeout), ..Options::default() };
         let report = migrator::down(&mut client, &project.folder, &selection.migrations, self.to, &opts).await?;
         for a in &report.applied {
@@ -94,7 +93,8 @@ fn state_word(s: State) -> &'static str {
 async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
     let (project, sets) = load_project(&a.sets)?;
     let selection = project.select(&sets)?;
-    let (_forward, client) = open(&a.db).await?;
+    // Read-only: never starts a server.
+    let (_forward, client) = open(&a.db, Access::ReadOnly).await?;
     let plan = migrator::status(&client, &project.folder, &selection.migrations).await?;
     if plan_only {
         let pending = plan.pending();

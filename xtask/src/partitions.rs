@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, RollReport};
 
 use crate::flags::{DbArgs, Output, SetArgs};
 use crate::setup::parse_now;
-use crate::target::{connect, load_project, resolve_url};
+use crate::target::{load_project, open};
 
 /// `partitions` flags.
 #[derive(Debug, Clone, Args)]
@@ -72,8 +73,9 @@ impl Partitions {
     }
 }
 
-/// The specs of the selected sets and a connection; `None` (said on stderr) when there are none.
-async fn prepare(c: &Common) -> Result<Option<(Vec<PartitionSpec>, tokio_postgres::Client)>> {
+/// The specs of the selected sets and a connection (the endpoint keeps a port-forward alive);
+/// `None` (said on stderr) when there are none.
+async fn prepare(c: &Common, access: Access) -> Result<Option<(Vec<PartitionSpec>, Endpoint, tokio_postgres::Client)>> {
     let (project, sets) = load_project(&c.sets)?;
     let specs = project.select(&sets)?.partitions;
     if specs.is_empty() {
@@ -81,14 +83,13 @@ async fn prepare(c: &Common) -> Result<Option<(Vec<PartitionSpec>, tokio_postgre
         eprintln!("no partitioned tables are declared in the selected sets ({label})");
         return Ok(None);
     }
-    let resolved = resolve_url(c.db.database_url.as_deref()).await?;
-    let url = &resolved.url;
-    Ok(Some((specs, connect(url, c.db.connect_timeout).await?)))
+    let (endpoint, client) = open(&c.db, access).await?;
+    Ok(Some((specs, endpoint, client)))
 }
 
 async fn change(a: Change, prune_only: bool) -> Result<()> {
     let now = parse_now(a.common.now.as_deref())?;
-    let Some((specs, mut client)) = prepare(&a.common).await? else {
+    let Some((specs, _endpoint, mut client)) = prepare(&a.common, Access::StartIfNeeded).await? else {
         return Ok(());
     };
     let opts =
@@ -139,7 +140,8 @@ fn summary(r: &RollReport, day: chrono::NaiveDate, prune_only: bool) -> String {
 
 async fn list(a: Common) -> Result<()> {
     let now = parse_now(a.now.as_deref())?;
-    let Some((specs, mut client)) = prepare(&a).await? else {
+    // Read-only: never starts a server.
+    let Some((specs, _endpoint, mut client)) = prepare(&a, Access::ReadOnly).await? else {
         return Ok(());
     };
     let listings = partitions::list(&mut client, &specs, now).await?;

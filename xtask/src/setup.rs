@@ -4,12 +4,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
-use e2e_migrations::state::{self, BackendKind, SetupState};
-use e2e_migrations::{apply, local, Options};
+use e2e_migrations::lifecycle::cache::CacheRequest;
+use e2e_migrations::lifecycle::fault::{fault_point, FaultStep};
+use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
+use e2e_migrations::lifecycle::record::{self, shell_quote};
+use e2e_migrations::lifecycle::{BackendKind, Phase, Saved, SetupState, Workspace};
+use e2e_migrations::testdb::Fingerprint;
+use e2e_migrations::{migrator, partitions, Options, Project};
 
 use crate::flags::{Backend, Setup};
 use crate::kind;
-use crate::target::{connect, load_project, Step};
+use crate::target::{connect, load_project, workspace, Step};
 
 /// Parses `--now YYYY-MM-DD` (midday UTC of that date), or the clock.
 pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
@@ -44,13 +49,41 @@ pub(crate) fn choose_backend(
     }
 }
 
+/// The cache entry a new local server may start from: keyed by the sets, every selected
+/// migration's checksum and statements, the partition specs and the day (the test templates'
+/// fingerprint); `None` when the cache is off.
+fn cache_request(
+    ws: &Workspace,
+    project: &Project,
+    sets: &[String],
+    now: DateTime<Utc>,
+) -> Result<Option<CacheRequest>> {
+    let Some(dir) = &ws.cache_dir else {
+        return Ok(None);
+    };
+    let fp = Fingerprint::new(project, sets, now)?;
+    let label = format!("sets {} as of {}", fp.sets.join(","), fp.date);
+    Ok(Some(CacheRequest { dir: dir.clone(), content: fp.hash(), label }))
+}
+
+/// The line that loads the connection settings into a shell, quoted so that any path pastes
+/// safely (spaces, quotes, `$(...)`).
+pub(crate) fn use_them_line(env_file: &std::path::Path) -> String {
+    format!("set -a; . {}; set +a; psql \"$DATABASE_URL\"", shell_quote(&env_file.display().to_string()))
+}
+
 impl Setup {
     pub(crate) async fn run(self) -> Result<()> {
         let total = Instant::now();
         let (project, sets) = load_project(&self.sets)?;
         let now = parse_now(self.now.as_deref())?;
-        let root = e2e_migrations::state_root();
-        let previous = state::read(&root)?.map(|s| s.backend);
+        let mut ws = workspace()?;
+        ws.connect_timeout = self.connect_timeout;
+        let saved = e2e_migrations::lifecycle::read_saved(&ws)?;
+        let previous = match &saved {
+            Saved::Ours(r) => Some(r.setup.backend),
+            _ => None,
+        };
         let (backend, why) =
             choose_backend(self.backend, self.database_url.is_some(), previous, kind::unavailable_reason);
         match why {
@@ -60,16 +93,32 @@ impl Setup {
         if self.dry_run && matches!(backend, Backend::Local | Backend::Url) {
             bail!("--dry-run is for --backend kind or kube; to see what migrations would run, use `cargo xtask migrate plan`");
         }
+        if let (Some(prev @ (BackendKind::Kind | BackendKind::Kube)), Backend::Local | Backend::Url) =
+            (previous, backend)
+        {
+            eprintln!(
+                "  note: replacing the record of the {} setup; what it made stays (`cargo xtask e2e-teardown --backend {}` removes it)",
+                prev.name(),
+                prev.name()
+            );
+        }
+        let mut server: Option<LocalServer> = None;
+        let cache = match backend {
+            Backend::Local => cache_request(&ws, &project, &sets, now)?,
+            _ => None,
+        };
         let (mut st, mut client) = match backend {
             Backend::Local => {
                 let step = Step::start("local PostgreSQL");
-                let dir = local::default_state_dir();
-                let (server, how) = tokio::task::spawn_blocking(move || local::ensure_running(&dir)).await??;
-                step.done(format!("{} on 127.0.0.1:{}", how_word(how), server.port));
-                let client = connect(&server.url(), self.connect_timeout).await?;
+                let s = local::ensure_running(&ws, &StartOptions { cache: cache.clone() }).await?;
+                for n in &s.notes {
+                    eprintln!("    {n}");
+                }
+                step.done(format!("{} on 127.0.0.1:{}", s.started.word(), s.local.port));
+                let client = connect(&s.url(), self.connect_timeout).await?;
                 let st = SetupState {
                     backend: BackendKind::Local,
-                    database_url: Some(server.url()),
+                    database_url: Some(s.url()),
                     kubeconfig: None,
                     context: None,
                     namespace: None,
@@ -77,8 +126,10 @@ impl Setup {
                     owned: true,
                     sets: Vec::new(),
                     run_id: None,
+                    run_created_at: None,
                     existing_namespace: false,
                 };
+                server = Some(s);
                 (st, client)
             }
             Backend::Url => {
@@ -98,11 +149,12 @@ impl Setup {
                     owned: false,
                     sets: Vec::new(),
                     run_id: None,
+                    run_created_at: None,
                     existing_namespace: false,
                 };
                 (st, client)
             }
-            Backend::Kind | Backend::Kube => match kind::setup(&self).await? {
+            Backend::Kind | Backend::Kube => match kind::setup(&self, &ws).await? {
                 Some(made) => made,
                 None => return Ok(()), // dry run: printed the plan
             },
@@ -111,9 +163,9 @@ impl Setup {
 
         let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
         let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };
+        let selection = project.select(&sets)?;
         let step = Step::start(format!("migrations ({label})"));
-        let report = apply::apply_sets(&mut client, &project, &sets, &opts, now).await?;
-        let m = &report.migrations;
+        let m = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
         step.done(format!("{} applied, {} already applied", m.applied.len(), m.already_applied));
         for a in &m.applied {
             eprintln!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
@@ -124,7 +176,9 @@ impl Setup {
         for f in &m.drift_accepted {
             eprintln!("    warning: accepted drift of {f}");
         }
-        let p = &report.partitions;
+        fault_point(FaultStep::Migrations);
+        let roll_opts = partitions::RollOptions { lock_timeout: opts.lock_timeout, ..Default::default() };
+        let p = partitions::roll(&mut client, &selection.partitions, now, &roll_opts).await?;
         eprintln!(
             "  partitions: {} created, {} rows moved from default partitions{}",
             p.created.len(),
@@ -134,23 +188,34 @@ impl Setup {
         for n in &p.notes {
             eprintln!("    {n}");
         }
+        fault_point(FaultStep::Partitions);
+        drop(client);
+
+        // A server made by initdb with exactly these sets applied: keep a copy for cold starts.
+        if let (Some(s), Some(req)) = (server.take(), &cache) {
+            if s.started == local::Started::Created {
+                let step = Step::start("server cache");
+                let s = local::store_in_cache(&ws, s, req).await?;
+                step.done(format!("stored for the next cold start ({})", req.label));
+                st.database_url = Some(s.url());
+            }
+        }
 
         st.sets = sets;
-        state::write(&root, &st)?;
+        let rec = e2e_migrations::lifecycle::save_setup(&ws, st, Phase::Ready).await?;
+        let st = rec.setup;
+        let env_file = record::env_file(&ws.state_dir);
         if self.print_env {
             for (k, v) in st.env() {
                 println!("{k}={v}");
             }
         } else {
             eprintln!("ready in {:.1} s", total.elapsed().as_secs_f64());
-            eprintln!("  connection settings (0600): {}", state::env_file(&root).display());
+            eprintln!("  connection settings (0600): {}", env_file.display());
             match &st.database_url {
                 Some(u) => {
                     eprintln!("  database: {}", e2e_migrations::db::redact(u));
-                    eprintln!(
-                        "  use them:  set -a; . {}; set +a; psql \"$DATABASE_URL\"",
-                        state::env_file(&root).display()
-                    );
+                    eprintln!("  use them:  {}", use_them_line(&env_file));
                     eprintln!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
                 }
                 None => {
@@ -167,14 +232,6 @@ impl Setup {
             }
         }
         Ok(())
-    }
-}
-
-fn how_word(how: local::Started) -> &'static str {
-    match how {
-        local::Started::Reused => "reused",
-        local::Started::Restarted => "restarted",
-        local::Started::Created => "created",
     }
 }
 
@@ -202,6 +259,18 @@ mod tests {
         assert_eq!(
             choose_backend(Backend::Auto, false, Some(BackendKind::Kube), || Some("x".into())).0,
             Backend::Local
+        );
+    }
+
+    #[test]
+    fn the_use_them_line_quotes_the_path() {
+        assert_eq!(
+            use_them_line(std::path::Path::new("/w/target/e2e/connection.env")),
+            r#"set -a; . /w/target/e2e/connection.env; set +a; psql "$DATABASE_URL""#
+        );
+        assert_eq!(
+            use_them_line(std::path::Path::new("/my dir/$(touch x)/connection.env")),
+            r#"set -a; . '/my dir/$(touch x)/connection.env'; set +a; psql "$DATABASE_URL""#
         );
     }
 

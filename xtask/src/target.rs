@@ -1,11 +1,13 @@
-//! Where a command's database is, and timed progress lines on stderr.
+//! What every command needs: this checkout's workspace, its migrations, the server to reach,
+//! and timed progress lines on stderr.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use e2e_migrations::{local, state, Project};
+use e2e_migrations::lifecycle::{self, Access, Endpoint, Workspace};
+use e2e_migrations::Project;
 
-use crate::flags::SetArgs;
+use crate::flags::{DbArgs, SetArgs};
 
 /// One step of a command: prints `what ... (N ms)` on stderr when done.
 pub(crate) struct Step {
@@ -31,11 +33,17 @@ impl Step {
     }
 }
 
-/// Loads and validates the migrations folder and the requested sets (before any database).
+/// The checkout the command runs in (from the current folder).
+pub(crate) fn workspace() -> Result<Workspace> {
+    Ok(Workspace::current()?)
+}
+
+/// Loads and validates the migrations folder (`--migrations-dir`, else the workspace's) and the
+/// requested sets, before any database.
 pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
     let project = match &args.migrations_dir {
         Some(d) => Project::load(d),
-        None => Project::load(&e2e_migrations::bundled_migrations_dir()),
+        None => workspace()?.project(),
     }
     .context("invalid migrations")?;
     let sets = match &args.sets {
@@ -49,42 +57,16 @@ pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
     Ok((project, sets))
 }
 
-/// A database URL for `migrate` and `partitions`, and the port-forward behind it when the
-/// server is in a cluster without a host port (kept alive while the command runs).
-pub(crate) struct Resolved {
-    /// The URL.
-    pub url: String,
-    _forward: Option<e2e_migrations::kube::LocalForward>,
-}
-
-/// The URL for `migrate` and `partitions`: the flag or `DATABASE_URL`, else what e2e-setup left
-/// (through a port-forward for `--backend kube`), else the local default (started if needed).
-pub(crate) async fn resolve_url(explicit: Option<&str>) -> Result<Resolved> {
-    if let Some(u) = explicit {
-        return Ok(Resolved { url: u.to_string(), _forward: None });
-    }
-    let root = e2e_migrations::state_root();
-    if let Some(s) = state::read(&root)? {
-        if let Some(u) = s.database_url {
-            return Ok(Resolved { url: u, _forward: None });
-        }
-        let Some(namespace) = s.namespace else {
-            anyhow::bail!(
-                "{} names no database URL and no namespace; rerun e2e-setup",
-                state::state_file(&root).display()
-            );
-        };
-        let step = Step::start(format!("port-forward to namespace {namespace}"));
-        let target =
-            e2e_migrations::kube::Target { kubeconfig: s.kubeconfig, context: s.context, namespace, run_id: s.run_id };
-        let forward = target.local_forward().await?;
-        step.done(format!("127.0.0.1:{}", forward.addr.port()));
-        return Ok(Resolved { url: forward.url.clone(), _forward: Some(forward) });
-    }
-    let step = Step::start("local PostgreSQL");
-    let (st, how) = tokio::task::spawn_blocking(|| local::ensure_running(&local::default_state_dir())).await??;
-    step.done(format!("{how:?} on 127.0.0.1:{}", st.port).to_lowercase());
-    Ok(Resolved { url: st.url(), _forward: None })
+/// The server for `migrate` and `partitions` (`--database-url` or `DATABASE_URL`, else what this
+/// checkout's setup left), and a connection to it within `--connect-timeout`. Read-only work
+/// never starts a server; other work starts (or creates) this checkout's local server when that
+/// is what it resolves to. The endpoint keeps a port-forward alive where one is needed.
+pub(crate) async fn open(db: &DbArgs, access: Access) -> Result<(Endpoint, tokio_postgres::Client)> {
+    let mut ws = workspace()?;
+    ws.connect_timeout = db.connect_timeout;
+    let endpoint = lifecycle::resolve(&ws, db.database_url.as_deref(), access).await?;
+    let client = connect(&endpoint.url, db.connect_timeout).await?;
+    Ok((endpoint, client))
 }
 
 /// Connects within `timeout`, saying where (without the password) if it fails.

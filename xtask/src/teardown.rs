@@ -1,62 +1,95 @@
-//! `cargo xtask e2e-teardown`: removes what e2e-setup made, and nothing else.
+//! `cargo xtask e2e-teardown`: removes what e2e-setup made in this checkout, and nothing else.
 
 use anyhow::{bail, Result};
-use e2e_migrations::local;
-use e2e_migrations::state::{self, BackendKind};
+use e2e_migrations::lifecycle::{self, local, BackendKind, Saved};
 
 use crate::flags::{Backend, Teardown};
 use crate::kind;
-use crate::target::Step;
+use crate::target::{workspace, Step};
+
+/// The backend to tear down (pure): the one asked for, else the one this checkout's record
+/// names, else the local backend (which removes only what this checkout's own state folder
+/// holds: a copied, unreadable or missing record never leads elsewhere).
+pub(crate) fn teardown_backend(requested: Option<Backend>, saved: &Saved) -> Backend {
+    match (requested, saved) {
+        (Some(b), _) if b != Backend::Auto => b,
+        (_, Saved::Ours(r)) => match r.setup.backend {
+            BackendKind::Local => Backend::Local,
+            BackendKind::Url => Backend::Url,
+            BackendKind::Kind => Backend::Kind,
+            BackendKind::Kube => Backend::Kube,
+        },
+        _ => Backend::Local,
+    }
+}
 
 impl Teardown {
     pub(crate) async fn run(self) -> Result<()> {
-        let root = e2e_migrations::state_root();
-        let saved = state::read(&root)?;
+        let ws = workspace()?;
+        let saved = lifecycle::read_saved(&ws)?;
         if let Some(age) = &self.stale {
             // a cleanup of the cluster: this checkout's own state is left as it is
             if !matches!(self.backend, None | Some(Backend::Kube)) {
                 bail!("--stale is for --backend kube (a shared cluster)");
             }
-            return kind::teardown_stale(&self, saved.as_ref(), age).await;
+            let setup = match &saved {
+                Saved::Ours(r) => Some(&r.setup),
+                _ => None,
+            };
+            return kind::teardown_stale(&self, setup, age).await;
         }
-        let backend = match (self.backend, &saved) {
-            (Some(b), _) if b != Backend::Auto => b,
-            (_, Some(s)) => match s.backend {
-                BackendKind::Local => Backend::Local,
-                BackendKind::Url => Backend::Url,
-                BackendKind::Kind => Backend::Kind,
-                BackendKind::Kube => Backend::Kube,
-            },
-            _ => Backend::Local,
+        let backend = teardown_backend(self.backend, &saved);
+        let ours = match &saved {
+            Saved::Ours(r) => Some(r),
+            _ => None,
         };
-        let saved_matches = saved.as_ref().map(|s| same_backend(s.backend, backend)).unwrap_or(false);
+        let saved_matches = ours.is_some_and(|r| same_backend(r.setup.backend, backend));
+        // A local server an earlier setup made stays in the record under another backend.
+        let has_local = ours.is_some_and(|r| r.local.is_some());
         match backend {
             Backend::Local => {
                 if self.dry_run {
-                    eprintln!("would stop the local server and remove {}", local::default_state_dir().display());
+                    eprintln!(
+                        "would stop this checkout's local server and remove its files in {}",
+                        ws.state_dir.display()
+                    );
                     return Ok(());
                 }
-                let step = Step::start("local PostgreSQL");
-                let dir = local::default_state_dir();
-                let removed = tokio::task::spawn_blocking(move || local::teardown(&dir)).await??;
-                step.done(if removed { "stopped and removed" } else { "nothing to remove" });
+                return teardown_local(&ws).await;
             }
             Backend::Url => {
                 eprintln!("setup used an existing server (--database-url): teardown changes nothing there");
             }
             Backend::Kind | Backend::Kube => {
-                kind::teardown(&self, saved.as_ref().filter(|_| saved_matches)).await?;
+                let gone = kind::teardown(&self, ours.map(|r| &r.setup).filter(|_| saved_matches), &ws).await?;
                 if self.dry_run || self.keep {
+                    return Ok(());
+                }
+                if !gone && saved_matches {
+                    // another namespace or run than the saved one: the record still names what it made
                     return Ok(());
                 }
             }
             Backend::Auto => unreachable!("resolved above"),
         }
+        if has_local && !self.dry_run {
+            teardown_local(&ws).await?;
+        }
         if saved_matches && !self.dry_run {
-            state::remove(&root)?;
+            lifecycle::forget(&ws).await?;
         }
         Ok(())
     }
+}
+
+async fn teardown_local(ws: &lifecycle::Workspace) -> Result<()> {
+    let step = Step::start("local PostgreSQL");
+    let report = local::teardown(ws).await?;
+    for n in &report.notes {
+        eprintln!("    {n}");
+    }
+    step.done(if report.found { "stopped and removed" } else { "nothing to remove" });
+    Ok(())
 }
 
 fn same_backend(saved: BackendKind, b: Backend) -> bool {
@@ -67,4 +100,17 @@ fn same_backend(saved: BackendKind, b: Backend) -> bool {
             | (BackendKind::Kind, Backend::Kind)
             | (BackendKind::Kube, Backend::Kube)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_never_follows_a_record_made_elsewhere_or_unreadable() {
+        let foreign = Saved::Unreadable { reason: "EOF".into() };
+        assert_eq!(teardown_backend(None, &foreign), Backend::Local);
+        assert_eq!(teardown_backend(None, &Saved::Missing), Backend::Local);
+        assert_eq!(teardown_backend(Some(Backend::Kube), &Saved::Missing), Backend::Kube);
+    }
 }

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_migrations::{db, local};
+use e2e_migrations::db;
+use e2e_migrations::lifecycle::local::{self, StartOptions};
+use e2e_migrations::lifecycle::Workspace;
 
 #[path = "cli/faults.rs"]
 mod faults;
@@ -54,9 +56,10 @@ impl Drop for Dir {
     }
 }
 
-/// A fresh database on the shared local server; returns its URL and name.
+/// A fresh database on this checkout's local server; returns its URL and name.
 fn fresh_db(rt: &tokio::runtime::Runtime) -> (String, String) {
-    let (s, _) = local::ensure_running(&local::default_state_dir()).unwrap();
+    let ws = Workspace::current().unwrap();
+    let s = rt.block_on(local::ensure_running(&ws, &StartOptions::default())).unwrap();
     let name = format!("cli_{}", rand_tag());
     rt.block_on(async {
         let admin = db::connect(&s.url_for("postgres")).await.unwrap();
@@ -295,8 +298,10 @@ fn a_private_parent_folder_moves_the_data_where_the_server_account_can_reach_it(
     let url = stdout(&o).trim().strip_prefix("DATABASE_URL=").unwrap().to_string();
     assert_eq!(query_i64(&rt(), &url, "SELECT count(*) FROM pg_class WHERE relname = 'notification_audit'"), 1);
     let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("local/state.json")).unwrap()).unwrap();
-    let data_root = PathBuf::from(saved["data_root"].as_str().unwrap());
+        serde_json::from_str(&std::fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
+    assert_eq!(saved["local"]["place"], "temp", "{saved}");
+    let data_root = local::temp_root(&std::fs::canonicalize("/tmp").unwrap(), &state.canonicalize().unwrap());
+    assert!(data_root.join("data/PG_VERSION").is_file(), "{data_root:?}");
     assert!(!data_root.starts_with(private.path()), "{data_root:?}");
     let o = run(xtask().env("E2E_STATE_DIR", &state).args(["e2e-teardown"]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -304,9 +309,9 @@ fn a_private_parent_folder_moves_the_data_where_the_server_account_can_reach_it(
 }
 
 fn nix_is_root() -> bool {
-    // A folder this process makes is owned by its effective uid (macOS has no /proc/self).
-    let d = Dir::new(&[]);
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(d.path()).unwrap()) == 0
+    // A file this process makes is owned by its effective uid.
+    let probe = Dir::new(&[("owner", "")]);
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(probe.path().join("owner")).unwrap()) == 0
 }
 
 /// A listener on 127.0.0.1 that accepts connections and never answers (kept open).

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_migrations::{db, local};
+use e2e_migrations::db;
+use e2e_migrations::lifecycle::local::{self, StartOptions};
+use e2e_migrations::lifecycle::Workspace;
 use tokio_postgres::Client;
 
 fn xtask() -> Command {
@@ -64,9 +66,10 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// A fresh database on the shared local server; its URL.
+/// A fresh database on this checkout's local server; its URL.
 fn fresh_db(rt: &tokio::runtime::Runtime) -> String {
-    let (s, _) = local::ensure_running(&local::default_state_dir()).unwrap();
+    let ws = Workspace::current().unwrap();
+    let s = rt.block_on(local::ensure_running(&ws, &StartOptions::default())).unwrap();
     let name = format!("cli_part_{}", rand_tag());
     rt.block_on(async {
         let admin = db::connect(&s.url_for("postgres")).await.unwrap();

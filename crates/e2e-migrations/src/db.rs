@@ -63,10 +63,65 @@ pub async fn connect_within(url: &str, timeout: Duration) -> Result<Client> {
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
+    let address = address(&config);
+    match start_within(config, timeout).await {
+        Ok(client) => Ok(client),
+        Err(Startup::Failed(source)) if source.as_db_error().is_some() => {
+            Err(Error::Db { context: format!("connecting to {address} ({})", redact(url)), source })
+        }
+        Err(Startup::Failed(source)) => {
+            // Refused, reset, or an answer that is not PostgreSQL's: say which address.
+            let hint = if crate::error::describe_db_error(&source).contains("refused") {
+                "; is the server running, and is this its port?"
+            } else {
+                "; is a PostgreSQL server listening there?"
+            };
+            Err(Error::Other(format!(
+                "connecting to {address} ({}): {}{hint}",
+                redact(url),
+                crate::error::describe_db_error(&source)
+            )))
+        }
+        Err(Startup::TimedOut(_)) => Err(Error::Other(format!(
+            "connecting to {address} ({}): no PostgreSQL answer within {} s; something else may listen there, or a \
+             forward is stuck (raise the limit with --connect-timeout or {CONNECT_TIMEOUT_ENV} if the server is slow)",
+            redact(url),
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// Why [`start_within`] gave no connection.
+#[derive(Debug)]
+pub(crate) enum Startup {
+    /// The driver's error: refused, reset, an answer that is not PostgreSQL's, or the server's
+    /// own refusal (authentication, a server starting up).
+    Failed(tokio_postgres::Error),
+    /// No complete startup within this time.
+    TimedOut(Duration),
+}
+
+impl Startup {
+    /// The library error, with `context` saying what was being connected to.
+    pub(crate) fn into_error(self, context: String) -> Error {
+        match self {
+            Startup::Failed(source) => Error::Db { context, source },
+            Startup::TimedOut(t) => Error::Other(format!(
+                "{context}: no PostgreSQL answer within {} s (raise the limit with --connect-timeout or \
+                 {CONNECT_TIMEOUT_ENV} if the server is slow)",
+                t.as_secs_f64()
+            )),
+        }
+    }
+}
+
+/// Opens one connection from `config` (TCP or a unix socket) within `timeout` for the whole
+/// startup (connect, startup exchange, authentication, session setup), the connection task on
+/// the current runtime. Every connection this library opens goes through here, so none can hang.
+pub(crate) async fn start_within(mut config: Config, timeout: Duration) -> Result<Client, Startup> {
     if config.get_connect_timeout().is_none_or(|t| *t > timeout) {
         config.connect_timeout(timeout);
     }
-    let address = address(&config);
     let connecting = async {
         let (client, connection) = config.connect(NoTls).await?;
         tokio::spawn(async move {
@@ -83,28 +138,8 @@ pub async fn connect_within(url: &str, timeout: Duration) -> Result<Client> {
     };
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) if source.as_db_error().is_some() => {
-            Err(Error::Db { context: format!("connecting to {address} ({})", redact(url)), source })
-        }
-        Ok(Err(source)) => {
-            // Refused, reset, or an answer that is not PostgreSQL's: say which address.
-            let hint = if crate::error::describe_db_error(&source).contains("refused") {
-                "; is the server running, and is this its port?"
-            } else {
-                "; is a PostgreSQL server listening there?"
-            };
-            Err(Error::Other(format!(
-                "connecting to {address} ({}): {}{hint}",
-                redact(url),
-                crate::error::describe_db_error(&source)
-            )))
-        }
-        Err(_) => Err(Error::Other(format!(
-            "connecting to {address} ({}): no PostgreSQL answer within {} s; something else may listen there, or a \
-             forward is stuck (raise the limit with --connect-timeout or {CONNECT_TIMEOUT_ENV} if the server is slow)",
-            redact(url),
-            timeout.as_secs_f64()
-        ))),
+        Ok(Err(e)) => Err(Startup::Failed(e)),
+        Err(_) => Err(Startup::TimedOut(timeout)),
     }
 }
 

@@ -164,9 +164,9 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// The local server could not be found, started or reached.
-    #[error("{0}")]
-    Server(String),
+    /// Where the database lives, and reaching it (see [`crate::lifecycle`]).
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// Anything else, with a message that says what.
     #[error("{0}")]
     Other(String),
@@ -201,6 +201,12 @@ pub(crate) trait DbContext<T> {
 impl<T> DbContext<T> for Result<T, tokio_postgres::Error> {
     fn db(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Db { context: context(), source })
+    }
+}
+
+impl<T> DbContext<T> for Result<T, crate::db::Startup> {
+    fn db(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| e.into_error(context()))
     }
 }
 

@@ -9,7 +9,10 @@
 //! - [`batch`]: one migration as one guarded simple-query string (pure);
 //! - [`migrator`]: applying and reverting on one connection under an advisory lock;
 //! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
-//! - [`local`]: the embedded default, a throwaway PostgreSQL server from the machine's binaries.
+//! - [`testdb`]: an isolated database per test, cloned from a template;
+//! - [`lifecycle`]: where the database lives and how to reach it: this checkout's workspace and
+//!   state, the local server (a throwaway PostgreSQL from the machine's binaries), and the one
+//!   resolver from a URL and the state to a server.
 
 pub mod apply;
 pub mod batch;
@@ -19,14 +22,13 @@ pub mod goose;
 pub mod ident;
 #[cfg(feature = "kube")]
 pub mod kube;
-pub mod local;
+pub mod lifecycle;
 pub mod migrator;
 pub mod partitions;
 pub mod plan;
 pub mod scan;
 pub mod sets;
 pub mod source;
-pub mod state;
 pub mod testdb;
 pub mod txblock;
 
@@ -41,26 +43,12 @@ use std::path::{Path, PathBuf};
 /// Environment variable that points at another migrations folder (as `--migrations-dir` does).
 pub const MIGRATIONS_DIR_ENV: &str = "E2E_MIGRATIONS_DIR";
 
-/// Environment variable naming the state folder (overrides `target/e2e`).
+/// Environment variable naming the state folder (see [`lifecycle::workspace`]).
 pub const STATE_DIR_ENV: &str = "E2E_STATE_DIR";
 
-/// Where setup keeps its state (the local server, kubeconfigs, the connection it made):
-/// `$E2E_STATE_DIR`, else `$CARGO_TARGET_DIR/e2e`, else `target/e2e` under the nearest ancestor
-/// of the current folder holding `Cargo.lock` (the workspace root, also when cargo runs a test
-/// crate from its own folder).
-pub fn state_root() -> PathBuf {
-    if let Some(d) = std::env::var_os(STATE_DIR_ENV) {
-        return PathBuf::from(d);
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(t).join("e2e");
-    }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let root = cwd.ancestors().find(|a| a.join("Cargo.lock").is_file()).unwrap_or(&cwd);
-    root.join("target").join("e2e")
-}
-
-/// The project's own `migrations/` folder, as compiled into this crate.
+/// The `migrations/` folder of the checkout this crate was compiled in: a path, for this
+/// repository's own tests. Commands and [`TestDatabase`] read the migrations of the workspace
+/// they run in ([`lifecycle::Workspace`]), never this.
 pub fn bundled_migrations_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
 }
@@ -84,12 +72,10 @@ impl Project {
         Ok(project)
     }
 
-    /// Loads `$E2E_MIGRATIONS_DIR`, else the project's own folder.
+    /// Loads the migrations of the workspace the process runs in: `$E2E_MIGRATIONS_DIR` (relative
+    /// to the workspace root), else `migrations/` at the root.
     pub fn load_default() -> Result<Project> {
-        match std::env::var_os(MIGRATIONS_DIR_ENV) {
-            Some(d) => Project::load(Path::new(&d)),
-            None => Project::load(&bundled_migrations_dir()),
-        }
+        lifecycle::Workspace::current()?.project()
     }
 
     /// The validated sets.

@@ -31,13 +31,13 @@ fn psql(ctx: &Ctx, db: &str) -> Command {
         "-h",
         "127.0.0.1",
         "-p",
-        &ctx.server.port.to_string(),
+        &ctx.server.local.port.to_string(),
         "-U",
-        &ctx.server.user,
+        &ctx.server.local.user,
         "-d",
         db,
     ])
-    .env("PGPASSWORD", &ctx.server.password)
+    .env("PGPASSWORD", &ctx.server.local.password)
     .stdout(std::process::Stdio::null());
     c
 }
@@ -76,7 +76,7 @@ async fn measure(ctx: &Ctx, dir: &Path, files: &[PathBuf], one_file: Option<&Pat
 
 /// `apply_all`: the project's own folder onto an empty database, against one psql per file.
 pub(crate) async fn apply_all(ctx: &Ctx) -> Result<Vec<CaseResult>> {
-    let dir = e2e_migrations::bundled_migrations_dir();
+    let dir = ctx.root.join("migrations");
     let project = Project::load(&dir)?;
     let files = up_only_files(&project, &ctx.work.join("apply_all_up"))?;
     let (o, per_file, _) = measure(ctx, &dir, &files, None).await?;

@@ -3,18 +3,22 @@
 //! Every case runs ours and its baseline alternately, `--runs` times each, on one throwaway
 //! local server of the bench's own (its state under `target/e2e-bench`, torn down at the end),
 //! and reports medians and the ratio ours / baseline. Migration cases time whole processes: the
-//! release-built xtask binary against `psql`, as the services' setup ran it.
+//! release-built xtask binary against `psql`, as the services' setup ran it. `setup_cold_local`
+//! times whole `e2e-setup` processes with no server running, with the server cache against
+//! without it.
 
+mod cold;
 mod migrate;
 mod partitions;
 mod test_db;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use e2e_migrations::local::{self, LocalState};
+use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
+use e2e_migrations::lifecycle::Workspace;
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
@@ -25,7 +29,9 @@ pub(crate) struct Ctx {
     /// The release-built xtask binary.
     pub xtask: PathBuf,
     /// The bench's own local server.
-    pub server: LocalState,
+    pub server: LocalServer,
+    /// The workspace the bench runs in.
+    pub root: PathBuf,
     /// Its state folder (pass as `E2E_STATE_DIR` to the xtask binary).
     pub state_dir: PathBuf,
     /// A scratch folder for generated files.
@@ -130,7 +136,7 @@ pub(crate) async fn fresh_db(ctx: &Ctx, name: &str) -> Result<String> {
     Ok(ctx.server.url_for(name))
 }
 
-const CASES: &[&str] = &["apply_all", "apply_200", "setup_warm", "partitions_120", "test_db"];
+const CASES: &[&str] = &["apply_all", "apply_200", "setup_warm", "setup_cold_local", "partitions_120", "test_db"];
 
 impl Bench {
     pub(crate) async fn run(self) -> Result<()> {
@@ -147,7 +153,8 @@ impl Bench {
             bail!("--runs must be at least 1");
         }
         let sh = Shell::new()?;
-        let root = workspace_root();
+        let ws = Workspace::current()?;
+        let root = ws.root.clone();
         sh.change_dir(&root);
         eprintln!("building the release xtask binary (ours is timed as a whole process)...");
         cmd!(sh, "cargo build --release --quiet --package xtask --bin xtask").run()?;
@@ -155,18 +162,19 @@ impl Bench {
         let state_dir = target.join("e2e-bench");
         let work = state_dir.join("work");
         std::fs::create_dir_all(&work)?;
-        let server_dir = state_dir.join("local");
-        let (server, _) = tokio::task::spawn_blocking(move || local::ensure_running(&server_dir)).await??;
+        let bench_ws = Workspace { state_dir: state_dir.clone(), cache_dir: None, ..ws.clone() };
+        let server = local::ensure_running(&bench_ws, &StartOptions::default()).await?;
         let psql = which("psql").context("psql is needed for the baselines (apt-get install postgresql-client)")?;
         let ctx = Ctx {
             xtask: target.join("release/xtask"),
             server,
+            root: root.clone(),
             state_dir: state_dir.clone(),
             work,
             psql,
             runs: self.runs,
         };
-        eprintln!("bench server on 127.0.0.1:{}; {} runs per measurement (medians)", ctx.server.port, ctx.runs);
+        eprintln!("bench server on 127.0.0.1:{}; {} runs per measurement (medians)", ctx.server.local.port, ctx.runs);
 
         let mut results = Vec::new();
         let outcome: Result<()> = async {
@@ -176,6 +184,7 @@ impl Bench {
                     "apply_all" => results.extend(migrate::apply_all(&ctx).await?),
                     "apply_200" => results.extend(migrate::apply_200(&ctx).await?),
                     "setup_warm" => results.extend(migrate::setup_warm(&ctx).await?),
+                    "setup_cold_local" => results.extend(cold::setup_cold_local(&ctx).await?),
                     "partitions_120" => results.extend(partitions::partitions_120(&ctx).await?),
                     "test_db" => results.extend(test_db::test_db(&ctx).await?),
                     _ => unreachable!("checked above"),
@@ -184,8 +193,7 @@ impl Bench {
             Ok(())
         }
         .await;
-        let dir = state_dir.join("local");
-        let stopped = tokio::task::spawn_blocking(move || local::teardown(&dir)).await?;
+        let stopped = local::teardown(&bench_ws).await;
         outcome?;
         stopped.context("stopping the bench server")?;
 
@@ -198,11 +206,11 @@ impl Bench {
 }
 
 fn print_table(results: &[CaseResult]) {
-    println!("{:<14} {:<20} {:>10} {:>12} {:>7}  {:<14} met", "case", "baseline", "ours", "baseline", "ratio", "goal");
+    println!("{:<16} {:<20} {:>10} {:>12} {:>7}  {:<14} met", "case", "baseline", "ours", "baseline", "ratio", "goal");
     for r in results {
         let ms = |s: f64| format!("{:.1} ms", s * 1000.0);
         println!(
-            "{:<14} {:<20} {:>10} {:>12} {:>7}  {:<14} {}",
+            "{:<16} {:<20} {:>10} {:>12} {:>7}  {:<14} {}",
             r.case,
             r.baseline.as_deref().unwrap_or("-"),
             ms(r.ours_s),
@@ -212,11 +220,6 @@ fn print_table(results: &[CaseResult]) {
             if r.goal.met(r) { "yes" } else { "NO" }
         );
     }
-}
-
-/// The workspace root (where `Cargo.lock` is).
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
 fn which(bin: &str) -> Option<PathBuf> {

@@ -25,7 +25,7 @@ const RANGES: i64 = (BEHIND + 1 + AHEAD) as i64;
 
 /// `partitions_120`: ours against pg_partman (or ours alone, said plainly, when it is missing).
 pub(crate) async fn partitions_120(ctx: &Ctx) -> Result<Vec<CaseResult>> {
-    let project = Project::load(&e2e_migrations::bundled_migrations_dir())?;
+    let project = Project::load(&ctx.root.join("migrations"))?;
     let spec = PartitionSpec { behind: BEHIND, ahead: AHEAD, ..PartitionSpec::monthly("audit_events", "event_date") };
     let admin = e2e_migrations::db::connect(&ctx.server.url_for("postgres")).await?;
     let partman = admin

@@ -21,8 +21,7 @@ const SETS: &[&str] = &["all"];
 /// goal ratio at most 0.5; and `test_db_pool`: taking a ready database from a warm pool, goal
 /// under 10 ms.
 pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
-    let project =
-        Project::load(&e2e_migrations::bundled_migrations_dir()).context("loading the project's migrations")?;
+    let project = Project::load(&ctx.root.join("migrations")).context("loading the project's migrations")?;
     let target = Target::url(ctx.server.url());
     let now = chrono::Utc::now();
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e_migrations::{local, state};
+use e2e_migrations::lifecycle::{self, local, Saved, SetupState, Workspace};
 use xshell::Shell;
 
 use super::report::{
@@ -86,11 +86,29 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(u64::from(st.blocks_available()) * u64::from(st.fragment_size()))
 }
 
-fn local_server() -> Option<LocalServer> {
-    let st = local::read_state(&local::default_state_dir()).ok()??;
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, st.port);
-    let answers = st.port != 0 && TcpStream::connect_timeout(&addr.into(), Duration::from_millis(300)).is_ok();
-    Some(LocalServer { port: st.port, answers, data_root: st.data_root })
+/// What this checkout's record says: the setup (an unusable record is the error), and the
+/// local server it keeps, if any (asked only whether its port accepts connections).
+fn saved(ws: &Workspace) -> (Result<Option<SetupState>, String>, Option<LocalServer>) {
+    let file = lifecycle::record::record_file(&ws.state_dir);
+    let rec = match lifecycle::read_saved(ws) {
+        Ok(Saved::Ours(rec)) => rec,
+        Ok(Saved::Missing) => return (Ok(None), None),
+        Ok(Saved::Legacy { .. }) => {
+            return (Err(format!("{} holds an earlier version's state", ws.state_dir.display())), None)
+        }
+        Ok(Saved::Foreign { made_in, .. }) => {
+            return (Err(format!("{} was made in {} (a copied checkout)", file.display(), made_in.display())), None)
+        }
+        Ok(Saved::Unreadable { reason }) => return (Err(format!("{}: {reason}", file.display())), None),
+        Err(e) => return (Err(e.to_string()), None),
+    };
+    let local = rec.local.as_ref().map(|l| {
+        let here = std::fs::canonicalize(&ws.state_dir).unwrap_or_else(|_| ws.state_dir.clone());
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, l.port);
+        let answers = l.port != 0 && TcpStream::connect_timeout(&addr.into(), Duration::from_millis(300)).is_ok();
+        LocalServer { port: l.port, answers, data_root: local::Layout::new(&here, l.place).root }
+    });
+    (Ok(Some(rec.setup)), local)
 }
 
 /// Probes this machine.
@@ -110,7 +128,12 @@ pub(crate) fn probe() -> Facts {
         }
         Err(e) => (EngineAnswer::NotRunning(e.to_string()), EngineAnswer::Missing),
     };
-    let state_dir = e2e_migrations::state_root();
+    let ws = Workspace::current();
+    let state_dir = ws.as_ref().map(|w| w.state_dir.clone()).unwrap_or_else(|_| PathBuf::from("target/e2e"));
+    let (setup, local) = match &ws {
+        Ok(ws) => saved(ws),
+        Err(e) => (Err(e.to_string()), None),
+    };
     Facts {
         platform: platform(),
         arch: std::env::consts::ARCH.to_string(),
@@ -122,8 +145,8 @@ pub(crate) fn probe() -> Facts {
         kubectl: kubectl(),
         kubeconfig: kubeconfig(),
         free_bytes: free_bytes(&state_dir),
-        setup: state::read(&state_dir).map_err(|e| e.to_string()),
-        local: local_server(),
+        setup,
+        local,
         state_dir,
         database_url_set: std::env::var_os("DATABASE_URL").is_some_and(|u| !u.is_empty()),
     }

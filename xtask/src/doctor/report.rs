@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use e2e_migrations::state::{BackendKind, SetupState};
+use e2e_migrations::lifecycle::{BackendKind, SetupState};
 use serde::Serialize;
 
 use crate::flags::Backend;
@@ -701,6 +701,7 @@ mod tests {
             owned: true,
             existing_namespace: false,
             run_id: None,
+            run_created_at: None,
             sets: vec!["audit".into(), "workflow".into()],
         };
         let local = LocalServer { port: 40001, answers: true, data_root: "/w/target/e2e/local/server".into() };

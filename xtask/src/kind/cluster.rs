@@ -276,14 +276,14 @@ pub(crate) fn write_kubeconfig(sh: &Shell, name: &str, path: &Path) -> Result<()
         .quiet()
         .read()
         .with_context(|| format!("`kind get kubeconfig --name {name}` failed"))?;
-    e2e_migrations::state::write_private(path, text.as_bytes())?;
+    e2e_migrations::lifecycle::record::write_private(path, text.as_bytes())?;
     Ok(())
 }
 
 /// Creates the cluster from `config_yaml`; on failure exports the logs, deletes the retained
 /// remains, and says where the logs are.
 pub(crate) fn create(sh: &Shell, name: &str, paths: &Paths, config_yaml: &str) -> Result<()> {
-    e2e_migrations::state::write_private(&paths.config, config_yaml.as_bytes())?;
+    e2e_migrations::lifecycle::record::write_private(&paths.config, config_yaml.as_bytes())?;
     let args = plan::kind_create_args(name, &paths.config, &paths.kubeconfig);
     let created = cmd!(sh, "kind {args...}").run();
     // kind writes the kubeconfig with the user's umask: make it private either way
@@ -355,7 +355,7 @@ pub(crate) fn load_image(
         cmd!(sh, "{program} {args...}").run().with_context(|| format!("loading {image} into cluster {name} failed"))?;
     }
     let _ = std::fs::remove_file(&paths.archive);
-    e2e_migrations::state::write_private(&paths.loaded_image, record.as_bytes())?;
+    e2e_migrations::lifecycle::record::write_private(&paths.loaded_image, record.as_bytes())?;
     Ok(format!("loaded {image} from the local {}", engine.program()))
 }
 

@@ -9,7 +9,8 @@
 //! - [`forward`]: the NodePort URL or the port-forward;
 //! - [`run`]: the run id and creation time a setup's objects carry;
 //! - [`remove`]: teardown of a run, a namespace, or what earlier runs left;
-//! - [`stale`]: which runs `e2e-teardown --stale AGE` removes (pure).
+//! - [`stale`]: which runs `e2e-teardown --stale AGE` removes (pure);
+//! - [`share`]: how checkouts on one machine share a cluster (pure).
 
 pub(crate) mod cluster;
 pub(crate) mod config;
@@ -23,6 +24,7 @@ pub(crate) mod remove;
 #[cfg(test)]
 mod role;
 pub(crate) mod run;
+pub(crate) mod share;
 pub(crate) mod stale;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use e2e_migrations::kube::Credentials;
-use e2e_migrations::state::{BackendKind, SetupState};
+use e2e_migrations::lifecycle::{self, BackendKind, Phase, Saved, SetupState, Workspace};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -49,8 +51,9 @@ pub(crate) fn unavailable_reason() -> Option<String> {
     cluster::availability(&cluster::probe(&sh)).err()
 }
 
+/// The root of the checkout the command runs in (not the one this binary was built in).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+    Workspace::current().map(|w| w.root).unwrap_or_else(|_| PathBuf::from("."))
 }
 
 fn shell() -> Result<Shell> {
@@ -135,15 +138,15 @@ fn dry_run_manifests(
     m.to_yaml()
 }
 
-/// The run's labels for this setup: the recorded run (created now if `record`), renewed now.
-fn run_meta(record: bool) -> Result<RunMeta> {
+/// The run's labels for this setup: the run this checkout's record holds, else a new one (for
+/// a real setup; the caller saves it in the record before it makes anything on the cluster),
+/// renewed now. A dry run writes nothing: a run not recorded yet shows a placeholder id.
+fn run_meta(saved: &Saved, dry_run: bool) -> Result<RunMeta> {
     let now = chrono::Utc::now();
-    let root = e2e_migrations::state_root();
-    let rec = if record {
-        run::load_or_create(&root, now)?
+    let rec = if dry_run {
+        run::recorded(saved, now)?.unwrap_or(run::RunRecord { run_id: "<run-id>".to_string(), created_at: now })
     } else {
-        // a dry run writes nothing: a run not recorded yet shows a placeholder id
-        run::read(&root)?.unwrap_or(run::RunRecord { run_id: "<run-id>".to_string(), created_at: now })
+        run::recorded_or_new(saved, now)?
     };
     Ok(RunMeta {
         run_id: rec.run_id,
@@ -155,21 +158,34 @@ fn run_meta(record: bool) -> Result<RunMeta> {
 
 /// Creates or reuses the cluster, deploys PostgreSQL and connects to it.
 /// Returns `None` after a dry run (which only prints).
-pub(crate) async fn setup(args: &Setup) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+pub(crate) async fn setup(args: &Setup, ws: &Workspace) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let config = load_config(args.cluster.config.as_deref())?;
+    let saved = lifecycle::read_saved(ws)?;
     match args.backend {
-        crate::flags::Backend::Kube => setup_kube(args, &config).await,
-        _ => setup_kind(args, &config).await,
+        crate::flags::Backend::Kube => setup_kube(args, &config, ws, &saved).await,
+        _ => setup_kind(args, &config, ws, &saved).await,
     }
 }
 
-async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+/// Saves `st` as a setup still being made, before anything is made on the cluster: the run id
+/// is then known to every later setup and to teardown, also when this one fails or is killed.
+async fn save_creating(ws: &Workspace, st: &SetupState) -> Result<()> {
+    lifecycle::save_setup(ws, st.clone(), Phase::Creating).await?;
+    Ok(())
+}
+
+async fn setup_kube(
+    args: &Setup,
+    config: &E2eConfig,
+    ws: &Workspace,
+    saved: &Saved,
+) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), None, "e2e-setup")?;
     let existing = args.cluster.existing_namespace || config.kube.existing_namespace;
     let mode = if existing { NamespaceMode::Existing } else { NamespaceMode::Create };
     let pg = &config.postgres;
     if args.dry_run {
-        let run = run_meta(false)?;
+        let run = run_meta(saved, true)?;
         let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp, &run, !existing);
         let d = plan::Deploy {
             manifests_yaml: &yaml,
@@ -194,8 +210,21 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
         .await
         .with_context(|| format!("reaching the API server of context {} (--context)", t.context))?;
     step.done(format!("Kubernetes {}.{}", version.major, version.minor));
-    // recorded before anything is made on the cluster
-    let run = run_meta(true)?;
+    let run = run_meta(saved, false)?;
+    let st = SetupState {
+        backend: BackendKind::Kube,
+        database_url: None,
+        kubeconfig: Some(user_kubeconfig(&t.context)),
+        context: Some(t.context.clone()),
+        namespace: Some(t.namespace.clone()),
+        cluster: None,
+        owned: !existing,
+        sets: Vec::new(),
+        run_id: Some(run.run_id.clone()),
+        run_created_at: Some(run.created_at),
+        existing_namespace: existing,
+    };
+    save_creating(ws, &st).await?;
     let whose = if existing { ", made by someone else" } else { "" };
     let step = Step::start(format!("PostgreSQL in namespace {}{whose} (run {})", t.namespace, run.run_id));
     let d = deploy::Deploy {
@@ -220,18 +249,6 @@ async fn setup_kube(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let pg_client =
         forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds, args.connect_timeout).await?;
     step.done(format!("port-forward to pod {}", deployed.pod));
-    let st = SetupState {
-        backend: BackendKind::Kube,
-        database_url: None,
-        kubeconfig: Some(user_kubeconfig(&t.context)),
-        context: Some(t.context),
-        namespace: Some(t.namespace),
-        cluster: None,
-        owned: !existing,
-        sets: Vec::new(),
-        run_id: Some(run.run_id),
-        existing_namespace: existing,
-    };
     Ok(Some((st, pg_client)))
 }
 
@@ -271,7 +288,12 @@ fn saved_owns_cluster(saved: Option<&SetupState>, name: &str) -> bool {
     saved.is_some_and(|s| s.backend == BackendKind::Kind && s.owned && s.cluster.as_deref() == Some(name))
 }
 
-async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+async fn setup_kind(
+    args: &Setup,
+    config: &E2eConfig,
+    ws: &Workspace,
+    saved: &Saved,
+) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
     let sh = shell()?;
     let name = &config.cluster.name;
     let pg = &config.postgres;
@@ -279,14 +301,14 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     config::check_dns_label("--namespace", &namespace)?;
     let kind_config = KindCluster::from_config(config);
     let config_yaml = kind_config.to_yaml();
-    let paths = Paths::new(&e2e_migrations::state_root(), name);
+    let paths = Paths::new(&ws.state_dir, name);
     let exposure = Exposure::NodePort(pg.node_port);
     if args.cluster.existing_namespace || config.kube.existing_namespace {
         bail!("--existing-namespace is for --backend kube: the Kind cluster and its namespace are setup's own");
     }
 
     if args.dry_run {
-        let run = run_meta(false)?;
+        let run = run_meta(saved, true)?;
         let engine = cluster::availability(&cluster::probe(&sh)).unwrap_or(plan::Engine::Docker);
         let yaml = dry_run_manifests(pg, &namespace, exposure, &run, true);
         let k = plan::KindSetup {
@@ -315,8 +337,7 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     let step = Step::start("kind and container engine");
     let engine = cluster::availability(&cluster::probe(&sh)).map_err(|e| anyhow::anyhow!("--backend kind: {e}"))?;
     step.done(engine.program());
-    // recorded before anything is made on the cluster
-    let run = run_meta(true)?;
+    let run = run_meta(saved, false)?;
 
     let step = Step::start(format!("cluster {name}"));
     let existing = cluster::list_clusters(&sh)?;
@@ -326,17 +347,32 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
     } else {
         Marker::Unreachable("no such cluster".to_string())
     };
-    let saved = e2e_migrations::state::read(&e2e_migrations::state_root())?;
-    let action = cluster::decide(
-        name,
-        &existing,
-        &marker,
-        saved_owns_cluster(saved.as_ref(), name),
-        args.recreate,
-        &kind_config.hash(),
-    );
+    let saved_setup = match saved {
+        Saved::Ours(r) => Some(&r.setup),
+        _ => None,
+    };
+    let previously_owned = saved_owns_cluster(saved_setup, name);
+    let action = cluster::decide(name, &existing, &marker, previously_owned, args.recreate, &kind_config.hash());
+    if let Action::Refuse(e) = &action {
+        bail!(e.clone());
+    }
+    let mut st = SetupState {
+        backend: BackendKind::Kind,
+        database_url: None,
+        kubeconfig: Some(paths.kubeconfig.clone()),
+        context: Some(format!("kind-{name}")),
+        namespace: Some(namespace.clone()),
+        cluster: Some(name.clone()),
+        // created now, or reused because its node carries our label (refused otherwise)
+        owned: true,
+        sets: Vec::new(),
+        run_id: Some(run.run_id.clone()),
+        run_created_at: Some(run.created_at),
+        existing_namespace: false,
+    };
+    save_creating(ws, &st).await?;
     let fresh = match &action {
-        Action::Refuse(e) => bail!(e.clone()),
+        Action::Refuse(_) => unreachable!("refused above"),
         Action::Reuse => false,
         Action::Create => {
             cluster::create(&sh, name, &paths, &config_yaml)?;
@@ -387,23 +423,13 @@ async fn setup_kind(args: &Setup, config: &E2eConfig) -> Result<Option<(SetupSta
             return Err(e.context(format!("setup of cluster {name} failed{logs}")));
         }
     };
-    let st = SetupState {
-        backend: BackendKind::Kind,
-        database_url: Some(url),
-        kubeconfig: Some(paths.kubeconfig.clone()),
-        context: Some(format!("kind-{name}")),
-        namespace: Some(namespace),
-        cluster: Some(name.clone()),
-        owned: true,
-        sets: Vec::new(),
-        run_id: Some(run.run_id.clone()),
-        existing_namespace: false,
-    };
+    st.database_url = Some(url);
     Ok(Some((st, client)))
 }
 
-/// Deletes what setup made in a cluster.
-pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Result<()> {
+/// Deletes what setup made in a cluster. Returns whether what the saved setup names is gone (so
+/// its record may be forgotten).
+pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>, ws: &Workspace) -> Result<bool> {
     let backend = match (args.backend, state) {
         (Some(b), _) => b,
         (None, Some(s)) if s.backend == BackendKind::Kube => crate::flags::Backend::Kube,
@@ -414,16 +440,16 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
     }
     let config = load_config(args.cluster.config.as_deref())?;
     let name = state.and_then(|s| s.cluster.clone()).unwrap_or_else(|| config.cluster.name.clone());
-    let paths = Paths::new(&e2e_migrations::state_root(), &name);
+    let paths = Paths::new(&ws.state_dir, &name);
     if args.dry_run {
         print!("{}", plan::render(&plan::kind_teardown(&name, &paths.kubeconfig)));
-        return Ok(());
+        return Ok(false);
     }
     if args.keep {
         eprintln!(
             "keeping Kind cluster {name} (--keep / KEEP_CLUSTER=true); `cargo xtask e2e-teardown` deletes it later"
         );
-        return Ok(());
+        return Ok(false);
     }
     let sh = shell()?;
     if let Err(why) = cluster::availability(&cluster::probe(&sh)) {
@@ -431,7 +457,7 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
             bail!("--backend kind: cannot delete cluster {name}: {why}");
         }
         eprintln!("nothing to tear down: no Kind cluster can exist here ({why})");
-        return Ok(());
+        return Ok(true);
     }
     let step = Step::start(format!("cluster {name}"));
     let existing = cluster::list_clusters(&sh)?;
@@ -447,16 +473,17 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>) -> Res
             for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
                 let _ = std::fs::remove_file(f);
             }
-            run::remove(&e2e_migrations::state_root())?;
             step.done("deleted");
         }
         TeardownAction::Nothing(why) => step.done(format!("nothing to delete: {why}")),
         TeardownAction::Refuse(e) => bail!(e),
     }
-    Ok(())
+    Ok(true)
 }
 
-async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()> {
+/// Deletes what setup made in an existing cluster; returns whether it was the saved setup's run
+/// (so its record may be forgotten).
+async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<bool> {
     let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), state, "e2e-teardown")?;
     let config = load_config(args.cluster.config.as_deref())?;
     // the state counts only when it is about this namespace
@@ -472,11 +499,11 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()
     if args.dry_run {
         let target = format!("context {}", t.context);
         print!("{}", plan::render(&plan::kube_teardown(&target, &t.namespace, run_id.as_deref(), existing)));
-        return Ok(());
+        return Ok(false);
     }
     if args.keep {
         eprintln!("keeping namespace {} (--keep / KEEP_CLUSTER=true)", t.namespace);
-        return Ok(());
+        return Ok(false);
     }
     let client = e2e_migrations::kube::client(None, Some(&t.context)).await?;
     let started = Instant::now();
@@ -485,7 +512,7 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()
             let runs = remove::runs_in(&client, &t.namespace).await?;
             if runs.is_empty() {
                 eprintln!("nothing to tear down: no run of e2e-setup in namespace {}", t.namespace);
-                return Ok(());
+                return Ok(state.is_some());
             }
             bail!(
                 "e2e-teardown in namespace {} (--existing-namespace) needs --run-id: this checkout recorded no run; \
@@ -514,10 +541,7 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<()
             remove::Deleted::Missing => step.done("nothing to delete"),
         }
     }
-    if recorded.is_some() && run_id == recorded {
-        run::remove(&e2e_migrations::state_root())?;
-    }
-    Ok(())
+    Ok(state.is_some() && run_id == recorded)
 }
 
 /// `e2e-teardown --stale AGE`: removes the runs on the cluster whose last setup is at least AGE
@@ -643,6 +667,7 @@ mod tests {
             owned: true,
             sets: vec![],
             run_id: Some("r1".into()),
+            run_created_at: None,
             existing_namespace: false,
         }
     }

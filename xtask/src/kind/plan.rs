@@ -213,7 +213,7 @@ fn deploy(d: &Deploy<'_>) -> Vec<Step> {
         )),
         Step::Do(format!("connect: {}", d.connect)),
         Step::Do(format!("apply migration sets {} and roll their partitions", d.sets)),
-        Step::Do("write target/e2e/connection.json and connection.env (0600)".to_string()),
+        Step::Do("write target/e2e/state.json and connection.env (0600)".to_string()),
     ]
 }
 
@@ -228,7 +228,7 @@ pub(crate) fn kind_teardown(cluster: &str, kubeconfig: &Path) -> Vec<Step> {
                 super::config::OWNER_LABEL
             )),
         },
-        Step::Do("remove target/e2e/connection.json and connection.env".to_string()),
+        Step::Do("remove target/e2e/state.json and connection.env".to_string()),
     ]
 }
 
@@ -249,7 +249,7 @@ pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>,
             "{target}: delete namespace {namespace} when it is labelled {labelled}{run} (nothing else), and wait until it is gone"
         )
     };
-    vec![Step::Do(first), Step::Do("remove target/e2e/connection.json and connection.env".to_string())]
+    vec![Step::Do(first), Step::Do("remove target/e2e/state.json and connection.env".to_string())]
 }
 
 /// A command line as a reader would type it (arguments quoted when needed).
@@ -343,7 +343,7 @@ mod tests {
             # 11. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
             # 12. connect: postgres://e2e:***@127.0.0.1:15432/e2e
             # 13. apply migration sets audit,workflow and roll their partitions
-            # 14. write target/e2e/connection.json and connection.env (0600)
+            # 14. write target/e2e/state.json and connection.env (0600)
             # 15. only if a step above fails; the path is printed
             kind export logs 'target/e2e/kind/logs-<time>' --name e2e
         "##]]
@@ -373,11 +373,11 @@ mod tests {
             kind get clusters
             # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner); --keep or KEEP_CLUSTER=true keeps it
             kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
-            # 3. remove target/e2e/connection.json and connection.env
+            # 3. remove target/e2e/state.json and connection.env
             # 4. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
-            # 5. remove target/e2e/connection.json and connection.env
+            # 5. remove target/e2e/state.json and connection.env
             # 6. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
-            # 7. remove target/e2e/connection.json and connection.env
+            # 7. remove target/e2e/state.json and connection.env
         "##]]
         .assert_eq(&render(&steps));
     }

@@ -1,21 +1,18 @@
-//! A setup's identity on a cluster: the run id and its creation time, kept in the state folder
-//! (`run.json`) from the first setup until teardown, and who ran it (a CI job, else the user).
+//! A setup's identity on a cluster: the run id and its creation time, and who ran it (a CI job,
+//! else the user).
 //!
-//! The record is written before anything is made on the cluster, so a setup that fails or is
-//! killed half-way is continued by the next one under the same run id instead of leaving objects
-//! that belong to nobody.
-
-use std::path::{Path, PathBuf};
+//! The run lives in this checkout's state record (`SetupState::run_id` and `run_created_at`),
+//! from the first setup until teardown. Setup saves it there (phase `creating`) before anything
+//! is made on the cluster, so a setup that fails or is killed half-way is continued by the next
+//! one under the same run id, and teardown finds its objects, instead of leaving objects that
+//! belong to nobody. (An earlier version kept it in `run.json`; the record replaced that file.)
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// The record's file in the state folder.
-pub(crate) const RUN_FILE: &str = "run.json";
+use e2e_migrations::lifecycle::Saved;
 
 /// The run: its id and when its first setup happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RunRecord {
     /// The run id (see `e2e_migrations::kube::check_run_id`).
     pub(crate) run_id: String,
@@ -23,36 +20,25 @@ pub(crate) struct RunRecord {
     pub(crate) created_at: DateTime<Utc>,
 }
 
-fn file(root: &Path) -> PathBuf {
-    root.join(RUN_FILE)
+/// The run this checkout's record holds, if any (pure over what was read; a run without its
+/// time, from a record that lost it, counts from `now`).
+pub(crate) fn recorded(saved: &Saved, now: DateTime<Utc>) -> Result<Option<RunRecord>> {
+    let Saved::Ours(rec) = saved else {
+        return Ok(None);
+    };
+    let Some(run_id) = &rec.setup.run_id else {
+        return Ok(None);
+    };
+    e2e_migrations::kube::check_run_id(run_id).context("the run id in this checkout's state record")?;
+    Ok(Some(RunRecord { run_id: run_id.clone(), created_at: rec.setup.run_created_at.unwrap_or(now) }))
 }
 
-/// The run recorded in `root`, if any.
-pub(crate) fn read(root: &Path) -> Result<Option<RunRecord>> {
-    let rec: Option<RunRecord> = e2e_migrations::state::read_json(&file(root))?;
-    if let Some(r) = &rec {
-        e2e_migrations::kube::check_run_id(&r.run_id).with_context(|| format!("{}", file(root).display()))?;
-    }
-    Ok(rec)
-}
-
-/// The recorded run, else a new one (recorded before it is returned).
-pub(crate) fn load_or_create(root: &Path, now: DateTime<Utc>) -> Result<RunRecord> {
-    if let Some(r) = read(root)? {
-        return Ok(r);
-    }
-    let rec = RunRecord { run_id: generate_run_id()?, created_at: now };
-    let json = serde_json::to_vec_pretty(&rec).expect("serialisable");
-    e2e_migrations::state::write_private(&file(root), &json)?;
-    Ok(rec)
-}
-
-/// Forgets the run (after teardown removed its objects).
-pub(crate) fn remove(root: &Path) -> Result<()> {
-    match std::fs::remove_file(file(root)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", file(root).display())),
+/// The recorded run, else a new one (which the caller saves in the record, with the setup,
+/// before it makes anything on the cluster).
+pub(crate) fn recorded_or_new(saved: &Saved, now: DateTime<Utc>) -> Result<RunRecord> {
+    match recorded(saved, now)? {
+        Some(r) => Ok(r),
+        None => Ok(RunRecord { run_id: generate_run_id()?, created_at: now }),
     }
 }
 
@@ -111,17 +97,39 @@ mod tests {
     }
 
     #[test]
-    fn a_run_is_recorded_once_and_kept_until_removed() {
-        let dir = std::env::temp_dir().join(format!("xtask-run-{}", generate_run_id().unwrap()));
+    fn a_run_is_taken_from_the_record_once_made_and_new_otherwise() {
+        use e2e_migrations::lifecycle::{BackendKind, Phase, Record, SetupState};
         let t0 = DateTime::parse_from_rfc3339("2024-06-15T12:00:00Z").unwrap().with_timezone(&Utc);
-        let first = load_or_create(&dir, t0).unwrap();
+        let first = recorded_or_new(&Saved::Missing, t0).unwrap();
         e2e_migrations::kube::check_run_id(&first.run_id).unwrap();
-        assert_eq!(first.run_id.len(), 8);
-        let later = load_or_create(&dir, t0 + chrono::Duration::hours(3)).unwrap();
+        assert_eq!((first.run_id.len(), first.created_at), (8, t0));
+        let setup = SetupState {
+            backend: BackendKind::Kube,
+            database_url: None,
+            kubeconfig: None,
+            context: Some("lab".into()),
+            namespace: Some("e2e".into()),
+            cluster: None,
+            owned: true,
+            sets: vec![],
+            run_id: Some(first.run_id.clone()),
+            run_created_at: Some(t0),
+            existing_namespace: false,
+        };
+        let rec = Record {
+            format: e2e_migrations::lifecycle::record::RECORD_FORMAT,
+            made_in: "/w/target/e2e".into(),
+            instance_id: "i".into(),
+            phase: Phase::Creating,
+            setup: setup.clone(),
+            local: None,
+        };
+        let later = recorded_or_new(&Saved::Ours(rec.clone()), t0 + chrono::Duration::hours(3)).unwrap();
         assert_eq!(later, first, "a second setup keeps the run and its creation time");
-        remove(&dir).unwrap();
-        assert_eq!(read(&dir).unwrap(), None);
-        remove(&dir).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let copied = Saved::Foreign { record: Box::new(rec.clone()), made_in: "/orig".into() };
+        assert_ne!(recorded_or_new(&copied, t0).unwrap().run_id, first.run_id, "a copied record's run is not ours");
+        let mut bad = rec;
+        bad.setup.run_id = Some("../x".into());
+        assert!(recorded(&Saved::Ours(bad), t0).unwrap_err().to_string().contains("state record"));
     }
 }

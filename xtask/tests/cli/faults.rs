@@ -30,10 +30,11 @@ impl Private {
     }
 
     fn data_dir(&self) -> PathBuf {
+        let here = std::fs::canonicalize(self.state.path()).unwrap();
         let saved: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.state.path().join("local/state.json")).unwrap())
-                .unwrap();
-        PathBuf::from(saved["data_root"].as_str().unwrap()).join("data")
+            serde_json::from_str(&std::fs::read_to_string(here.join("state.json")).unwrap()).unwrap();
+        let place = serde_json::from_value(saved["local"]["place"].clone()).unwrap();
+        local::Layout::new(&here, place).data
     }
 
     /// SIGKILLs the postmaster and waits until it is gone.
@@ -41,8 +42,9 @@ impl Private {
         let pidfile = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).unwrap();
         let pid = pidfile.lines().next().unwrap().trim().to_string();
         assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+        let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }

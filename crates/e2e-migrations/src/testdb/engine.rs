@@ -30,9 +30,20 @@ pub(super) fn engine() -> &'static Engine {
 
 /// 4 hex digits of the host name and pid namespace: pids are comparable only within one.
 pub(super) fn host_tag() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let ns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();
-    hex(&Sha256::digest(format!("{}|{ns}", host.trim())))[..4].to_string()
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    hex(&Sha256::digest(format!("{}|{}", host.trim(), pid_namespace())))[..4].to_string()
+}
+
+/// The pid namespace this process is in (containers on one host may share its name, not pids).
+#[cfg(target_os = "linux")]
+pub(super) fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Elsewhere (macOS) there are no pid namespaces: the host name alone tells hosts apart.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn pid_namespace() -> String {
+    String::new()
 }
 
 pub(super) fn pid_alive(pid: u32) -> bool {
@@ -199,7 +210,7 @@ impl Server {
                 return Ok(name.clone());
             }
             self.build_template(fp, project, now, &name).await?;
-            Ok(name.clone())
+            Ok::<_, Error>(name.clone())
         }
         .await;
         let unlocked = lock

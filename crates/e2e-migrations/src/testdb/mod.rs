@@ -29,10 +29,12 @@
 //! - All database work of this module runs on a private runtime, so a [`TestDatabase`] can be
 //!   made in one `#[tokio::test]` and dropped anywhere; `Drop` waits for the `DROP DATABASE`.
 //!
-//! The server: `DATABASE_URL` when set, else the connection `cargo xtask e2e-setup` left (see
-//! [`crate::state`]; for `--backend kube`, with the `kube` feature, through a local port-forward
-//! listener), else the local default server (started on demand, shared by all test binaries).
-//! The role needs `CREATEDB`.
+//! The server is handed in ([`Builder::target`]) or, when none is, resolved once per process by
+//! [`crate::lifecycle::resolve()`]: `DATABASE_URL` when set, else what this checkout's
+//! `cargo xtask e2e-setup` left (for `--backend kube`, with the `kube` feature, through a local
+//! port-forward listener), else this checkout's local server (started on demand, shared by all
+//! test binaries). This module never decides where the database lives. The role needs
+//! `CREATEDB`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,8 +50,7 @@ use tokio_postgres::Client;
 use crate::error::{DbContext, Error, Result};
 use crate::ident::{literal, quote};
 use crate::partitions::PartitionSpec;
-use crate::state::{BackendKind, SetupState};
-use crate::{apply, db, local, state, Options, Project};
+use crate::{apply, db, Options, Project};
 
 /// Environment variable: how many ready clones per fingerprint the pool keeps (0 turns it off).
 pub const POOL_ENV: &str = "E2E_TEST_DB_POOL";
@@ -98,8 +99,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl TestDatabase {
-    /// A fresh database with `sets` of the project's migrations (`$E2E_MIGRATIONS_DIR` or the
-    /// bundled folder) on the server from the environment (see [`Target::from_env`]).
+    /// A fresh database with `sets` of the workspace's migrations (`migrations/` at the root of
+    /// the checkout the test runs in, or `$E2E_MIGRATIONS_DIR`) on the server of this checkout
+    /// (see the module's documentation).
     pub async fn new(sets: &[&str]) -> Result<TestDatabase> {
         Pool::new(sets).await?.get().await
     }
@@ -231,9 +233,7 @@ impl Builder {
         };
         let target = match self.target {
             Some(t) => t,
-            None => tokio::task::spawn_blocking(Target::from_env)
-                .await
-                .map_err(|e| Error::Other(format!("finding the database server: {e}")))??,
+            None => target::default_target().await?,
         };
         let server = Server::get(&target)?;
         let project = Arc::new(project);
@@ -508,44 +508,6 @@ mod tests {
         assert_eq!(s("postgres://h/db?dbname=x&application_name=a"), "postgres://h/postgres?application_name=a");
         assert_eq!(s("host=h user=u dbname=e2e"), "host=h user=u dbname=postgres");
         assert!(swap_database("mysql://h/db", "x").unwrap_err().to_string().contains("postgres://"));
-    }
-
-    fn setup(backend: BackendKind, url: Option<&str>) -> SetupState {
-        SetupState {
-            backend,
-            database_url: url.map(str::to_string),
-            kubeconfig: None,
-            context: None,
-            namespace: Some("e2e".into()),
-            cluster: None,
-            owned: true,
-            sets: vec![],
-            run_id: None,
-            existing_namespace: false,
-        }
-    }
-
-    #[test]
-    fn target_is_env_then_setup_then_local() {
-        let from_setup = setup(BackendKind::Local, Some("postgres://s/e2e"));
-        assert!(
-            matches!(choose_target(Some("postgres://env/x".into()), Some(&from_setup)).unwrap(), TargetChoice::Url { url, .. } if url == "postgres://env/x")
-        );
-        assert!(
-            matches!(choose_target(None, Some(&from_setup)).unwrap(), TargetChoice::Url { url, .. } if url == "postgres://s/e2e")
-        );
-        assert_eq!(choose_target(Some(" ".into()), None).unwrap(), TargetChoice::Local);
-        let kube_setup = setup(BackendKind::Kube, None);
-        #[cfg(feature = "kube")]
-        assert!(
-            matches!(choose_target(None, Some(&kube_setup)).unwrap(), TargetChoice::Kube(t) if t.namespace == "e2e"),
-            "a kube setup is reached through a port-forward"
-        );
-        #[cfg(not(feature = "kube"))]
-        {
-            let e = choose_target(None, Some(&kube_setup)).unwrap_err().to_string();
-            assert!(e.contains("Kube backend") && e.contains("DATABASE_URL") && e.contains("-n e2e"), "{e}");
-        }
     }
 
     #[test]

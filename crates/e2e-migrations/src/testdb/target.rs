@@ -1,6 +1,8 @@
-//! Which server test databases go to: the choice is pure, the rest a thin layer.
+//! The server test databases are made on, as a URL (the lifecycle decides which server).
 
-use super::*;
+use super::engine::on_engine;
+use crate::db;
+use crate::error::{Error, Result};
 
 /// Replaces the database of a `postgres://` URL (or a `key=value` connection string) (pure).
 pub fn swap_database(url: &str, database: &str) -> Result<String> {
@@ -37,53 +39,6 @@ pub fn swap_database(url: &str, database: &str) -> Result<String> {
     Err(Error::Other(format!("database URL {:?}: expected postgres://... or key=value pairs", db::redact(url))))
 }
 
-/// Where the test databases go, as chosen from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetChoice {
-    /// A server given by URL (from `DATABASE_URL` or the state e2e-setup left).
-    Url {
-        /// Any database URL on that server.
-        url: String,
-        /// Where it came from, for messages.
-        from: String,
-    },
-    /// The local default server (started on demand).
-    Local,
-    /// A namespace of a cluster (`e2e-setup --backend kube`), reached through a local
-    /// port-forward listener.
-    #[cfg(feature = "kube")]
-    Kube(crate::kube::Target),
-}
-
-/// Picks the server (pure): `DATABASE_URL`, else what e2e-setup left, else the local default.
-/// A kube setup without a host URL is an error that says what to do.
-pub fn choose_target(env_url: Option<String>, setup: Option<&SetupState>) -> Result<TargetChoice> {
-    if let Some(url) = env_url.filter(|u| !u.trim().is_empty()) {
-        return Ok(TargetChoice::Url { url, from: "DATABASE_URL".into() });
-    }
-    match setup {
-        Some(s) => match &s.database_url {
-            Some(url) => Ok(TargetChoice::Url { url: url.clone(), from: format!("the {:?} setup in {}", s.backend, state::state_file(&crate::state_root()).display()) }),
-            #[cfg(feature = "kube")]
-            None if s.backend == BackendKind::Kube && s.namespace.is_some() => Ok(TargetChoice::Kube(crate::kube::Target {
-                kubeconfig: s.kubeconfig.clone(),
-                context: s.context.clone(),
-                namespace: s.namespace.clone().expect("checked"),
-                run_id: s.run_id.clone(),
-            })),
-            None if s.backend == BackendKind::Kube || s.backend == BackendKind::Kind => Err(Error::Other(format!(
-                "e2e-setup used the {:?} backend, which leaves no URL reachable from this host; test databases need one: \
-                 port-forward PostgreSQL (e.g. kubectl -n {} port-forward svc/postgres-{} :5432) and set DATABASE_URL",
-                s.backend,
-                s.namespace.as_deref().unwrap_or("<namespace>"),
-                s.run_id.as_deref().unwrap_or("<run id>")
-            ))),
-            None => Err(Error::Other(format!("the setup state in {} has no database URL; rerun cargo xtask e2e-setup", state::state_file(&crate::state_root()).display()))),
-        },
-        None => Ok(TargetChoice::Local),
-    }
-}
-
 /// A server that test databases are made on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -97,43 +52,28 @@ impl Target {
         Target { url: url.into() }
     }
 
-    /// `DATABASE_URL`, else the state `cargo xtask e2e-setup` left, else the local default
-    /// server (started if needed, shared by every test binary).
-    pub fn from_env() -> Result<Target> {
-        let setup = state::read(&crate::state_root())?;
-        match choose_target(std::env::var("DATABASE_URL").ok(), setup.as_ref())? {
-            TargetChoice::Url { url, .. } => Ok(Target { url }),
-            TargetChoice::Local => {
-                let (server, _) = local::ensure_running(&local::default_state_dir())?;
-                Ok(Target { url: server.url() })
-            }
-            #[cfg(feature = "kube")]
-            TargetChoice::Kube(kube) => Ok(Target { url: kube_forward_url(kube)? }),
-        }
-    }
-
     /// The URL of `database` on this server.
     pub fn url_for(&self, database: &str) -> Result<String> {
         swap_database(&self.url, database)
     }
 }
 
-/// The URL of a local port-forward listener to the cluster's PostgreSQL, started once per
-/// namespace on the engine's runtime and kept for the life of the process.
-#[cfg(feature = "kube")]
-pub(super) fn kube_forward_url(target: crate::kube::Target) -> Result<String> {
-    static FORWARDS: OnceLock<Mutex<HashMap<String, crate::kube::LocalForward>>> = OnceLock::new();
-    let key = format!("{:?}|{:?}|{}|{:?}", target.kubeconfig, target.context, target.namespace, target.run_id);
-    let mut forwards = FORWARDS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(f) = forwards.get(&key) {
-        return Ok(f.url.clone());
-    }
-    // A thread of its own: blocking on the engine from inside a caller's runtime would panic.
-    let handle = engine().rt.handle().clone();
-    let forward = std::thread::spawn(move || handle.block_on(target.local_forward()))
-        .join()
-        .map_err(|_| Error::Other("starting the port-forward panicked".to_string()))??;
-    let url = forward.url.clone();
-    forwards.insert(key, forward);
-    Ok(url)
+/// The server of this process's test databases when the caller names none: `DATABASE_URL`, else
+/// what this checkout's setup left, else its local server (started or created on demand), as
+/// the lifecycle resolves it. Resolved once per process on the engine's runtime; a port-forward
+/// it needs is kept for the life of the process.
+pub(super) async fn default_target() -> Result<Target> {
+    static ENDPOINT: tokio::sync::OnceCell<crate::lifecycle::Endpoint> = tokio::sync::OnceCell::const_new();
+    let endpoint = on_engine(async {
+        ENDPOINT
+            .get_or_try_init(|| async {
+                let ws = crate::lifecycle::Workspace::current()?;
+                let url = std::env::var("DATABASE_URL").ok();
+                crate::lifecycle::resolve(&ws, url.as_deref(), crate::lifecycle::Access::StartIfNeeded).await
+            })
+            .await
+            .map(|e| e.url.clone())
+    })
+    .await?;
+    Ok(Target { url: endpoint })
 }

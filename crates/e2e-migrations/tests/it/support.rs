@@ -3,16 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use e2e_migrations::{db, local};
+use e2e_migrations::db;
+use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
+use e2e_migrations::lifecycle::Workspace;
 use tokio_postgres::Client;
 
-static SERVER: OnceLock<local::LocalState> = OnceLock::new();
+static SERVER: OnceLock<LocalServer> = OnceLock::new();
 
-/// The local server (started on first use, shared by every test and test binary).
-pub fn server() -> &'static local::LocalState {
+/// This checkout's local server (started on first use, shared by every test and test binary).
+pub fn server() -> &'static LocalServer {
     SERVER.get_or_init(|| {
-        let (state, _) = local::ensure_running(&local::default_state_dir()).expect("local PostgreSQL server");
-        state
+        // A runtime of its own, on a thread of its own: callers are inside a test's runtime.
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let ws = Workspace::current().expect("the workspace");
+            rt.block_on(local::ensure_running(&ws, &StartOptions::default())).expect("local PostgreSQL server")
+        })
+        .join()
+        .expect("starting the local server")
     })
 }
 

@@ -104,7 +104,7 @@ async fn nothing_is_sent_after_a_failed_statement() {
     assert_eq!(failure.line, 3, "{err}");
     // The server's log: after the failure, the same backend logged no "current transaction is
     // aborted" for statements sent behind the failed one.
-    let log = std::fs::read_to_string(server().log_file()).unwrap();
+    let log = std::fs::read_to_string(&server().layout.log).unwrap();
     let at = log.find(&marker).expect("the failure is in the server log");
     let line_start = log[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let pid =
