@@ -8,6 +8,7 @@ mod bench;
 mod completions;
 mod doctor;
 mod flags;
+mod hints;
 mod kind;
 mod migrate;
 mod migrate_new;
@@ -61,22 +62,53 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, `outer: inner`. The library's errors already spell out their cause
-/// (with SQLSTATE, detail and hint), so the chain stops at the first of them; a cause that the
-/// message before it already contains is left out too.
+/// The error and its causes, `outer: cause: root cause`, and the flag that gets past it, if one
+/// does. Each message of the chain says one thing (the library's errors leave their cause to the
+/// chain, and a database error says its SQLSTATE, detail and hint itself), so a plain walk shows
+/// each once.
 fn render_error(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-        if cause.downcast_ref::<e2e_migrations::Error>().is_some() {
-            break;
-        }
+    let mut out = e2e_migrations::error::report(e.as_ref());
+    if let Some(hint) = hints::flag_hint(e) {
+        out.push_str("\nhint: ");
+        out.push_str(hint);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use e2e_migrations::error::SqlFailure;
+    use e2e_migrations::Error;
+
+    #[test]
+    fn a_migration_error_renders_its_server_error_once() {
+        let failure = SqlFailure {
+            file: "m/001_a.sql".into(),
+            line: 2,
+            column: Some(8),
+            sqlstate: "P0001".into(),
+            message: "boom".into(),
+            detail: Some("the detail".into()),
+            hint: Some("the hint".into()),
+        };
+        let e =
+            Error::Migration { failure: Box::new(failure), applied: vec!["000_x.sql".into()], partial_statements: 0 };
+        let e = anyhow::Error::from(e).context("applying the migrations");
+        assert_eq!(
+            render_error(&e),
+            "applying the migrations: migration failed: m/001_a.sql:2:8: boom (SQLSTATE P0001)\n  detail: the \
+             detail\n  hint: the hint\n  applied before the failure: 000_x.sql"
+        );
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_the_flag_hint_last() {
+        let core = e2e_migrations::core::Error::Drift { files: vec!["m/001_a.sql".into()] };
+        let e = anyhow::Error::from(Error::from(core)).context("migrating");
+        let text = render_error(&e);
+        assert_eq!(text.matches("m/001_a.sql").count(), 1, "{text}");
+        assert!(text.starts_with("migrating: applied migration changed"), "{text}");
+        assert!(text.ends_with("\nhint: pass --accept-drift to keep the applied version and record the new checksum"));
+    }
 }

@@ -112,7 +112,7 @@ impl Setup {
         let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
         let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };
         let step = Step::start(format!("migrations ({label})"));
-        let report = apply::apply_sets(&mut client, &project, &sets, &opts, now).await?;
+        let report = apply::migrate_and_roll(&mut client, &project, &sets, &opts, now).await?;
         let m = &report.migrations;
         step.done(format!("{} applied, {} already applied", m.applied.len(), m.already_applied));
         for a in &m.applied {

@@ -15,6 +15,6 @@ mod roll;
 pub mod spec;
 pub mod sql;
 
-pub use roll::{list, prune, roll, Listed, Listing, RollOptions, RollReport};
+pub use roll::{list, prune, roll, Holders, Listed, Listing, RollError, RollOptions, RollReport};
 pub use spec::{Interval, PartitionSpec, Retention, RetentionAction};
 pub use sql::{partition_sql, KeyType};

@@ -194,7 +194,7 @@ impl Server {
         let key = fp.lock_key();
         let what = format!("the template {name} (sets {})", fp.sets.join(","));
         db::lock_key(&lock, key, TEMPLATE_LOCK_TIMEOUT, &format!("the lock on building {what}")).await?;
-        let result = async {
+        let result: Result<String> = async {
             if self.template_exists(&name).await? {
                 return Ok(name.clone());
             }
@@ -202,10 +202,7 @@ impl Server {
             Ok(name.clone())
         }
         .await;
-        let unlocked = lock
-            .query_one("SELECT pg_advisory_unlock($1)", &[&key])
-            .await
-            .db(|| format!("releasing the lock on {what}"));
+        let unlocked = db::unlock_key(&lock, key, &format!("the lock on {what}")).await;
         let name = result?;
         unlocked?;
         Ok(name)
@@ -227,7 +224,7 @@ impl Server {
         .await?;
         let result = async {
             let mut client = db::connect(&self.target.url_for(&build)?).await?;
-            apply::apply_sets(&mut client, project, &fp.sets, &Options::default(), now).await?;
+            apply::migrate_and_roll(&mut client, project, &fp.sets, &Options::default(), now).await?;
             drop(client);
             let comment = serde_json::json!({
                 "made_by": "e2e-migrations testdb",
