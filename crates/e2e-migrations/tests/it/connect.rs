@@ -65,3 +65,16 @@ async fn an_unencoded_at_in_a_password_is_refused_without_showing_it() {
     assert!(e.contains("unencoded '@'") && e.contains("%40"), "{e}");
     assert!(!e.contains("S3c") && !e.contains("ret@"), "{e}");
 }
+
+#[tokio::test]
+async fn an_invalid_connection_string_says_why_without_showing_the_password() {
+    // The driver's own words ("invalid connection string") say nothing of the cause; the cause
+    // (an unknown option) may quote a piece of the password, so it is said in other words.
+    let e = connect_err("host=127.0.0.1 password=se cret=x dbname=db").await;
+    assert_eq!(
+        e,
+        "invalid database URL host=127.0.0.1 password=*** *** dbname=db: invalid connection string: unknown option (a \
+         word that is not a connection setting: a value with spaces must be quoted, password='a b')"
+    );
+    assert!(!e.contains("cret"), "{e}");
+}
