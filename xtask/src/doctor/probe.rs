@@ -122,7 +122,7 @@ pub(crate) fn probe() -> Facts {
         kubectl: kubectl(),
         kubeconfig: kubeconfig(),
         free_bytes: free_bytes(&state_dir),
-        setup: state::read(&state_dir).map_err(|e| e.to_string()),
+        setup: state::read(&state_dir).map_err(|e| e2e_migrations::error::report(&e)),
         local: local_server(),
         state_dir,
         database_url_set: std::env::var_os("DATABASE_URL").is_some_and(|u| !u.is_empty()),
