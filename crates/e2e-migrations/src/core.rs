@@ -12,7 +12,8 @@
 //!   database has applied against what a selection wants;
 //! - [`crate::ident`]: identifiers validated and quoted;
 //! - [`crate::partitions::spec`], [`crate::partitions::calendar`], [`crate::partitions::plan`],
-//!   [`crate::partitions::sql`]: partitions declared, dated, planned and written as SQL;
+//!   [`crate::partitions::sql`], [`crate::partitions::bounds`]: partitions declared, dated,
+//!   planned, written as SQL, and their bounds read as the catalog prints them;
 //! - this module: [`Error`], and cutting long lists for messages.
 //!
 //! The library's [`crate::Error`] wraps [`Error`] ([`crate::Error::Core`]), so a caller of the
@@ -41,6 +42,7 @@ pub const MODULES: &[&str] = &[
     "partitions/calendar.rs",
     "partitions/plan.rs",
     "partitions/sql.rs",
+    "partitions/bounds.rs",
 ];
 
 /// What the core refuses: a folder, a manifest, a selection or a plan that cannot be carried

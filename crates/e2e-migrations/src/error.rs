@@ -168,7 +168,7 @@ pub enum Error {
         table: String,
         /// What stopped it.
         #[source]
-        source: crate::partitions::RollError,
+        source: Box<crate::partitions::RollError>,
     },
     /// The local server could not be found, started or reached. (To be replaced by typed
     /// variants with the lifecycle rewrite.)
