@@ -159,7 +159,7 @@ pub enum Error {
         what: &'static str,
         /// The operating system's error.
         #[source]
-        source: getrandom::Error,
+        source: std::io::Error,
     },
     /// Rolling, pruning or listing a table's partitions stopped.
     #[error("partitions of {table}")]
