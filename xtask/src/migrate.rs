@@ -8,8 +8,8 @@ use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Options};
 use serde_json::json;
 
+use crate::cli_util::{load_project, open as open_endpoint};
 use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
-use crate::target::{load_project, open as open_endpoint};
 
 impl Migrate {
     pub(crate) async fn run(self) -> Result<()> {

@@ -250,7 +250,7 @@ impl MigrateNew {
     pub(crate) fn run(self) -> Result<()> {
         let dir = match &self.migrations_dir {
             Some(d) => d.clone(),
-            None => crate::target::workspace()?.migrations,
+            None => crate::cli_util::workspace()?.migrations,
         };
         let dir: PathBuf = std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
         let folder = e2e_migrations::fs::load_folder(&dir).context("invalid migrations")?;

@@ -17,9 +17,8 @@ use e2e_migrations::testdb::{parse_name, DbName};
 use e2e_migrations::{db, migrator, Catalog, Project};
 use serde::Serialize;
 
+use crate::cli_util::{connect, parse_now, workspace};
 use crate::flags::{Output, Status};
-use crate::setup::parse_now;
-use crate::target::{connect, workspace};
 
 /// What `status` reports (the JSON form).
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -3,9 +3,9 @@
 use anyhow::{bail, Result};
 use e2e_migrations::lifecycle::{self, local, BackendKind, Saved};
 
+use crate::cli_util::{workspace, Step};
 use crate::flags::{Backend, Teardown};
 use crate::kind;
-use crate::target::{workspace, Step};
 
 /// The backend to tear down (pure): the one asked for, else the one this checkout's record
 /// names, else the local backend (which removes only what this checkout's own state folder
