@@ -13,7 +13,8 @@
 //! - [`testdb`]: an isolated database per test, cloned from a template;
 //! - [`lifecycle`]: where the database lives and how to reach it: this checkout's workspace and
 //!   state, the local server (a throwaway PostgreSQL from the machine's binaries), and the one
-//!   resolver from a URL and the state to a server.
+//!   resolver from a URL and the state to a server;
+//! - [`secret`]: generated passwords and ids.
 
 pub mod apply;
 pub mod batch;
@@ -30,6 +31,7 @@ pub mod migrator;
 pub mod partitions;
 pub mod plan;
 pub mod scan;
+pub mod secret;
 pub mod sets;
 pub mod source;
 pub mod testdb;
