@@ -158,15 +158,14 @@ impl Bench {
         sh.change_dir(&root);
         eprintln!("building the release xtask binary (ours is timed as a whole process)...");
         cmd!(sh, "cargo build --release --quiet --package xtask --bin xtask").run()?;
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let state_dir = target.join("e2e-bench");
+        let state_dir = ws.target_dir.join("e2e-bench");
         let work = state_dir.join("work");
         std::fs::create_dir_all(&work)?;
         let bench_ws = Workspace { state_dir: state_dir.clone(), cache_dir: None, ..ws.clone() };
         let server = local::ensure_running(&bench_ws, &StartOptions::default()).await?;
         let psql = which("psql").context("psql is needed for the baselines (apt-get install postgresql-client)")?;
         let ctx = Ctx {
-            xtask: target.join("release/xtask"),
+            xtask: ws.target_dir.join("release/xtask"),
             server,
             root: root.clone(),
             state_dir: state_dir.clone(),

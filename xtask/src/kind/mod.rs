@@ -51,19 +51,14 @@ pub(crate) fn unavailable_reason() -> Option<String> {
     cluster::availability(&cluster::probe(&sh)).err()
 }
 
-/// The root of the checkout the command runs in (not the one this binary was built in).
-fn workspace_root() -> PathBuf {
-    Workspace::current().map(|w| w.root).unwrap_or_else(|_| PathBuf::from("."))
-}
-
 fn shell() -> Result<Shell> {
     let sh = Shell::new().context("cannot set up a shell for kind")?;
-    sh.change_dir(workspace_root());
+    sh.change_dir(crate::cli_util::workspace()?.root);
     Ok(sh)
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<E2eConfig> {
-    let (config, path) = E2eConfig::load(explicit, &workspace_root().join(CONFIG_FILE))?;
+    let (config, path) = E2eConfig::load(explicit, &crate::cli_util::workspace()?.root.join(CONFIG_FILE))?;
     if let Some(p) = path {
         eprintln!("  settings: {}", p.display());
     }
