@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
+use e2e_migrations::ident::quote;
 use e2e_migrations::lifecycle::Workspace;
 use serde::Serialize;
 use xshell::{cmd, Shell};
@@ -128,11 +129,13 @@ pub(crate) fn time_process(cmd: &mut Command) -> Result<f64> {
     Ok(t)
 }
 
-/// A fresh empty database on the bench server; returns its URL.
+/// A fresh empty database `name` on the bench server (replacing one of that name: the cases
+/// reuse their names run after run, and psql reaches them by name); returns its URL. The bench's
+/// server is its own and is removed at the end, so nothing is left behind.
 pub(crate) async fn fresh_db(ctx: &Ctx, name: &str) -> Result<String> {
     let admin = e2e_migrations::db::connect(&ctx.server.url_for("postgres")).await?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
-    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name))).await?;
+    admin.batch_execute(&format!("CREATE DATABASE {}", quote(name))).await?;
     Ok(ctx.server.url_for(name))
 }
 

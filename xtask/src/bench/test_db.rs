@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use e2e_migrations::ident::quote;
 use e2e_migrations::testdb::Pool;
 use e2e_migrations::{apply, Options, Project};
 
@@ -46,10 +47,10 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
         db.close().await.context("test_db: dropping the clone")?;
 
         let name = format!("bench_create_and_migrate_{i}");
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&name))).await?;
         let start = Instant::now();
         admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
             .await
             .context("create_and_migrate: CREATE DATABASE")?;
         let mut client = e2e_migrations::db::connect(&ctx.server.url_for(&name)).await?;
@@ -58,7 +59,7 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
             .context("create_and_migrate: applying")?;
         baseline.push(start.elapsed().as_secs_f64());
         drop(client);
-        admin.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await?;
+        admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(&name))).await?;
     }
     let mut results =
         vec![CaseResult::pair("test_db", "create_and_migrate", median(ours), median(baseline), Goal::RatioAtMost(0.5))];
