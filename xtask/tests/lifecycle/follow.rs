@@ -210,11 +210,11 @@ fn relative_settings_paths_are_taken_from_the_workspace_root() {
     assert!(stderr(&o).contains("connecting to 127.0.0.1:1"), "the folder was read: {}", stderr(&o));
 }
 
-/// Cases 5, 6 and 7 of the issue on the local backend: psql opens the setup's database (the
-/// password in a 0600 file, never on its command line; its exit code passed on), later
-/// commands default to the setup's sets, and a warm setup says what it reused.
+/// Case 5 of the issue, on the local backend (the kube test runs it through a forward): psql
+/// opens the setup's database, the password in a 0600 file and never on its command line, and
+/// its exit code is passed on.
 #[test]
-fn psql_sets_and_reuse_follow_the_setup() {
+fn psql_opens_the_setups_database_without_the_password_on_its_command_line() {
     let tmp = TempDir::new("follow-psql");
     let c = Checkout::new(&tmp.path().join("a"));
     let url = c.setup("audit");
@@ -255,8 +255,15 @@ fn psql_sets_and_reuse_follow_the_setup() {
     let passfile = std::fs::read_to_string(bin.join("psql.file")).unwrap();
     assert!(!Path::new(passfile.trim()).exists(), "removed when psql exits");
     assert!(!stderr(&o).contains(&password), "{}", stderr(&o));
+}
 
-    // later commands default to the setup's sets
+/// Case 6 of the issue: after `--sets audit`, `migrate status` lists audit's migrations, not
+/// workflow's as pending.
+#[test]
+fn later_commands_default_to_the_setups_sets() {
+    let tmp = TempDir::new("follow-sets");
+    let c = Checkout::new(&tmp.path().join("a"));
+    c.setup("audit");
     let o = c.run(&["migrate", "status"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("sets: audit (this checkout's setup"), "{}", stderr(&o));
@@ -265,8 +272,15 @@ fn psql_sets_and_reuse_follow_the_setup() {
     assert!(!listed.contains("015_create_workflow_catalog_table"), "workflow was not set up: {listed}");
     let o = c.run(&["migrate", "status", "--sets", "workflow"]);
     assert!(format!("{}{}", stdout(&o), stderr(&o)).contains("015_create_workflow_catalog_table"));
+}
 
-    // a warm setup (following the first, with its sets) says what it reused
+/// Case 7 of the issue, on the local backend (the kube test checks a warm kube setup): a warm
+/// setup, following the first with its sets, says what it reused.
+#[test]
+fn a_warm_setup_says_what_it_reused() {
+    let tmp = TempDir::new("follow-warm");
+    let c = Checkout::new(&tmp.path().join("a"));
+    let url = c.setup("audit");
     let o = c.run(&["e2e-setup"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
