@@ -65,14 +65,14 @@ pub(crate) fn cluster_hints(st: &SetupState) -> Vec<String> {
     let secret = e2e_migrations::kube::secret_name(run);
     vec![
         "no host port: the server is reached through a port-forward over the Kubernetes API".to_string(),
-        "psql:       cargo xtask psql [-- psql arguments]".to_string(),
+        "psql:        cargo xtask psql [-- psql arguments]".to_string(),
         "other tools: cargo xtask port-forward   (holds a forward on a free local port; prints DATABASE_URL)"
             .to_string(),
-        "from Rust:  test crates find it through this checkout's state (or KUBECONFIG, E2E_KUBE_CONTEXT, \
+        "from Rust:   test crates find it through this checkout's state (or KUBECONFIG, E2E_KUBE_CONTEXT, \
          E2E_NAMESPACE and E2E_RUN_ID from --print-env, with e2e_migrations::kube::Target::from_env())"
             .to_string(),
         format!(
-            "by hand:    kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432   \
+            "by hand:     kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432   \
              (a free local port; user and password: kubectl --context {ctx} --namespace {ns} get secret {secret} \
              -o jsonpath='{{.data.POSTGRES_USER}}' | base64 -d, and .data.POSTGRES_PASSWORD)"
         ),
