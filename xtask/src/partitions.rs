@@ -9,7 +9,7 @@ use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, Roll
 
 use crate::flags::{DbArgs, Output, SetArgs};
 use crate::setup::parse_now;
-use crate::target::{load_project, open};
+use crate::target::{follow_setup_sets, load_project, open};
 
 /// `partitions` flags.
 #[derive(Debug, Clone, Args)]
@@ -76,7 +76,9 @@ impl Partitions {
 /// The specs of the selected sets and a connection (the endpoint keeps a port-forward alive);
 /// `None` (said on stderr) when there are none.
 async fn prepare(c: &Common, access: Access) -> Result<Option<(Vec<PartitionSpec>, Endpoint, tokio_postgres::Client)>> {
-    let (project, sets) = load_project(&c.sets)?;
+    let mut set_args = c.sets.clone();
+    follow_setup_sets(&mut set_args, c.db.database_url.as_deref())?;
+    let (project, sets) = load_project(&set_args)?;
     let specs = project.select(&sets)?.partitions;
     if specs.is_empty() {
         let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };
