@@ -1,4 +1,5 @@
--- Audit events: every action taken on a resource, range-partitioned by day of the event.
+-- Audit events: every action taken on a resource, range-partitioned on the event's date, one
+-- partition per month.
 -- Partitions are not created here: the `audit` set in sets.toml declares them, and
 -- `cargo xtask partitions roll` (run by e2e-setup) keeps them rolling from today's date.
 

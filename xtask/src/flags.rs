@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `--connect-timeout`: seconds, as the library parses them.
 fn timeout(s: &str) -> Result<Duration, String> {
-    e2e_migrations::db::parse_timeout(s)
+    e2e_migrations::db::parse_timeout(s).map_err(|e| e.to_string())
 }
 
 /// End-to-end test databases: migrations, partitions, a local server or a Kind cluster.

@@ -9,6 +9,7 @@ mod completions;
 mod doctor;
 mod flags;
 mod follow;
+mod hints;
 mod kind;
 mod migrate;
 mod migrate_new;
@@ -66,55 +67,58 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {}", render_error(&e));
-            if let Some(h) = hint(&e) {
-                eprintln!("  hint: {h}");
-            }
             ExitCode::FAILURE
         }
     }
 }
 
-/// The error and its causes, `outer: inner`. The library's errors already spell out their cause
-/// (with SQLSTATE, detail and hint), so the chain stops at the first of them; a cause that the
-/// message before it already contains is left out too.
+/// The error and its causes, `outer: cause: root cause`, and what gets past it (a flag, a
+/// command), if something does. Each message of the chain says one thing (the library's errors leave their cause to the
+/// chain, and a database error says its SQLSTATE, detail and hint itself), so a plain walk shows
+/// each once.
 fn render_error(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-        if cause.downcast_ref::<e2e_migrations::Error>().is_some() {
-            break;
-        }
+    let mut out = e2e_migrations::error::report(e.as_ref());
+    if let Some(hint) = hints::hint(e) {
+        out.push_str("\nhint: ");
+        out.push_str(hint);
     }
     out
 }
 
-/// What to do next, for the lifecycle's errors (the library names no command or flag).
-fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    use e2e_migrations::lifecycle::LifecycleError as L;
-    let l = e.chain().find_map(|c| match c.downcast_ref::<e2e_migrations::Error>() {
-        Some(e2e_migrations::Error::Lifecycle(l)) => Some(l),
-        _ => c.downcast_ref::<L>(),
-    })?;
-    Some(match l {
-        L::NotSetUp { .. } => "set up first: `cargo xtask e2e-setup [--sets SET,...]`; or name a server: --database-url URL",
-        L::ServerDown { .. } => "`cargo xtask e2e-setup` starts it again (read-only commands never start a server)",
-        L::SetupIncomplete { .. } => "`cargo xtask e2e-setup` completes it (read-only commands never do)",
-        L::ForeignRecord { .. } => {
-            "this checkout has no setup of its own: `cargo xtask e2e-setup` makes one (the other checkout's is left alone)"
-        }
-        L::UnreadableRecord { .. } | L::IncompleteRecord { .. } => {
-            "`cargo xtask e2e-teardown` removes what is provably this checkout's; `cargo xtask e2e-setup` then starts over"
-        }
-        L::NotOurs { .. } => "it is left alone; if it is a server you started yourself on this folder, stop it yourself",
-        L::NoServerBinaries { .. } | L::BadBindir { .. } => {
-            "or use a server you have: --database-url URL, or --backend kind"
-        }
-        _ => return None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use e2e_migrations::error::SqlFailure;
+    use e2e_migrations::Error;
+
+    #[test]
+    fn a_migration_error_renders_its_server_error_once() {
+        let failure = SqlFailure {
+            file: "m/001_a.sql".into(),
+            line: 2,
+            column: Some(8),
+            sqlstate: "P0001".into(),
+            message: "boom".into(),
+            detail: Some("the detail".into()),
+            hint: Some("the hint".into()),
+        };
+        let e =
+            Error::Migration { failure: Box::new(failure), applied: vec!["000_x.sql".into()], partial_statements: 0 };
+        let e = anyhow::Error::from(e).context("applying the migrations");
+        assert_eq!(
+            render_error(&e),
+            "applying the migrations: migration failed: m/001_a.sql:2:8: boom (SQLSTATE P0001)\n  detail: the \
+             detail\n  hint: the hint\n  applied before the failure: 000_x.sql"
+        );
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_the_flag_hint_last() {
+        let core = e2e_migrations::core::Error::Drift { files: vec!["m/001_a.sql".into()] };
+        let e = anyhow::Error::from(Error::from(core)).context("migrating");
+        let text = render_error(&e);
+        assert_eq!(text.matches("m/001_a.sql").count(), 1, "{text}");
+        assert!(text.starts_with("migrating: applied migration changed"), "{text}");
+        assert!(text.ends_with("\nhint: pass --accept-drift to keep the applied version and record the new checksum"));
+    }
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask migrate new <name> --set <set>`: the next migration file, from a goose template,
 //! added to its set in `sets.toml` with the manifest's comments and layout kept (`toml_edit`).
 //!
-//! The plan (version, file text, new manifest text) is pure and is checked as a whole, the new
+//! The draft (version, file text, new manifest text) is pure and is checked as a whole, the new
 //! file parsed by the project's own goose parser and the folder validated with it, before
 //! anything is written; then the file is created (never over an existing one) and the manifest
 //! replaced atomically. If the manifest cannot be written, the new file is removed again.
@@ -17,7 +17,7 @@ use crate::flags::MigrateNew;
 
 /// What `migrate new` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
+pub(crate) struct Draft {
     /// The new file's name, `NNN_name.sql`.
     pub(crate) file_name: String,
     /// Its text.
@@ -170,17 +170,17 @@ pub(crate) fn add_to_manifest(text: &str, set: &str, file: &str) -> Result<Strin
     Ok(doc.to_string())
 }
 
-/// Plans the new migration over a loaded folder and its manifest text (pure), and checks the
+/// Drafts the new migration over a loaded folder and its manifest text (pure), and checks the
 /// result as a whole: the file parses with the project's goose parser, and the folder with the
 /// new file and the new manifest is valid.
-pub(crate) fn plan(
+pub(crate) fn draft(
     folder: &Folder,
     manifest_text: Option<&str>,
     name: &str,
     set: Option<&str>,
     version: Option<i64>,
     now: DateTime<Utc>,
-) -> Result<Plan> {
+) -> Result<Draft> {
     check_name(name)?;
     let manifest_file = folder.dir.join(MANIFEST);
     let manifest = match manifest_text {
@@ -194,7 +194,7 @@ pub(crate) fn plan(
             known.join(", ")
         ),
         (Some(m), Some(s)) if !m.sets.contains_key(s) => {
-            return Err(e2e_migrations::Error::UnknownSet { name: s.to_string(), known }.into())
+            return Err(e2e_migrations::core::Error::UnknownSet { name: s.to_string(), known }.into())
         }
         (Some(_), None) => bail!(
             "--set SET is required: every migration belongs to a set in {} (known: {})",
@@ -228,7 +228,7 @@ pub(crate) fn plan(
         None => None,
     };
     Catalog::new(&after, after_manifest).context("the folder would not stay valid")?;
-    Ok(Plan { file_name, contents, manifest: new_manifest })
+    Ok(Draft { file_name, contents, manifest: new_manifest })
 }
 
 /// Writes `text` to `path` through a temporary file in the same folder, keeping `path`'s mode.
@@ -254,29 +254,30 @@ impl MigrateNew {
             None => ws.migrations,
         };
         let dir: PathBuf = std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
-        let folder = source::load_folder(&dir).context("invalid migrations")?;
+        let folder = e2e_migrations::fs::load_folder(&dir).context("invalid migrations")?;
         let manifest_file = dir.join(MANIFEST);
         let manifest_text = match std::fs::read_to_string(&manifest_file) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("{}", manifest_file.display())),
         };
-        let plan = plan(&folder, manifest_text.as_deref(), &self.name, self.set.as_deref(), self.version, Utc::now())?;
+        let draft =
+            draft(&folder, manifest_text.as_deref(), &self.name, self.set.as_deref(), self.version, Utc::now())?;
 
-        let path = dir.join(&plan.file_name);
+        let path = dir.join(&draft.file_name);
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, plan.contents.as_bytes()))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, draft.contents.as_bytes()))
             .with_context(|| format!("creating {}", path.display()))?;
-        if let Some(text) = &plan.manifest {
+        if let Some(text) = &draft.manifest {
             if let Err(e) = replace_file(&manifest_file, text) {
                 let _ = std::fs::remove_file(&path);
                 return Err(e.context(format!("{} was not created", path.display())));
             }
             let set = self.set.as_deref().unwrap_or_default();
-            eprintln!("added {} to set {set} in {}", plan.file_name, manifest_file.display());
+            eprintln!("added {} to set {set} in {}", draft.file_name, manifest_file.display());
         }
         if let Some(highest) = folder.migrations.last().filter(|m| self.version.is_some_and(|v| v < m.version)) {
             eprintln!(
@@ -468,30 +469,30 @@ description = "nothing yet"
         assert!(added.ends_with("[sets.empty]\ndescription = \"nothing yet\"\nfiles = [\"022_x.sql\"]\n"), "{added}");
     }
 
-    fn plan_in(names: &[&str], manifest: Option<&str>, set: Option<&str>) -> Result<Plan> {
-        plan(&folder(names), manifest, "add_widgets", set, None, now())
+    fn draft_in(names: &[&str], manifest: Option<&str>, set: Option<&str>) -> Result<Draft> {
+        draft(&folder(names), manifest, "add_widgets", set, None, now())
     }
 
     #[test]
-    fn plan_refuses_unknown_missing_and_implicit_sets() {
+    fn draft_refuses_unknown_missing_and_implicit_sets() {
         let m = "[sets.audit]\nfiles = [\"013_a.sql\"]\n[sets.workflow]\nfiles = [\"015_b.sql\"]\n";
         let names = ["013_a.sql", "015_b.sql"];
-        let e = plan_in(&names, Some(m), Some("audti")).unwrap_err().to_string();
+        let e = draft_in(&names, Some(m), Some("audti")).unwrap_err().to_string();
         assert_eq!(e, r#"unknown set "audti"; known sets: all, audit, workflow"#);
-        let e = plan_in(&names, Some(m), None).unwrap_err().to_string();
+        let e = draft_in(&names, Some(m), None).unwrap_err().to_string();
         assert_eq!(
             e,
             "--set SET is required: every migration belongs to a set in m/sets.toml (known: all, audit, workflow)"
         );
-        let e = plan_in(&names, Some(m), Some("all")).unwrap_err().to_string();
+        let e = draft_in(&names, Some(m), Some("all")).unwrap_err().to_string();
         assert!(e.starts_with("--set all: that set is implicit"), "{e}");
-        let e = plan_in(&names, None, Some("audit")).unwrap_err().to_string();
+        let e = draft_in(&names, None, Some("audit")).unwrap_err().to_string();
         assert_eq!(e, "--set audit: m has no sets.toml, so its only set is all; leave out --set");
     }
 
     #[test]
-    fn plan_without_a_manifest_writes_only_the_file() {
-        let p = plan_in(&[], None, None).unwrap();
+    fn draft_without_a_manifest_writes_only_the_file() {
+        let p = draft_in(&[], None, None).unwrap();
         assert_eq!(p.file_name, "001_add_widgets.sql");
         assert_eq!(p.manifest, None);
     }

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
+use e2e_migrations::error::report;
 use e2e_migrations::lifecycle::{self, local, record, Access, Phase, Saved, Workspace};
 use e2e_migrations::partitions::{self, Listing, PartitionSpec};
-use e2e_migrations::plan::{Plan, State};
+use e2e_migrations::plan::{MigrationPlan, State};
 use e2e_migrations::testdb::{parse_name, DbName};
 use e2e_migrations::{db, migrator, Catalog, Project};
 use serde::Serialize;
@@ -378,7 +379,7 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
     let endpoint = match lifecycle::resolve(ws, None, Access::ReadOnly).await {
         Ok(e) => e,
         Err(e) => {
-            r.warnings.push(format!("cannot reach the server: {e}"));
+            r.warnings.push(format!("cannot reach the server: {}", report(&e)));
             return Ok(r);
         }
     };
@@ -392,7 +393,7 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
     };
     r.up = true;
     let all: Vec<&e2e_migrations::Migration> = project.folder.migrations.iter().collect();
-    let plan: Plan<'_> = migrator::status(&client, &project.folder, &all).await?;
+    let plan: MigrationPlan<'_> = migrator::status(&client, &project.folder, &all).await?;
     r.migrations = plan
         .migrations
         .iter()
@@ -432,7 +433,7 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
     }
     match partitions::list(&mut client, &specs, now).await {
         Ok(listings) => r.partitions = listings.iter().map(table_of).collect(),
-        Err(e) => r.warnings.push(format!("listing partitions: {e}")),
+        Err(e) => r.warnings.push(format!("listing partitions: {}", report(&e))),
     }
     let maintenance = e2e_migrations::testdb::swap_database(&endpoint.url, "postgres")?;
     match connect(&maintenance, ws.connect_timeout).await {

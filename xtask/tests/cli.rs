@@ -371,3 +371,76 @@ fn no_password_in_any_output_for_any_form_of_connection_string() {
         }
     }
 }
+
+/// The `error: ...` text of a failed run (up to the end of stderr; log lines come before it).
+fn error_text(o: &Output) -> String {
+    let e = stderr(o);
+    match e.find("error: ") {
+        Some(at) => e[at..].trim_end().to_string(),
+        None => panic!("no error in:\n{e}"),
+    }
+}
+
+#[test]
+fn a_database_error_says_what_was_done_then_its_sqlstate_detail_and_hint_once() {
+    let rt = rt();
+    let (url, _) = fresh_db(&rt);
+    // goose's table as a view that refuses to be read, with a detail and a hint.
+    rt.block_on(async {
+        let c = db::connect(&url).await.unwrap();
+        c.batch_execute(
+            "CREATE FUNCTION refuse() RETURNS TABLE (id int, version_id bigint, is_applied boolean) LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'not readable' USING DETAIL = 'the detail', HINT = 'the hint'; END $$;
+             CREATE VIEW goose_db_version AS SELECT * FROM refuse();",
+        )
+        .await
+        .unwrap();
+    });
+    let o = run(xtask().args(["migrate", "status", "--database-url", &url]));
+    assert!(!o.status.success());
+    assert_eq!(
+        error_text(&o),
+        "error: reading goose_db_version: not readable (SQLSTATE P0001); detail: the detail; hint: the hint"
+    );
+}
+
+#[test]
+fn a_failed_migration_says_its_file_line_sqlstate_detail_and_hint_once() {
+    let rt = rt();
+    let (url, _) = fresh_db(&rt);
+    let d = Dir::new(&[
+        ("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n"),
+        (
+            "002_b.sql",
+            "-- +goose Up\nCREATE TABLE b (x int);\nDO $$ BEGIN RAISE EXCEPTION 'boom' USING DETAIL = 'the detail', HINT = 'the hint'; END $$;\n",
+        ),
+    ]);
+    let o = run(xtask().args(["migrate", "up", "--database-url", &url, "--migrations-dir"]).arg(d.path()));
+    assert!(!o.status.success());
+    assert_eq!(
+        error_text(&o),
+        format!(
+            "error: migration failed: {}:3: boom (SQLSTATE P0001)\n  detail: the detail\n  hint: the hint\n  applied \
+             before the failure: 001_a.sql",
+            d.path().join("002_b.sql").display()
+        )
+    );
+}
+
+#[test]
+fn drift_is_refused_and_the_flag_that_accepts_it_is_named_by_the_cli() {
+    let rt = rt();
+    let (url, _) = fresh_db(&rt);
+    let d = Dir::new(&[("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n")]);
+    let up = |d: &Dir, extra: &[&str]| {
+        run(xtask().args(["migrate", "up", "--database-url", &url]).args(extra).arg("--migrations-dir").arg(d.path()))
+    };
+    assert!(up(&d, &[]).status.success());
+    std::fs::write(d.path().join("001_a.sql"), "-- +goose Up\nCREATE TABLE a (x bigint);\n").unwrap();
+    let o = up(&d, &[]);
+    assert!(!o.status.success());
+    let e = error_text(&o);
+    assert!(e.starts_with("error: applied migration changed since it was applied (checksum differs): "), "{e}");
+    assert!(e.ends_with("\nhint: pass --accept-drift to keep the applied version and record the new checksum"), "{e}");
+    assert!(up(&d, &["--accept-drift"]).status.success());
+}

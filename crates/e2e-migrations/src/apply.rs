@@ -9,7 +9,7 @@ use crate::migrator::{self, Options, Report};
 use crate::partitions::{self, RollOptions, RollReport};
 use crate::Project;
 
-/// What [`apply_sets`] did.
+/// What [`migrate_and_roll`] did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ApplyReport {
     /// The migrations part.
@@ -20,8 +20,9 @@ pub struct ApplyReport {
     pub warnings: Vec<String>,
 }
 
-/// Applies `sets` of `project` (empty means `all`) and rolls their partitions as of `now`.
-pub async fn apply_sets(
+/// Applies the migrations of `sets` of `project` (empty means `all`) and rolls their partitions
+/// as of `now`: the whole job of a setup, on one connection.
+pub async fn migrate_and_roll(
     client: &mut Client,
     project: &Project,
     sets: &[String],

@@ -20,19 +20,33 @@ pub const CONNECT_TIMEOUT_ENV: &str = "E2E_CONNECT_TIMEOUT";
 /// How long a connection may take when [`CONNECT_TIMEOUT_ENV`] does not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Parses a connect timeout in seconds (`10`, `2.5`), as `--connect-timeout` and
-/// [`CONNECT_TIMEOUT_ENV`] take it.
-pub fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+/// What a connect timeout must be, for messages.
+pub(crate) const TIMEOUT_EXPECTED: &str = "expected a number of seconds above 0, e.g. 10";
+
+/// A connect timeout that is not a number of seconds above 0 (at most a day).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?}: {TIMEOUT_EXPECTED}")]
+pub struct InvalidTimeout {
+    /// The value given.
+    pub value: String,
+}
+
+/// Parses a connect timeout in seconds (`10`, `2.5`), as [`CONNECT_TIMEOUT_ENV`] takes it.
+pub fn parse_timeout(s: &str) -> std::result::Result<Duration, InvalidTimeout> {
     match s.trim().parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!("{s:?}: expected a number of seconds above 0, e.g. 10")),
+        _ => Err(InvalidTimeout { value: s.to_string() }),
     }
 }
 
 /// The connect timeout from [`CONNECT_TIMEOUT_ENV`], else [`DEFAULT_CONNECT_TIMEOUT`].
 pub fn connect_timeout() -> Result<Duration> {
     match std::env::var(CONNECT_TIMEOUT_ENV) {
-        Ok(v) => parse_timeout(&v).map_err(|e| Error::Other(format!("{CONNECT_TIMEOUT_ENV}={e}"))),
+        Ok(value) => parse_timeout(&value).map_err(|_| Error::InvalidEnv {
+            var: CONNECT_TIMEOUT_ENV,
+            value,
+            expected: TIMEOUT_EXPECTED,
+        }),
         Err(_) => Ok(DEFAULT_CONNECT_TIMEOUT),
     }
 }
@@ -51,14 +65,15 @@ pub async fn connect(url: &str) -> Result<Client> {
 /// authentication and session setup): an address where something else listens, or a forward that
 /// never answers, fails within it, naming the address. Errors never show the password.
 pub async fn connect_within(url: &str, timeout: Duration) -> Result<Client> {
-    let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        Error::Other(format!("invalid database URL {}: {}", redact(url), scrub_parse_error(&e.to_string())))
+    let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| Error::InvalidUrl {
+        url: redact(url),
+        reason: scrub_parse_error(&crate::error::report(&e)),
     })?;
     if unencoded_at_in_credentials(url) {
-        return Err(Error::Other(format!(
-            "invalid database URL {}: its user name or password holds an unencoded '@'; write it as %40",
-            redact(url)
-        )));
+        return Err(Error::InvalidUrl {
+            url: redact(url),
+            reason: "its user name or password holds an unencoded '@'; write it as %40".to_string(),
+        });
     }
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
@@ -66,28 +81,10 @@ pub async fn connect_within(url: &str, timeout: Duration) -> Result<Client> {
     let address = address(&config);
     match start_within(config, timeout).await {
         Ok(client) => Ok(client),
-        Err(Startup::Failed(source)) if source.as_db_error().is_some() => {
-            Err(Error::Db { context: format!("connecting to {address} ({})", redact(url)), source })
-        }
-        Err(Startup::Failed(source)) => {
-            // Refused, reset, or an answer that is not PostgreSQL's: say which address.
-            let hint = if crate::error::describe_db_error(&source).contains("refused") {
-                "; is the server running, and is this its port?"
-            } else {
-                "; is a PostgreSQL server listening there?"
-            };
-            Err(Error::Other(format!(
-                "connecting to {address} ({}): {}{hint}",
-                redact(url),
-                crate::error::describe_db_error(&source)
-            )))
-        }
-        Err(Startup::TimedOut(_)) => Err(Error::Other(format!(
-            "connecting to {address} ({}): no PostgreSQL answer within {} s; something else may listen there, or a \
-             forward is stuck (raise the limit with --connect-timeout or {CONNECT_TIMEOUT_ENV} if the server is slow)",
-            redact(url),
-            timeout.as_secs_f64()
-        ))),
+        // Refused by the server (authentication, no such database), or refused, reset, or
+        // answered by something that is not PostgreSQL: say which address, then why.
+        Err(Startup::Failed(source)) => Err(Error::Connect { address, url: redact(url), source: source.into() }),
+        Err(Startup::TimedOut(timeout)) => Err(Error::ConnectTimeout { address, url: redact(url), timeout }),
     }
 }
 
@@ -105,12 +102,8 @@ impl Startup {
     /// The library error, with `context` saying what was being connected to.
     pub(crate) fn into_error(self, context: String) -> Error {
         match self {
-            Startup::Failed(source) => Error::Db { context, source },
-            Startup::TimedOut(t) => Error::Other(format!(
-                "{context}: no PostgreSQL answer within {} s (raise the limit with --connect-timeout or \
-                 {CONNECT_TIMEOUT_ENV} if the server is slow)",
-                t.as_secs_f64()
-            )),
+            Startup::Failed(source) => Error::Db { context, source: source.into() },
+            Startup::TimedOut(timeout) => Error::NoAnswer { context, timeout },
         }
     }
 }
@@ -377,10 +370,7 @@ pub async fn lock_key(client: &Client, key: i64, timeout: Duration, what: &str) 
         let waited = start.elapsed();
         if waited >= timeout {
             let holder = lock_holder(client, key).await?;
-            return Err(Error::LockTimeout {
-                waited_s: waited.as_secs_f64(),
-                holder: format!("{what}, held by {holder}"),
-            });
+            return Err(Error::LockTimeout { lock: what.to_string(), holder, waited });
         }
         if !told && waited >= Duration::from_millis(200) {
             told = true;
@@ -392,12 +382,14 @@ pub async fn lock_key(client: &Client, key: i64, timeout: Duration, what: &str) 
     }
 }
 
-/// Releases the advisory lock.
+/// Releases the advisory lock [`LOCK_ID`].
 pub async fn unlock(client: &Client) -> Result<()> {
-    client
-        .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_ID])
-        .await
-        .db(|| "releasing the migration lock".to_string())?;
+    unlock_key(client, LOCK_ID, "the migration lock").await
+}
+
+/// Releases the session advisory lock `key` (named `what` in messages), taken by [`lock_key`].
+pub async fn unlock_key(client: &Client, key: i64, what: &str) -> Result<()> {
+    client.query_one("SELECT pg_advisory_unlock($1)", &[&key]).await.db(|| format!("releasing {what}"))?;
     Ok(())
 }
 
@@ -482,7 +474,7 @@ mod tests {
         assert_eq!(parse_timeout("10").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_timeout(" 2.5 ").unwrap(), Duration::from_millis(2500));
         for bad in ["0", "-1", "ten", "", "inf", "NaN"] {
-            assert!(parse_timeout(bad).unwrap_err().contains("seconds above 0"), "{bad}");
+            assert!(parse_timeout(bad).unwrap_err().to_string().contains("seconds above 0"), "{bad}");
         }
     }
 

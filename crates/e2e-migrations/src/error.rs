@@ -1,6 +1,10 @@
-//! The library's one error type: every failure names the file, line, set or table at fault.
+//! The library's error type: every failure names the file, line, set or table at fault, and a
+//! database error shows its SQLSTATE, detail and hint once.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::core::{cut_list, cut_list_with, report, LISTED};
 
 /// A failed migration statement, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,38 +48,19 @@ impl std::fmt::Display for SqlFailure {
     }
 }
 
-/// Everything that can go wrong.
+/// Everything that can go wrong in the library: what the core refuses ([`Error::Core`]), and what
+/// the engine meets reading files and talking to PostgreSQL.
+///
+/// A variant that wraps a cause (`#[source]`) says what was being done, and leaves why to the
+/// cause: show the whole chain ([`report`]) rather than the top message alone.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A migration file that goose would refuse, or that cannot be read.
-    #[error("{file}:{line}: {message}")]
-    Parse {
-        /// The file at fault.
-        file: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// A migration the engine refuses to run as written, found before connecting: transaction
-    /// control inside its transaction, or a statement PostgreSQL refuses there (see
-    /// [`crate::txblock`]).
-    #[error("{file}:{line}:{column}: {message}{}", if *more == 0 { String::new() } else { format!(" (and {more} more such statements in this file)") })]
-    Refused {
-        /// The file at fault.
-        file: PathBuf,
-        /// 1-based line of the statement.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong and what to do.
-        message: String,
-        /// Further such statements in the same file.
-        more: usize,
-    },
-    /// Reading a file or folder failed.
-    #[error("{path}: {source}")]
+    /// A folder, manifest, selection or plan the pure core refuses.
+    #[error(transparent)]
+    Core(#[from] crate::core::Error),
+    /// Reading or writing a file or folder failed.
+    #[error("{}", path.display())]
     Io {
         /// The path being read or written.
         path: PathBuf,
@@ -83,51 +68,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The sets manifest is malformed.
-    #[error("{file}: {message}")]
-    Manifest {
-        /// The manifest file.
-        file: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// Two migration files share a version.
-    #[error("duplicate migration version {version}: {} (goose refuses a folder like this)", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" and "))]
-    DuplicateVersion {
-        /// The version.
-        version: i64,
-        /// The files that carry it.
-        files: Vec<PathBuf>,
-    },
-    /// A set was requested that the manifest does not define.
-    #[error("unknown set {}; known sets: {}", crate::ident::excerpt(name), cut_list(known))]
-    UnknownSet {
-        /// The requested name.
-        name: String,
-        /// The sets that exist.
-        known: Vec<String>,
-    },
-    /// A set names a file that does not exist.
-    #[error("set {set:?} names {file:?}, which is not a migration in {dir}")]
-    MissingFile {
-        /// The set.
-        set: String,
-        /// The file name.
-        file: String,
-        /// The migrations folder.
-        dir: PathBuf,
-    },
-    /// Sets include each other in a cycle.
-    #[error("set include cycle: {}", cut_list_with(cycle, " -> "))]
-    IncludeCycle {
-        /// The sets in the cycle, first repeated last.
-        cycle: Vec<String>,
-    },
-    /// Applied migrations whose Up section changed since.
-    #[error("applied migration changed since it was applied (checksum differs): {}; restore the file, add a new migration, or pass --accept-drift", cut_list(files))]
-    Drift {
-        /// The changed files.
-        files: Vec<String>,
+    /// An entry of a migrations folder named like a migration that is not a file goose can read.
+    #[error(
+        "{}: {problem}; goose lists every *.sql entry of the folder and fails on this one: fix it, rename it or \
+         move it out of the folder",
+        path.display()
+    )]
+    NotAFile {
+        /// The entry.
+        path: PathBuf,
+        /// What it is instead.
+        problem: EntryProblem,
     },
     /// A migration statement failed; earlier migrations stay applied.
     #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", cut_list(applied)) })]
@@ -139,55 +90,199 @@ pub enum Error {
         /// For a `NO TRANSACTION` migration, statements that ran before the failure (they stay).
         partial_statements: usize,
     },
-    /// The advisory lock was not obtained in time.
-    #[error("timed out after {waited_s:.0}s waiting for {holder}; pass a longer --lock-timeout or stop the other run")]
+    /// An advisory lock was not obtained in time.
+    #[error("timed out after {:.0}s waiting for {lock}, held by {holder}; wait longer or stop the other run", waited.as_secs_f64())]
     LockTimeout {
-        /// Seconds waited.
-        waited_s: f64,
-        /// Which lock, and who holds it, as the server reports.
+        /// Which lock, e.g. `the migration lock`.
+        lock: String,
+        /// Who holds it, as the server reports (`pid 4242 (app, state: "query")`).
         holder: String,
-    },
-    /// A partition spec that cannot be applied.
-    #[error("partition spec for {table}: {message}")]
-    Partition {
-        /// The table.
-        table: String,
-        /// What is wrong.
-        message: String,
+        /// How long it was waited for.
+        waited: Duration,
     },
     /// A database error outside a migration statement.
-    #[error("{context}: {}", describe_db_error(source))]
+    #[error("{context}")]
     Db {
         /// What we were doing.
         context: String,
         /// The driver's error.
         #[source]
-        source: tokio_postgres::Error,
+        source: PgError,
+    },
+    /// A database URL (or key=value string) that cannot be used; the password is never shown.
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, its password replaced by `***` ([`crate::db::redact`]).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server could not be reached, or refused the session (authentication, no such database).
+    #[error("connecting to {address} ({url})")]
+    Connect {
+        /// The host:port (or socket) connected to.
+        address: String,
+        /// The URL, its password replaced by `***`.
+        url: String,
+        /// Why.
+        #[source]
+        source: PgError,
+    },
+    /// No PostgreSQL answer within the connect timeout.
+    #[error(
+        "connecting to {address} ({url}): no PostgreSQL answer within {} s; something else may listen there, or a \
+         forward is stuck (raise the connect timeout if the server is slow)",
+        timeout.as_secs_f64()
+    )]
+    ConnectTimeout {
+        /// The host:port (or socket) connected to.
+        address: String,
+        /// The URL, its password replaced by `***`.
+        url: String,
+        /// The limit that passed.
+        timeout: Duration,
+    },
+    /// A server that gave no complete startup (connect, authentication, session setup) within
+    /// the connect timeout, while doing what `context` says.
+    #[error(
+        "{context}: no PostgreSQL answer within {} s (raise the connect timeout if the server is slow)",
+        timeout.as_secs_f64()
+    )]
+    NoAnswer {
+        /// What was being done.
+        context: String,
+        /// The limit that passed.
+        timeout: Duration,
+    },
+    /// An environment variable holds a value the library cannot use.
+    #[error("{var}={value:?}: {expected}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// The operating system gave no random bytes.
+    #[error("no randomness for {what}")]
+    Randomness {
+        /// What they were for.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Rolling, pruning or listing a table's partitions stopped.
+    #[error("partitions of {table}")]
+    Roll {
+        /// The table, as its spec names it.
+        table: String,
+        /// What stopped it.
+        #[source]
+        source: Box<crate::partitions::RollError>,
     },
     /// Where the database lives, and reaching it (see [`crate::lifecycle`]).
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
-    /// Anything else, with a message that says what.
+    /// Anything else, with a message that says what. (Only the Kubernetes client code still uses
+    /// it; the engine, the core and the lifecycle do not.)
     #[error("{0}")]
     Other(String),
 }
 
-/// How many items a message lists before it says how many more there are.
-pub const LISTED: usize = 8;
-
-/// Joins `items` with `, `, cut after [`LISTED`] with the count of the rest (`a, b, c and 997
-/// more`), so that a message naming many partitions, keys or sets stays within a screen.
-pub fn cut_list<T: std::fmt::Display>(items: &[T]) -> String {
-    cut_list_with(items, ", ")
+/// Why an entry named like a migration is not a file goose can read ([`Error::NotAFile`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EntryProblem {
+    /// A directory.
+    Directory,
+    /// A socket, a fifo, a device.
+    NotRegular,
+    /// A symlink that leads back to itself.
+    SymlinkLoop,
+    /// A symlink to nothing.
+    DanglingSymlink {
+        /// Where it points, when that can be read.
+        target: Option<PathBuf>,
+    },
+    /// Its metadata cannot be read.
+    Unreadable(std::io::Error),
 }
 
-/// [`cut_list`] with another separator.
-pub fn cut_list_with<T: std::fmt::Display>(items: &[T], separator: &str) -> String {
-    let shown: Vec<String> = items.iter().take(LISTED).map(|i| i.to_string()).collect();
-    match items.len().saturating_sub(LISTED) {
-        0 => shown.join(separator),
-        more => format!("{} and {more} more", shown.join(separator)),
+impl std::fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryProblem::Directory => f.write_str("a directory named like a migration file"),
+            EntryProblem::NotRegular => f.write_str("not a regular file"),
+            EntryProblem::SymlinkLoop => f.write_str("a symlink loop"),
+            EntryProblem::DanglingSymlink { target: Some(t) } => write!(f, "a dangling symlink to {}", t.display()),
+            EntryProblem::DanglingSymlink { target: None } => f.write_str("a dangling symlink"),
+            EntryProblem::Unreadable(e) => write!(f, "cannot be read ({e})"),
+        }
     }
+}
+
+/// A database driver error as the cause in an error chain, said once: the server's message with
+/// its SQLSTATE, DETAIL and HINT; or, for an error not from the server (refused, reset, closed),
+/// the driver's words, its own cause following in the chain. The driver's error itself is
+/// [`PgError::driver`] (and `Deref`).
+pub struct PgError(tokio_postgres::Error);
+
+impl PgError {
+    /// The driver's error.
+    pub fn driver(&self) -> &tokio_postgres::Error {
+        &self.0
+    }
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError(e)
+    }
+}
+
+impl std::ops::Deref for PgError {
+    type Target = tokio_postgres::Error;
+    fn deref(&self) -> &tokio_postgres::Error {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write_server_error(f, db),
+            None => std::fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The server's error is all in the message above; another error's cause follows it.
+        match self.0.as_db_error() {
+            Some(_) => None,
+            None => std::error::Error::source(&self.0),
+        }
+    }
+}
+
+fn write_server_error(f: &mut impl std::fmt::Write, db: &tokio_postgres::error::DbError) -> std::fmt::Result {
+    write!(f, "{} (SQLSTATE {})", db.message(), db.code().code())?;
+    if let Some(d) = db.detail() {
+        write!(f, "; detail: {d}")?;
+    }
+    if let Some(h) = db.hint() {
+        write!(f, "; hint: {h}")?;
+    }
+    Ok(())
 }
 
 /// The library's result type.
@@ -200,7 +295,7 @@ pub(crate) trait DbContext<T> {
 
 impl<T> DbContext<T> for Result<T, tokio_postgres::Error> {
     fn db(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Db { context: context(), source })
+        self.map_err(|source| Error::Db { context: context(), source: PgError(source) })
     }
 }
 
@@ -210,29 +305,16 @@ impl<T> DbContext<T> for Result<T, crate::db::Startup> {
     }
 }
 
-/// Formats a driver error with SQLSTATE, detail and hint when the server sent them.
+/// A driver error in one line: the server's message with SQLSTATE, detail and hint, or the
+/// driver's words and their causes (what [`PgError`] and its causes say).
 pub fn describe_db_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!("; detail: {d}"));
-            }
-            if let Some(h) = db.hint() {
-                s.push_str(&format!("; hint: {h}"));
-            }
+            let mut s = String::new();
+            write_server_error(&mut s, db).expect("writing to a String");
             s
         }
-        None => {
-            // Not from the server (connection refused, closed, ...): the cause says why.
-            let mut s = e.to_string();
-            let mut cause = std::error::Error::source(e);
-            while let Some(c) = cause {
-                s.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            s
-        }
+        None => report(e),
     }
 }
 
@@ -241,15 +323,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_lists_are_cut_with_a_count() {
-        assert_eq!(cut_list::<String>(&[]), "");
-        assert_eq!(cut_list(&["a", "b"]), "a, b");
-        let many: Vec<String> = (0..1000).map(|i| format!("t_{i}")).collect();
-        assert_eq!(cut_list(&many), "t_0, t_1, t_2, t_3, t_4, t_5, t_6, t_7 and 992 more");
-        assert_eq!(cut_list(&many[..LISTED]).matches(", ").count(), LISTED - 1);
-        assert_eq!(cut_list_with(&many[..9], "; "), "t_0; t_1; t_2; t_3; t_4; t_5; t_6; t_7 and 1 more");
-        let items: Vec<String> = (1..=12).map(|i| format!("f{i}.sql")).collect();
-        let e = Error::Drift { files: items }.to_string();
-        assert!(e.contains("f8.sql and 4 more") && !e.contains("f9.sql"), "{e}");
+    fn io_errors_say_the_path_once_and_the_cause_once() {
+        let e = Error::Io { path: "m/x.sql".into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) };
+        assert_eq!(report(&e), "m/x.sql: entity not found");
+    }
+
+    #[test]
+    fn the_core_error_is_wrapped_transparently() {
+        let e: Error = crate::core::Error::EmptySetName { list: "a,".into() }.into();
+        assert_eq!(e.to_string(), "set list \"a,\": empty set name");
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

@@ -65,12 +65,47 @@ pub struct ParsedSql {
 }
 
 /// A parse error at a 1-based line of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
 pub struct ParseError {
     /// The line at fault.
     pub line: usize,
     /// What is wrong.
     pub message: String,
+}
+
+/// A variable reference that `ENVSUB ON` cannot expand (see [`envsubst`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvsubError {
+    /// `${` without its `}`.
+    #[error("ENVSUB: unterminated ${{ in {line:?}")]
+    Unterminated {
+        /// The line.
+        line: String,
+    },
+    /// `${...}` whose name is not a variable name.
+    #[error("ENVSUB: invalid variable name in ${{{inner}}}")]
+    InvalidName {
+        /// The text between the braces.
+        inner: String,
+    },
+    /// `${NAME:?message}` (or `${NAME?message}`) with the variable unset (or empty).
+    #[error("ENVSUB: ${name} is unset{}: {message}", if *or_empty { " or empty" } else { "" })]
+    Required {
+        /// The variable.
+        name: String,
+        /// Whether an empty value counts as unset (`:?`).
+        or_empty: bool,
+        /// The file's message.
+        message: String,
+    },
+    /// An expansion goose does not support (`${NAME:+x}`, `${NAME/a/b}`, ...).
+    #[error("ENVSUB: unsupported expansion ${{{inner}}}")]
+    Unsupported {
+        /// The text between the braces.
+        inner: String,
+    },
 }
 
 fn err<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
@@ -345,7 +380,7 @@ fn parse_lines(
             return err(lineno, "SQL before '-- +goose Up': a migration must start with the Up annotation");
         }
         let line = if envsub {
-            envsubst(line, env).map_err(|m| ParseError { line: lineno, message: m })?
+            envsubst(line, env).map_err(|e| ParseError { line: lineno, message: e.to_string() })?
         } else {
             line.to_string()
         };
@@ -401,7 +436,7 @@ fn is_annotation_of(line: &str, want: Annotation) -> bool {
 /// Expands environment variables as goose's `ENVSUB ON` does (mfridman/interpolate): `$$` is a
 /// literal `$`, `$NAME` and `${NAME}` expand (unset is empty), `${NAME:-default}` and
 /// `${NAME-default}` give defaults, `${NAME:?message}` and `${NAME?message}` are errors when unset.
-pub fn envsubst(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn envsubst(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvsubError> {
     let chars: Vec<char> = line.chars().collect();
     let mut out = String::with_capacity(line.len());
     let mut i = 0;
@@ -422,13 +457,13 @@ pub fn envsubst(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
             Some('{') => {
                 let close = chars[i + 2..].iter().position(|&c| c == '}').map(|p| p + i + 2);
                 let Some(close) = close else {
-                    return Err(format!("ENVSUB: unterminated ${{ in {line:?}"));
+                    return Err(EnvsubError::Unterminated { line: line.to_string() });
                 };
                 let inner: String = chars[i + 2..close].iter().collect();
                 let name_len = inner.chars().take_while(|&c| is_name(c)).count();
                 let (name, rest) = inner.split_at(name_len);
                 if name.is_empty() || !name.starts_with(is_name_start) {
-                    return Err(format!("ENVSUB: invalid variable name in ${{{inner}}}"));
+                    return Err(EnvsubError::InvalidName { inner });
                 }
                 let val = env(name);
                 let expanded = if let Some(d) = rest.strip_prefix(":-") {
@@ -438,17 +473,23 @@ pub fn envsubst(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Stri
                 } else if let Some(m) = rest.strip_prefix(":?") {
                     match val.filter(|v| !v.is_empty()) {
                         Some(v) => v,
-                        None => return Err(format!("ENVSUB: ${name} is unset or empty: {m}")),
+                        None => {
+                            let (name, message) = (name.to_string(), m.to_string());
+                            return Err(EnvsubError::Required { name, or_empty: true, message });
+                        }
                     }
                 } else if let Some(m) = rest.strip_prefix('?') {
                     match val {
                         Some(v) => v,
-                        None => return Err(format!("ENVSUB: ${name} is unset: {m}")),
+                        None => {
+                            let (name, message) = (name.to_string(), m.to_string());
+                            return Err(EnvsubError::Required { name, or_empty: false, message });
+                        }
                     }
                 } else if rest.is_empty() {
                     val.unwrap_or_default()
                 } else {
-                    return Err(format!("ENVSUB: unsupported expansion ${{{inner}}}"));
+                    return Err(EnvsubError::Unsupported { inner });
                 };
                 out.push_str(&expanded);
                 i = close + 1;
@@ -641,7 +682,7 @@ mod tests {
         let src = "-- +goose Up\nSELECT '${SCHEMA}';\n-- +goose ENVSUB ON\nSELECT '${SCHEMA}', '${MISSING:-d}', '$$';\n-- +goose ENVSUB OFF\nSELECT '$SCHEMA';\n";
         let p = parse(src, &env).unwrap();
         assert_eq!(sqls(&p.up), ["SELECT '${SCHEMA}';", "SELECT 'app', 'd', '$';", "SELECT '$SCHEMA';"]);
-        assert!(envsubst("${X:?needed}", &no_env).unwrap_err().contains("needed"));
+        assert!(envsubst("${X:?needed}", &no_env).unwrap_err().to_string().contains("needed"));
     }
 
     #[test]

@@ -3,24 +3,42 @@
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1).
 pub const MAX_LEN: usize = 63;
 
+/// Why a name is not a plain identifier (see [`validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentError {
+    /// The name is empty.
+    #[error("empty identifier")]
+    Empty,
+    /// The name is longer than [`MAX_LEN`] bytes.
+    #[error("identifier {} is longer than {MAX_LEN} bytes (PostgreSQL would truncate it)", excerpt(name))]
+    TooLong {
+        /// The name.
+        name: String,
+    },
+    /// The name holds characters that would need quoting, or starts with a digit or `$`.
+    #[error("identifier {} must be letters, digits and _ (not starting with a digit)", excerpt(name))]
+    NotPlain {
+        /// The name.
+        name: String,
+    },
+}
+
 /// Accepts plain identifiers (letters, digits, `_`, `$`; not starting with a digit or `$`), at
 /// most 63 bytes. Names outside that are refused rather than silently truncated by the server.
-pub fn validate(name: &str) -> Result<(), String> {
+pub fn validate(name: &str) -> Result<(), IdentError> {
     if name.is_empty() {
-        return Err("empty identifier".to_string());
+        return Err(IdentError::Empty);
     }
     if name.len() > MAX_LEN {
-        return Err(format!(
-            "identifier {} is longer than {MAX_LEN} bytes (PostgreSQL would truncate it)",
-            excerpt(name)
-        ));
+        return Err(IdentError::TooLong { name: name.to_string() });
     }
     let mut chars = name.chars();
     let first = chars.next().expect("non-empty");
     if !(first.is_ascii_alphabetic() || first == '_')
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
     {
-        return Err(format!("identifier {} must be letters, digits and _ (not starting with a digit)", excerpt(name)));
+        return Err(IdentError::NotPlain { name: name.to_string() });
     }
     Ok(())
 }
@@ -74,6 +92,6 @@ mod tests {
         let long = "é".repeat(1_000_000);
         let e = excerpt(&long);
         assert_eq!(e, format!("{:?}... (2000000 bytes)", "é".repeat(EXCERPT_CHARS)));
-        assert!(validate(&long).unwrap_err().len() < 300);
+        assert!(validate(&long).unwrap_err().to_string().len() < 300);
     }
 }

@@ -18,7 +18,7 @@
 //! ([`instance_name`], [`secret_name`]) and carry its labels ([`RUN_ID_LABEL`],
 //! [`CREATED_AT_LABEL`]), so that runs side by side in one namespace never share an object. The
 //! password comes from the run's Secret; the migrations run through the same engine as every
-//! other backend ([`crate::apply::apply_sets`]). A refused API call names the verb, the resource
+//! other backend ([`crate::apply::migrate_and_roll`]). A refused API call names the verb, the resource
 //! and the Role that grants it ([`rbac`]).
 
 use std::path::{Path, PathBuf};
@@ -360,7 +360,7 @@ impl Target {
     pub async fn apply_project_sets(&self, project: &Project, sets: &[String], opts: &Options) -> Result<ApplyReport> {
         project.select(sets)?; // validate before touching the cluster
         let (mut client, forward) = self.connect().await?;
-        let report = crate::apply::apply_sets(&mut client, project, sets, opts, Utc::now()).await;
+        let report = crate::apply::migrate_and_roll(&mut client, project, sets, opts, Utc::now()).await;
         drop(client);
         forward.abort();
         report
@@ -442,7 +442,7 @@ pub async fn connect_forwarded(
             forward.abort();
             return Err(Error::Db {
                 context: format!("connecting through the port-forward to pod {pod} in namespace {namespace}"),
-                source,
+                source: source.into(),
             });
         }
         Err(_) => {

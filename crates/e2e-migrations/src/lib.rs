@@ -1,12 +1,13 @@
 //! Goose-compatible migrations, rolling partitions and isolated databases for end-to-end tests.
 //!
-//! The pieces, from pure to I/O:
+//! The pieces, from pure to I/O (the pure ones, the [`core`], do no I/O at all):
 //! - [`scan`] and [`goose`]: reading goose-format SQL files into statements, as goose does;
 //! - [`txblock`]: what a migration cannot run inside its transaction, refused before connecting;
 //! - [`source`]: a migrations folder, versioned and checksummed;
 //! - [`sets`]: the named sets of `sets.toml`, validated before any database is touched;
 //! - [`plan`]: what is applied, pending, drifted or unknown;
 //! - [`batch`]: one migration as one guarded simple-query string (pure);
+//! - [`fs`]: reading a migrations folder and its manifest from disk;
 //! - [`migrator`]: applying and reverting on one connection under an advisory lock;
 //! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
 //! - [`testdb`]: an isolated database per test, cloned from a template;
@@ -16,8 +17,10 @@
 
 pub mod apply;
 pub mod batch;
+pub mod core;
 pub mod db;
 pub mod error;
+pub mod fs;
 pub mod goose;
 pub mod ident;
 #[cfg(feature = "kube")]
@@ -65,8 +68,8 @@ pub struct Project {
 impl Project {
     /// Reads and validates `dir` (files and manifest); nothing touches a database.
     pub fn load(dir: &Path) -> Result<Project> {
-        let folder = source::load_folder(dir)?;
-        let manifest = Manifest::load(dir)?;
+        let folder = fs::load_folder(dir)?;
+        let manifest = fs::load_manifest(dir)?;
         let project = Project { folder, manifest };
         project.catalog()?;
         Ok(project)
@@ -80,11 +83,11 @@ impl Project {
 
     /// The validated sets.
     pub fn catalog(&self) -> Result<Catalog<'_>> {
-        Catalog::new(&self.folder, self.manifest.clone())
+        Ok(Catalog::new(&self.folder, self.manifest.clone())?)
     }
 
     /// Resolves set names (empty means `all`).
     pub fn select(&self, sets: &[String]) -> Result<Selection<'_>> {
-        self.catalog()?.select(sets)
+        Ok(self.catalog()?.select(sets)?)
     }
 }

@@ -20,7 +20,7 @@ use crate::db;
 use crate::error::{DbContext, Error, Result, SqlFailure};
 use crate::goose::Statement;
 use crate::ident::literal;
-use crate::plan::{self, GooseRow, MetaRow, Plan};
+use crate::plan::{self, GooseRow, MetaRow, MigrationPlan, State};
 use crate::source::{Folder, Migration};
 
 /// Our own tracking table, beside goose's: what goose does not store.
@@ -194,19 +194,19 @@ pub async fn up(client: &mut Client, folder: &Folder, selected: &[&Migration], o
     let c: &Client = client;
     db::with_lock(c, opts.lock_timeout, async {
         let tracking = prepare(c).await?;
-        let plan = plan::plan(folder, selected, &tracking.goose, &tracking.meta);
+        let plan = plan::compare(folder, selected, &tracking.goose, &tracking.meta);
         plan.check_drift(opts.accept_drift)?;
         apply_plan(c, &plan).await
     })
     .await
 }
 
-async fn apply_plan(client: &Client, plan: &Plan<'_>) -> Result<Report> {
+async fn apply_plan(client: &Client, plan: &MigrationPlan<'_>) -> Result<Report> {
     let mut report = Report { unknown: plan.unknown.clone(), ..Report::default() };
     for (m, state) in &plan.migrations {
         match state {
-            plan::State::Applied | plan::State::AppliedUnverified => report.already_applied += 1,
-            plan::State::Drifted => {
+            State::Applied | State::AppliedUnverified => report.already_applied += 1,
+            State::Drifted => {
                 report.already_applied += 1;
                 report.drift_accepted.push(m.path.display().to_string());
                 client
@@ -218,7 +218,7 @@ async fn apply_plan(client: &Client, plan: &Plan<'_>) -> Result<Report> {
                     .await
                     .db(|| format!("recording the accepted checksum of {}", m.name))?;
             }
-            plan::State::Pending | plan::State::Partial | plan::State::PartialChanged => {}
+            State::Pending | State::Partial | State::PartialChanged => {}
         }
     }
     for m in plan.pending() {
@@ -312,7 +312,7 @@ async fn apply_in_transaction(client: &Client, m: &Migration, statements: &[Stat
 /// A random token marking one migration's transaction.
 fn token() -> Result<String> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Other(format!("no randomness for a transaction marker: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| Error::Randomness { what: "a transaction marker", source: e.into() })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -449,14 +449,8 @@ pub async fn down(
     let c: &Client = client;
     db::with_lock(c, opts.lock_timeout, async {
         let tracking = prepare(c).await?;
-        let plan = plan::plan(folder, selected, &tracking.goose, &tracking.meta);
+        let plan = plan::compare(folder, selected, &tracking.goose, &tracking.meta);
         let targets = plan::down_targets(folder, selected, &tracking.goose, to)?;
-        if let Some(m) = targets.iter().find(|m| !m.sql.has_down) {
-            return Err(Error::Other(format!(
-                "{}: no '-- +goose Down' section, so it cannot be reverted (nothing was reverted)",
-                m.path.display()
-            )));
-        }
         let mut report = Report { unknown: plan.unknown.clone(), ..Report::default() };
         for m in targets {
             let start = Instant::now();
@@ -484,7 +478,7 @@ pub async fn down(
 }
 
 /// Reads the plan for `selected` without changing anything (tables absent means all pending).
-pub async fn status<'a>(client: &Client, folder: &Folder, selected: &[&'a Migration]) -> Result<Plan<'a>> {
+pub async fn status<'a>(client: &Client, folder: &Folder, selected: &[&'a Migration]) -> Result<MigrationPlan<'a>> {
     let tracking = read_tracking_if_present(client).await?;
-    Ok(plan::plan(folder, selected, &tracking.goose, &tracking.meta))
+    Ok(plan::compare(folder, selected, &tracking.goose, &tracking.meta))
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::core::{Error, Result};
 use crate::source::{Folder, Migration};
 
 /// One row of goose's `goose_db_version` table.
@@ -68,8 +68,9 @@ pub fn applied_by_recency(rows: &[GooseRow]) -> Vec<i64> {
 
 /// What `down` reverts, in order, as goose does: the most recently applied version, or with `to`,
 /// every applied version above `to`, most recently applied first. Versions of other sets are left
-/// alone; a version to revert that has no file in `folder` (it could belong to any set) stops
-/// everything before anything is reverted, naming it: `down` never skips past it to an older one.
+/// alone; a version to revert that has no file in `folder` (it could belong to any set), or whose
+/// file has no Down section, stops everything before anything is reverted, naming it: `down`
+/// never skips past it to an older one.
 pub fn down_targets<'a>(
     folder: &Folder,
     selected: &[&'a Migration],
@@ -83,21 +84,15 @@ pub fn down_targets<'a>(
         .filter(|v| to.is_none_or(|t| *v > t))
         .collect();
     let candidates = if to.is_none() { candidates.into_iter().take(1).collect() } else { candidates };
-    let missing: Vec<String> =
-        candidates.iter().filter(|v| !by_version.contains_key(v)).map(|v| v.to_string()).collect();
+    let missing: Vec<i64> = candidates.iter().copied().filter(|v| !by_version.contains_key(v)).collect();
     if !missing.is_empty() {
-        let (what, which) = if to.is_none() {
-            ("the most recently applied version".to_string(), missing[0].clone())
-        } else {
-            (format!("applied above {}", to.unwrap_or(0)), crate::error::cut_list(&missing))
-        };
-        return Err(Error::Other(format!(
-            "cannot revert: version {which} ({what}) has no file in {}; restore its file to revert it as goose would \
-             (or, if it is gone for good, delete its rows from goose_db_version by hand)",
-            folder.dir.display()
-        )));
+        return Err(Error::DownWithoutFile { versions: missing, to, dir: folder.dir.clone() });
     }
-    Ok(candidates.iter().map(|v| by_version[v]).collect())
+    let targets: Vec<&'a Migration> = candidates.iter().map(|v| by_version[v]).collect();
+    if let Some(m) = targets.iter().find(|m| !m.sql.has_down) {
+        return Err(Error::NoDownSection { file: m.path.clone() });
+    }
+    Ok(targets)
 }
 
 /// The state of one selected migration.
@@ -118,9 +113,9 @@ pub enum State {
     PartialChanged,
 }
 
-/// The plan for a selection against a database.
+/// The plan for a selection against a database: what [`compare`] finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan<'a> {
+pub struct MigrationPlan<'a> {
     /// Each selected migration with its state, in version order.
     pub migrations: Vec<(&'a Migration, State)>,
     /// Applied versions that have no file in the folder.
@@ -129,7 +124,7 @@ pub struct Plan<'a> {
     pub resume: BTreeMap<i64, usize>,
 }
 
-impl<'a> Plan<'a> {
+impl<'a> MigrationPlan<'a> {
     /// Migrations to apply, in version order (a version lower than an applied one included).
     pub fn pending(&self) -> Vec<&'a Migration> {
         self.migrations.iter().filter(|(_, s)| matches!(s, State::Pending | State::Partial)).map(|(m, _)| *m).collect()
@@ -145,13 +140,7 @@ impl<'a> Plan<'a> {
     pub fn check_drift(&self, accept: bool) -> Result<()> {
         if let Some((m, _)) = self.migrations.iter().find(|(_, s)| *s == State::PartialChanged) {
             let done = self.resume.get(&m.version).copied().unwrap_or(0);
-            return Err(Error::Other(format!(
-                "{}: a NO TRANSACTION run stopped after statement {done} of it, and the file has changed since; \
-                 those {done} statements of the earlier version stay applied: finish or undo them by hand, then \
-                 `DELETE FROM e2e_migrations_meta WHERE version_id = {}` and run again",
-                m.path.display(),
-                m.version
-            )));
+            return Err(Error::PartialChanged { file: m.path.clone(), version: m.version, done });
         }
         let drifted = self.drifted();
         if drifted.is_empty() || accept {
@@ -161,8 +150,13 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// Plans `selected` against what the database reports.
-pub fn plan<'a>(folder: &Folder, selected: &[&'a Migration], goose: &[GooseRow], meta: &[MetaRow]) -> Plan<'a> {
+/// Compares `selected` with what the database reports applied (goose's rows and ours).
+pub fn compare<'a>(
+    folder: &Folder,
+    selected: &[&'a Migration],
+    goose: &[GooseRow],
+    meta: &[MetaRow],
+) -> MigrationPlan<'a> {
     let applied = goose_applied(goose);
     let meta: BTreeMap<i64, &MetaRow> = meta.iter().map(|m| (m.version, m)).collect();
     let mut resume = BTreeMap::new();
@@ -192,7 +186,7 @@ pub fn plan<'a>(folder: &Folder, selected: &[&'a Migration], goose: &[GooseRow],
         })
         .collect();
     let unknown = applied.iter().copied().filter(|v| folder.by_version(*v).is_none()).collect();
-    Plan { migrations, unknown, resume }
+    MigrationPlan { migrations, unknown, resume }
 }
 
 #[cfg(test)]
@@ -228,7 +222,7 @@ mod tests {
     fn plan_applies_lower_versions_that_are_missing() {
         let f = folder(&[1, 2, 3]);
         let sel: Vec<&Migration> = f.migrations.iter().collect();
-        let p = plan(&f, &sel, &goose(&[(1, 0, true), (2, 3, true)]), &[meta(&f, 3)]);
+        let p = compare(&f, &sel, &goose(&[(1, 0, true), (2, 3, true)]), &[meta(&f, 3)]);
         let pending: Vec<i64> = p.pending().iter().map(|m| m.version).collect();
         assert_eq!(pending, [1, 2]);
         assert!(p.check_drift(false).is_ok());
@@ -240,9 +234,9 @@ mod tests {
         let sel: Vec<&Migration> = f.migrations.iter().collect();
         let mut changed = meta(&f, 2);
         changed.checksum = "0".repeat(64);
-        let p = plan(&f, &sel, &goose(&[(1, 1, true), (2, 2, true)]), &[meta(&f, 1), changed]);
+        let p = compare(&f, &sel, &goose(&[(1, 1, true), (2, 2, true)]), &[meta(&f, 1), changed]);
         let e = p.check_drift(false).unwrap_err().to_string();
-        assert!(e.contains("m/002_m.sql") && e.contains("--accept-drift"), "{e}");
+        assert!(e.contains("m/002_m.sql") && e.contains("accept the drift"), "{e}");
         assert!(p.check_drift(true).is_ok());
         assert!(p.pending().is_empty());
     }
@@ -251,7 +245,7 @@ mod tests {
     fn applied_by_goose_alone_is_unverified_not_drift() {
         let f = folder(&[1]);
         let sel: Vec<&Migration> = f.migrations.iter().collect();
-        let p = plan(&f, &sel, &goose(&[(1, 1, true)]), &[]);
+        let p = compare(&f, &sel, &goose(&[(1, 1, true)]), &[]);
         assert_eq!(p.migrations[0].1, State::AppliedUnverified);
     }
 
@@ -262,7 +256,7 @@ mod tests {
         let mut row = meta(&f, 1);
         row.statements_done = Some(1);
         row.checksum = "0".repeat(64);
-        let p = plan(&f, &sel, &goose(&[]), &[row]);
+        let p = compare(&f, &sel, &goose(&[]), &[row]);
         assert_eq!(p.migrations[0].1, State::PartialChanged);
         let e = p.check_drift(true).unwrap_err().to_string();
         assert!(
@@ -275,7 +269,7 @@ mod tests {
     fn unknown_applied_versions_are_reported() {
         let f = folder(&[1]);
         let sel: Vec<&Migration> = f.migrations.iter().collect();
-        let p = plan(&f, &sel, &goose(&[(1, 0, true), (2, 1, true), (3, 7, true)]), &[meta(&f, 1)]);
+        let p = compare(&f, &sel, &goose(&[(1, 0, true), (2, 1, true), (3, 7, true)]), &[meta(&f, 1)]);
         assert_eq!(p.unknown, [7]);
     }
 
@@ -314,6 +308,20 @@ mod tests {
     }
 
     #[test]
+    fn down_refuses_a_version_without_a_down_section_before_reverting_anything() {
+        let files = vec![
+            ("001_a.sql".to_string(), "-- +goose Up\nSELECT 1;\n-- +goose Down\nSELECT 0;\n".to_string()),
+            ("002_b.sql".to_string(), "-- +goose Up\nSELECT 2;\n".to_string()),
+        ];
+        let f = parse_folder(Path::new("m"), files, &|_| None).unwrap();
+        let sel: Vec<&Migration> = f.migrations.iter().collect();
+        let rows = goose(&[(1, 0, true), (2, 1, true), (3, 2, true)]);
+        let e = down_targets(&f, &sel, &rows, Some(0)).unwrap_err().to_string();
+        assert_eq!(e, "m/002_b.sql: no '-- +goose Down' section, so it cannot be reverted (nothing was reverted)");
+        assert!(matches!(down_targets(&f, &sel, &rows, Some(0)), Err(Error::NoDownSection { .. })));
+    }
+
+    #[test]
     fn down_with_sets_leaves_other_sets_alone() {
         let f = folder(&[1, 2, 3]);
         let sel: Vec<&Migration> = vec![f.by_version(1).unwrap(), f.by_version(2).unwrap()];
@@ -327,7 +335,7 @@ mod tests {
         let sel: Vec<&Migration> = f.migrations.iter().collect();
         let mut row = meta(&f, 1);
         row.statements_done = Some(2);
-        let p = plan(&f, &sel, &goose(&[]), &[row]);
+        let p = compare(&f, &sel, &goose(&[]), &[row]);
         assert_eq!(p.migrations[0].1, State::Partial);
         assert_eq!(p.resume[&1], 2);
         assert_eq!(p.pending().len(), 1);

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::core::{Error, Result};
 use crate::partitions::PartitionSpec;
 use crate::source::{Folder, Migration};
 
@@ -59,36 +59,15 @@ pub struct Manifest {
 impl Manifest {
     /// Parses manifest text; errors carry the file and the TOML position.
     pub fn parse(file: &Path, text: &str) -> Result<Manifest> {
-        let m: Manifest = toml::from_str(text)
-            .map_err(|e| Error::Manifest { file: file.to_path_buf(), message: manifest_error_message(text, &e) })?;
+        let m: Manifest = toml::from_str(text).map_err(|e| Error::ManifestSyntax {
+            file: file.to_path_buf(),
+            line: e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+            message: e.message().trim().to_string(),
+        })?;
         if m.sets.contains_key(ALL) {
-            return Err(Error::Manifest {
-                file: file.to_path_buf(),
-                message: format!("the set {ALL:?} is implicit (every file) and cannot be defined"),
-            });
+            return Err(Error::ManifestDefinesAll { file: file.to_path_buf() });
         }
         Ok(m)
-    }
-
-    /// Reads `dir/sets.toml`; `None` when the folder has no manifest.
-    pub fn load(dir: &Path) -> Result<Option<Manifest>> {
-        let file = dir.join(MANIFEST);
-        match std::fs::read_to_string(&file) {
-            Ok(text) => Manifest::parse(&file, &text).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Io { path: file, source }),
-        }
-    }
-}
-
-fn manifest_error_message(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {msg}")
-        }
-        None => msg,
     }
 }
 
@@ -131,32 +110,24 @@ impl<'a> Catalog<'a> {
                 }
             }
             for inc in &def.include {
-                if inc != ALL && !sets.contains_key(inc) {
-                    return Err(Error::Manifest {
-                        file: manifest_file.clone(),
-                        message: format!(
-                            "set {} includes unknown set {}; known sets: {}",
-                            crate::ident::excerpt(name),
-                            crate::ident::excerpt(inc),
-                            crate::error::cut_list(&known(&sets))
-                        ),
-                    });
-                }
                 if inc == ALL {
-                    return Err(Error::Manifest {
+                    return Err(Error::IncludesAll { file: manifest_file.clone(), set: name.clone() });
+                }
+                if !sets.contains_key(inc) {
+                    return Err(Error::UnknownInclude {
                         file: manifest_file.clone(),
-                        message: format!("set {name:?} includes {ALL:?}, which already holds every set"),
+                        set: name.clone(),
+                        include: inc.clone(),
+                        known: known(&sets),
                     });
                 }
             }
             for p in &def.partitions {
-                p.validate().map_err(|message| Error::Manifest {
+                p.validate().map_err(|source| Error::ManifestSpec {
                     file: manifest_file.clone(),
-                    message: format!(
-                        "set {}, partitions of {}: {message}",
-                        crate::ident::excerpt(name),
-                        crate::ident::excerpt(&p.table)
-                    ),
+                    set: name.clone(),
+                    table: p.table.clone(),
+                    source: Box::new(source),
                 })?;
             }
         }
@@ -203,12 +174,9 @@ impl<'a> Catalog<'a> {
                 match partitions.iter().find(|q| q.table == p.table) {
                     Some(q) if q == p => {}
                     Some(_) => {
-                        return Err(Error::Manifest {
+                        return Err(Error::ConflictingSpecs {
                             file: self.manifest_file.clone(),
-                            message: format!(
-                                "table {:?} has two different partition specs in the selected sets",
-                                p.table
-                            ),
+                            table: p.table.clone(),
                         })
                     }
                     None => partitions.push(p.clone()),
@@ -267,11 +235,12 @@ fn find_cycle(sets: &BTreeMap<String, SetDef>, name: &str, path: &mut Vec<String
     Ok(())
 }
 
-/// Splits a `--sets a,b` value into names, rejecting empty ones.
+/// Splits a comma-separated list of set names (`audit,workflow`) into names, rejecting empty
+/// ones.
 pub fn parse_set_list(value: &str) -> Result<Vec<String>> {
     let names: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
     if names.iter().any(String::is_empty) {
-        return Err(Error::Other(format!("--sets {value:?}: empty set name")));
+        return Err(Error::EmptySetName { list: value.to_string() });
     }
     Ok(names)
 }
@@ -372,7 +341,10 @@ mod tests {
 
     #[test]
     fn empty_set_names_are_rejected() {
-        assert!(parse_set_list("audit,,workflow").is_err());
+        assert_eq!(
+            parse_set_list("audit,,workflow").unwrap_err().to_string(),
+            "set list \"audit,,workflow\": empty set name"
+        );
         assert_eq!(parse_set_list("audit, workflow").unwrap(), ["audit", "workflow"]);
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::core::{Error, Result};
 use crate::goose::{self, ParsedSql};
 
 /// One migration file.
@@ -75,13 +75,7 @@ pub fn parse_folder(dir: &Path, files: Vec<(String, String)>, env: &dyn Fn(&str)
         }
         match version_of(&name) {
             Some(v) => by_version.entry(v).or_default().push((name, text)),
-            None => {
-                return Err(Error::Other(format!(
-                    "{}: not a goose migration name: expected NNN_description.sql with NNN above 0 \
-                     (goose refuses a folder holding it); rename it or move it out of the folder",
-                    dir.join(&name).display()
-                )))
-            }
+            None => return Err(Error::NotAMigrationName { file: dir.join(&name) }),
         }
     }
     if let Some((version, files)) = by_version.iter().find(|(_, f)| f.len() > 1) {
@@ -117,64 +111,16 @@ pub fn parse_folder(dir: &Path, files: Vec<(String, String)>, env: &dyn Fn(&str)
     Ok(Folder { dir: dir.to_path_buf(), migrations, warnings })
 }
 
-/// Reads every `*.sql` entry of `dir` as goose does (following symlinks) and parses the folder,
-/// expanding `ENVSUB` from the process environment.
-///
-/// An entry named `*.sql` that is not a readable file (a directory, a dangling symlink, a symlink
-/// loop) is an error naming it: goose lists it too, and fails on it. A file that is not UTF-8 is
-/// an error naming its line.
-pub fn load_folder(dir: &Path) -> Result<Folder> {
-    let io = |source| Error::Io { path: dir.to_path_buf(), source };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".sql") {
-            continue;
-        }
-        let path = entry.path();
-        let refuse = |what: String| {
-            Err(Error::Other(format!(
-                "{}: {what}; goose lists every *.sql entry of the folder and fails on this one: fix it, rename it \
-                 or move it out of the folder",
-                path.display()
-            )))
-        };
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => {}
-            Ok(m) if m.is_dir() => return refuse("a directory named like a migration file".to_string()),
-            Ok(_) => return refuse("not a regular file".to_string()),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return refuse("a symlink loop".to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let target = std::fs::read_link(&path).map(|t| format!(" to {}", t.display())).unwrap_or_default();
-                return refuse(format!("a dangling symlink{target}"));
-            }
-            Err(e) => return refuse(format!("cannot be read ({e})")),
-        }
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        let text = utf8(&path, bytes)?;
-        files.push((name, text));
-    }
-    parse_folder(dir, files, &|k| std::env::var(k).ok())
-}
-
-/// The file's text, or an error naming the line and column of its first byte that is not UTF-8.
-fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
+/// A file's text, or an error naming the line and column of its first byte that is not UTF-8
+/// (goose and PostgreSQL read migrations as UTF-8).
+pub fn decode(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..bad];
         let line = before.iter().filter(|b| **b == b'\n').count() + 1;
         let line_start = before.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
         let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
-        Error::Parse {
-            file: path.to_path_buf(),
-            line,
-            message: format!(
-                "not UTF-8 (byte 0x{:02x} at column {column}); goose and PostgreSQL read migrations as UTF-8: save \
-                 the file as UTF-8",
-                e.as_bytes()[bad]
-            ),
-        }
+        Error::NotUtf8 { file: path.to_path_buf(), line, column, byte: e.as_bytes()[bad] }
     })
 }
 
@@ -233,70 +179,17 @@ mod tests {
         assert_ne!(checksum("a;\nb;\n"), checksum("a;\nc;\n"));
     }
 
-    /// A temporary folder, removed on drop.
-    struct Tmp(PathBuf);
-    impl Tmp {
-        fn new() -> Tmp {
-            let mut b = [0u8; 6];
-            getrandom::fill(&mut b).unwrap();
-            let d = std::env::temp_dir()
-                .join(format!("e2e-source-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()));
-            std::fs::create_dir_all(&d).unwrap();
-            Tmp(d)
-        }
-    }
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    #[test]
-    fn a_symlinked_migration_is_read_as_goose_reads_it() {
-        let t = Tmp::new();
-        let elsewhere = t.0.join("shared");
-        std::fs::create_dir(&elsewhere).unwrap();
-        std::fs::write(elsewhere.join("base.sql"), "-- +goose Up\nCREATE TABLE linked (x int);\n").unwrap();
-        let dir = t.0.join("migrations");
-        std::fs::create_dir(&dir).unwrap();
-        std::os::unix::fs::symlink(elsewhere.join("base.sql"), dir.join("001_linked.sql")).unwrap();
-        let f = load_folder(&dir).unwrap();
-        assert_eq!(f.migrations.len(), 1);
-        assert_eq!(f.migrations[0].name, "001_linked.sql");
-        assert_eq!(f.migrations[0].sql.up[0].sql, "CREATE TABLE linked (x int);");
-    }
-
-    #[test]
-    fn entries_named_like_migrations_that_are_not_files_are_errors_naming_them() {
-        let t = Tmp::new();
-        std::fs::create_dir(t.0.join("002_dir.sql")).unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
-        assert!(e.contains("002_dir.sql: a directory named like a migration file"), "{e}");
-
-        let t = Tmp::new();
-        std::os::unix::fs::symlink(t.0.join("gone.sql"), t.0.join("003_dangling.sql")).unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
-        assert!(e.contains("003_dangling.sql: a dangling symlink to ") && e.contains("gone.sql"), "{e}");
-
-        let t = Tmp::new();
-        std::os::unix::fs::symlink(t.0.join("004_b.sql"), t.0.join("004_a.sql")).unwrap();
-        std::os::unix::fs::symlink(t.0.join("004_a.sql"), t.0.join("004_b.sql")).unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
-        assert!(e.contains(": a symlink loop"), "{e}");
-
-        // Other entries (a folder of notes, a README) are not goose's business.
-        let t = Tmp::new();
-        std::fs::create_dir(t.0.join("notes")).unwrap();
-        std::fs::write(t.0.join("README.md"), "x").unwrap();
-        assert!(load_folder(&t.0).unwrap().migrations.is_empty());
-    }
-
     #[test]
     fn a_file_that_is_not_utf8_is_an_error_with_its_line() {
-        let t = Tmp::new();
-        std::fs::write(t.0.join("001_latin1.sql"), b"-- +goose Up\nINSERT INTO t VALUES ('caf\xe9');\n").unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
-        assert!(e.contains("001_latin1.sql:2: not UTF-8 (byte 0xe9 at column 27)"), "{e}");
+        let e = decode(Path::new("m/001_latin1.sql"), b"-- +goose Up\nINSERT INTO t VALUES ('caf\xe9');\n".to_vec())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m/001_latin1.sql:2: not UTF-8 (byte 0xe9 at column 27); goose and PostgreSQL read migrations as UTF-8: \
+             save the file as UTF-8"
+        );
+        assert_eq!(decode(Path::new("m/x.sql"), "é;\n".as_bytes().to_vec()).unwrap(), "é;\n");
     }
 
     #[test]

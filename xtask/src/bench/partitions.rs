@@ -16,8 +16,11 @@ use tokio_postgres::Client;
 
 use super::{fresh_db, median, CaseResult, Ctx, Goal};
 
-/// The Debian package that brings pg_partman for the server's major version.
-pub(crate) const PARTMAN_PACKAGE: &str = "postgresql-15-partman";
+/// The Debian package that brings pg_partman for a server of `server_version_num` (`150004` is
+/// 15.4): `postgresql-15-partman`.
+pub(crate) fn partman_package(server_version_num: i32) -> String {
+    format!("postgresql-{}-partman", server_version_num / 10_000)
+}
 
 const BEHIND: u32 = 115;
 const AHEAD: u32 = 4;
@@ -33,9 +36,11 @@ pub(crate) async fn partitions_120(ctx: &Ctx) -> Result<Vec<CaseResult>> {
         .await?
         .map(|r| r.get::<_, String>(0));
     if partman.is_none() {
+        let version: i32 = admin.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
         eprintln!(
-            "  pg_partman is NOT installed on this machine (apt-get install {PARTMAN_PACKAGE}): \
-             partitions_120 measures ours alone, without its baseline"
+            "  pg_partman is NOT installed on this machine (apt-get install {}): partitions_120 measures ours alone, \
+             without its baseline",
+            partman_package(version)
         );
     }
 
@@ -138,6 +143,13 @@ mod tests {
             first_month(today).checked_add_months(Months::new(120)).unwrap(),
             NaiveDate::from_ymd_opt(2025, 8, 1).unwrap()
         );
+    }
+
+    #[test]
+    fn the_partman_package_follows_the_servers_major_version() {
+        assert_eq!(partman_package(150_004), "postgresql-15-partman");
+        assert_eq!(partman_package(160_001), "postgresql-16-partman");
+        assert_eq!(partman_package(170_000), "postgresql-17-partman");
     }
 
     #[test]

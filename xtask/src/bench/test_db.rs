@@ -53,7 +53,7 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
             .await
             .context("create_and_migrate: CREATE DATABASE")?;
         let mut client = e2e_migrations::db::connect(&ctx.server.url_for(&name)).await?;
-        apply::apply_sets(&mut client, &project, &all, &Options::default(), now)
+        apply::migrate_and_roll(&mut client, &project, &all, &Options::default(), now)
             .await
             .context("create_and_migrate: applying")?;
         baseline.push(start.elapsed().as_secs_f64());

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use e2e_migrations::error::report;
 use e2e_migrations::lifecycle::{self, local, Saved, SetupState, Workspace};
 use xshell::Shell;
 
@@ -35,7 +36,7 @@ fn platform() -> Platform {
 }
 
 fn postgres() -> Result<Postgres, String> {
-    let bindir = local::find_bindir().map_err(|e| e.to_string())?;
+    let bindir = local::find_bindir().map_err(|e| report(&e))?;
     let version = first_line(&bindir.join("postgres"), &["--version"]).and_then(|l| parse_postgres_version(&l));
     Ok(Postgres { bindir, version })
 }
@@ -100,7 +101,7 @@ fn saved(ws: &Workspace) -> (Result<Option<SetupState>, String>, Option<LocalSer
             return (Err(format!("{} was made in {} (a copied checkout)", file.display(), made_in.display())), None)
         }
         Ok(Saved::Unreadable { reason }) => return (Err(format!("{}: {reason}", file.display())), None),
-        Err(e) => return (Err(e.to_string()), None),
+        Err(e) => return (Err(report(&e)), None),
     };
     let local = rec.local.as_ref().map(|l| {
         let here = std::fs::canonicalize(&ws.state_dir).unwrap_or_else(|_| ws.state_dir.clone());
@@ -132,7 +133,7 @@ pub(crate) fn probe() -> Facts {
     let state_dir = ws.as_ref().map(|w| w.state_dir.clone()).unwrap_or_else(|_| PathBuf::from("target/e2e"));
     let (setup, local) = match &ws {
         Ok(ws) => saved(ws),
-        Err(e) => (Err(e.to_string()), None),
+        Err(e) => (Err(report(e)), None),
     };
     Facts {
         platform: platform(),

@@ -127,7 +127,7 @@ fn secret_env(secret: &str, name: &str, key: &str) -> EnvVar {
 
 /// A short stable hash (FNV-1a 64, hex) of the password, for the pod-template annotation.
 pub(crate) fn credentials_hash(password: &str) -> String {
-    let h = password.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let h = super::config::fnv1a(password.as_bytes());
     format!("{h:016x}")
 }
 

@@ -104,7 +104,7 @@ pub enum LifecycleError {
     #[error("running as root, and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL as (it refuses root)")]
     NoServiceAccount,
     /// A program could not be started.
-    #[error("running {}: {source}", program.display())]
+    #[error("running {}", program.display())]
     Spawn {
         /// The program.
         program: PathBuf,
@@ -131,7 +131,7 @@ pub enum LifecycleError {
         tail: String,
     },
     /// The state folder could not be locked.
-    #[error("{}: cannot lock: {source}", path.display())]
+    #[error("{}: cannot lock", path.display())]
     Lock {
         /// The folder.
         path: PathBuf,
@@ -139,16 +139,8 @@ pub enum LifecycleError {
         #[source]
         source: nix::Error,
     },
-    /// No randomness for a generated secret.
-    #[error("no randomness for {what}: {cause}")]
-    Random {
-        /// What it was for.
-        what: &'static str,
-        /// Why.
-        cause: getrandom::Error,
-    },
     /// No free TCP port on 127.0.0.1.
-    #[error("no free port on 127.0.0.1: {source}")]
+    #[error("no free port on 127.0.0.1")]
     NoPort {
         /// Why.
         #[source]

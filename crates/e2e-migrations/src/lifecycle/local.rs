@@ -252,7 +252,7 @@ fn reachable_by(path: &Path, acct: &Account) -> bool {
 /// `bytes` random bytes as hex.
 pub(crate) fn random_hex(bytes: usize, what: &'static str) -> Result<String> {
     let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).map_err(|cause| LifecycleError::Random { what, cause })?;
+    getrandom::fill(&mut b).map_err(|e| Error::Randomness { what, source: e.into() })?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -949,7 +949,7 @@ async fn create(
         Some(c) => match cache::restore(&c.dir, &key, &init, acct.as_ref().map(|a| (a.uid, a.gid))) {
             Ok(hit) => hit,
             Err(e) => {
-                tracing::warn!("the server cache could not be used ({e}); running initdb");
+                tracing::warn!("the server cache could not be used ({}); running initdb", crate::error::report(&e));
                 remove_path(&init)?;
                 false
             }
@@ -1015,7 +1015,7 @@ pub async fn store_in_cache(ws: &Workspace, server: LocalServer, request: &Cache
     drop(client);
     stop_pid(pid, &layout.data).await;
     if let Err(e) = cache::store(&request.dir, &key, &layout.data, &request.label) {
-        tracing::warn!("could not store the server in the cache: {e}");
+        tracing::warn!("could not store the server in the cache: {}", crate::error::report(&e));
     }
     let prefer = local.port;
     start(&layout, &mut local, &rec.instance_id, &acct, Some(prefer)).await?;

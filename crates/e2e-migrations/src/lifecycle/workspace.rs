@@ -145,8 +145,11 @@ impl Workspace {
         let root = std::fs::canonicalize(&root).map_err(|source| Error::Io { path: root.clone(), source })?;
         let mut ws = layout(&root, dir, vars);
         if let Some(t) = &vars.connect_timeout {
-            ws.connect_timeout = crate::db::parse_timeout(t)
-                .map_err(|e| Error::Other(format!("{}={e}", crate::db::CONNECT_TIMEOUT_ENV)))?;
+            ws.connect_timeout = crate::db::parse_timeout(t).map_err(|_| Error::InvalidEnv {
+                var: crate::db::CONNECT_TIMEOUT_ENV,
+                value: t.clone(),
+                expected: crate::db::TIMEOUT_EXPECTED,
+            })?;
         }
         Ok(ws)
     }

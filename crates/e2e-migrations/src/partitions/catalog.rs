@@ -10,7 +10,9 @@
 use futures_util::future::join_all;
 use tokio_postgres::Client;
 
-use super::plan::{Bound, Bounds, Existing};
+use super::bounds::parse_bounds;
+use super::error::RollError;
+use super::plan::Existing;
 use super::spec::PartitionSpec;
 use super::sql::{DirectKey, ForeignKey, KeyType, OwnTrigger, Parent};
 use crate::error::{DbContext, Error, Result};
@@ -46,7 +48,7 @@ pub struct TableInfo {
 /// create; those held by other relations come back in [`TableInfo::taken`]. Must run inside a
 /// transaction configured by [`SESSION`].
 pub async fn read(client: &Client, spec: &PartitionSpec, candidates: &[String]) -> Result<TableInfo> {
-    let bad = |message: String| Error::Partition { table: spec.table.clone(), message };
+    let bad = |source: RollError| Error::Roll { table: spec.table.clone(), source: Box::new(source) };
     let ctx = || format!("reading the catalog for {}", spec.table);
     let row = client
         .query_opt(
@@ -65,42 +67,28 @@ pub async fn read(client: &Client, spec: &PartitionSpec, candidates: &[String]) 
         .await
         .db(ctx)?;
     let Some(row) = row else {
-        return Err(bad(
-            "the table does not exist (apply the migrations that create it before rolling its partitions)".into(),
-        ));
+        return Err(bad(RollError::NoTable));
     };
     let oid: u32 = row.get(0);
     let schema: String = row.get(1);
     let table: String = row.get(2);
     let relkind: String = row.get(3);
     if relkind != "p" {
-        let what = match relkind.as_str() {
-            "r" => "an ordinary table",
-            "v" => "a view",
-            "m" => "a materialized view",
-            "f" => "a foreign table",
-            _ => "not a table",
-        };
-        return Err(bad(format!(
-            "the table is not partitioned ({what}); it needs PARTITION BY RANGE ({}) in the migration that creates it",
-            spec.column
-        )));
+        let relkind = relkind.chars().next().unwrap_or('?');
+        return Err(bad(RollError::NotPartitioned { relkind, column: spec.column.clone() }));
     }
     let strategy: String = row.get(4);
     let natts: i32 = row.get(5);
     let keydef: String = row.get(6);
     let key_column: Option<String> = row.get(7);
     if strategy != "r" || natts != 1 || key_column.as_deref() != Some(spec.column.as_str()) {
-        return Err(bad(format!("the table is partitioned by {keydef}, not by RANGE ({})", spec.column)));
+        return Err(bad(RollError::WrongKey { keydef, column: spec.column.clone() }));
     }
     let type_name: String = row.get(8);
     let type_kind: String = row.get(9);
-    let key = KeyType::from_type_name(&type_name).filter(|_| type_kind == "b").ok_or_else(|| {
-        bad(format!(
-            "the partition key {} is of type {type_name}; rolling needs date, timestamp or timestamptz",
-            spec.column
-        ))
-    })?;
+    let Some(key) = KeyType::from_type_name(&type_name).filter(|_| type_kind == "b") else {
+        return Err(bad(RollError::KeyType { column: spec.column.clone(), type_name }));
+    };
     let parent = Parent { schema: schema.clone(), table, column: spec.column.clone(), key };
     let tablespace: Option<String> = row.get(10);
 
@@ -145,7 +133,10 @@ pub async fn read(client: &Client, spec: &PartitionSpec, candidates: &[String]) 
         let name: String = r.get(0);
         let part_schema: String = r.get(1);
         let expr: String = r.get(2);
-        let bounds = parse_bounds(&expr, key).map_err(|e| bad(format!("partition {name}: {e}")))?;
+        let bounds = match parse_bounds(&expr, key) {
+            Ok(b) => b,
+            Err(source) => return Err(bad(RollError::Bound { partition: name, source })),
+        };
         partitions.push(Existing { name, schema: (part_schema != schema).then_some(part_schema), bounds });
     }
     let columns = columns.db(ctx)?.iter().map(|r| r.get(0)).collect();
@@ -287,135 +278,4 @@ pub async fn triggers_running(client: &Client, name: &str) -> Result<Vec<String>
         .await
         .db(|| format!("finding the triggers that run {name}()"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Parses a partition bound as `pg_get_expr(relpartbound)` prints it under [`SESSION`]:
-/// `DEFAULT`, or `FOR VALUES FROM (x) TO (y)` with `MINVALUE`, `MAXVALUE` or a quoted literal.
-pub fn parse_bounds(expr: &str, key: KeyType) -> Result<Bounds, String> {
-    let e = expr.trim();
-    if e == "DEFAULT" {
-        return Ok(Bounds::Default);
-    }
-    let unexpected = || format!("unexpected partition bound {e:?} (not a single-column range)");
-    let rest = e.strip_prefix("FOR VALUES FROM (").ok_or_else(unexpected)?;
-    let (from, rest) = split_value(rest).ok_or_else(unexpected)?;
-    let rest = rest.strip_prefix(") TO (").ok_or_else(unexpected)?;
-    let (to, rest) = split_value(rest).ok_or_else(unexpected)?;
-    if rest != ")" {
-        return Err(unexpected());
-    }
-    Ok(Bounds::Range { from: parse_value(from, key)?, to: parse_value(to, key)? })
-}
-
-/// One bound item: a quoted literal (unquoted, `''` undoubled) or a bare word; and what follows.
-fn split_value(s: &str) -> Option<(Value<'_>, &str)> {
-    if let Some(body) = s.strip_prefix('\'') {
-        let mut out = String::new();
-        let mut chars = body.char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c == '\'' {
-                if body[i + 1..].starts_with('\'') {
-                    out.push('\'');
-                    chars.next();
-                } else {
-                    return Some((Value::Literal(out), &body[i + 1..]));
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        None
-    } else {
-        let end = s.find([')', ','])?;
-        Some((Value::Word(&s[..end]), &s[end..]))
-    }
-}
-
-enum Value<'a> {
-    Literal(String),
-    Word(&'a str),
-}
-
-fn parse_value(v: Value<'_>, key: KeyType) -> Result<Bound, String> {
-    let text = match v {
-        Value::Word("MINVALUE") => return Ok(Bound::MinValue),
-        Value::Word("MAXVALUE") => return Ok(Bound::MaxValue),
-        Value::Word(w) => return Err(format!("unexpected bound {w}")),
-        Value::Literal(t) => t,
-    };
-    match text.as_str() {
-        "-infinity" => return Ok(Bound::MinValue),
-        "infinity" => return Ok(Bound::MaxValue),
-        _ => {}
-    }
-    let cannot = || format!("cannot read the bound {text:?} as {key:?} (dates before year 1 are not supported)");
-    match key {
-        KeyType::Date => chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").map(Bound::day).map_err(|_| cannot()),
-        KeyType::Timestamp | KeyType::Timestamptz => {
-            let naive = if key == KeyType::Timestamptz { text.strip_suffix("+00").ok_or_else(cannot)? } else { &text };
-            chrono::NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S%.f").map(Bound::At).map_err(|_| cannot())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::NaiveDate;
-
-    fn day(s: &str) -> Bound {
-        Bound::day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
-    }
-
-    #[test]
-    fn parses_date_ranges_and_default() {
-        assert_eq!(
-            parse_bounds("FOR VALUES FROM ('2024-12-01') TO ('2025-01-01')", KeyType::Date),
-            Ok(Bounds::Range { from: day("2024-12-01"), to: day("2025-01-01") })
-        );
-        assert_eq!(parse_bounds("DEFAULT", KeyType::Date), Ok(Bounds::Default));
-    }
-
-    #[test]
-    fn parses_unbounded_and_infinite_ends() {
-        assert_eq!(
-            parse_bounds("FOR VALUES FROM (MINVALUE) TO ('2020-01-01')", KeyType::Date),
-            Ok(Bounds::Range { from: Bound::MinValue, to: day("2020-01-01") })
-        );
-        assert_eq!(
-            parse_bounds("FOR VALUES FROM ('2030-01-01') TO ('infinity')", KeyType::Date),
-            Ok(Bounds::Range { from: day("2030-01-01"), to: Bound::MaxValue })
-        );
-    }
-
-    #[test]
-    fn parses_timestamps_in_utc_with_fractions() {
-        let at = |s: &str| Bound::At(chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap());
-        assert_eq!(
-            parse_bounds(
-                "FOR VALUES FROM ('2024-12-01 00:00:00+00') TO ('2024-12-15 06:30:00.25+00')",
-                KeyType::Timestamptz
-            ),
-            Ok(Bounds::Range { from: day("2024-12-01"), to: at("2024-12-15 06:30:00.25") })
-        );
-        assert_eq!(
-            parse_bounds("FOR VALUES FROM ('2024-12-01 00:00:00') TO ('2025-01-01 00:00:00')", KeyType::Timestamp),
-            Ok(Bounds::Range { from: day("2024-12-01"), to: day("2025-01-01") })
-        );
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_read() {
-        assert!(parse_bounds("FOR VALUES IN ('a')", KeyType::Date).unwrap_err().contains("not a single-column range"));
-        assert!(parse_bounds("FOR VALUES FROM ('2024-01-01', 1) TO ('2024-02-01', 1)", KeyType::Date).is_err());
-        assert!(parse_bounds("FOR VALUES FROM ('0044-03-15 BC') TO ('2024-02-01')", KeyType::Date)
-            .unwrap_err()
-            .contains("before year 1"));
-        // A timestamptz printed in another zone means the session was not configured.
-        assert!(parse_bounds(
-            "FOR VALUES FROM ('2024-12-01 00:00:00+01') TO ('2025-01-01 00:00:00+01')",
-            KeyType::Timestamptz
-        )
-        .is_err());
-    }
 }

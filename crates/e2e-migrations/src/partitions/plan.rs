@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::calendar::{self, Period, Wanted};
 use super::spec::{PartitionSpec, RetentionAction};
-use crate::error::cut_list;
+use crate::core::cut_list;
+use crate::ident::{self, IdentError};
 
 /// One end of an existing partition's range, as the catalog states it (UTC for `timestamptz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -100,7 +101,7 @@ pub struct Prune {
 
 /// What to do for one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
+pub struct TablePlan {
     /// Partitions to create, oldest first.
     pub create: Vec<Wanted>,
     /// The default partition to create, when the spec wants one and there is none.
@@ -115,7 +116,7 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-impl Plan {
+impl TablePlan {
     /// Whether the plan changes nothing.
     pub fn is_noop(&self) -> bool {
         self.create.is_empty() && self.create_default.is_none() && self.prune.is_empty()
@@ -131,19 +132,65 @@ pub struct Mode {
     pub prune: bool,
 }
 
+/// A partition the planner cannot create under the name the spec gives it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The name is not a plain identifier.
+    #[error("partition name")]
+    BadName(#[source] IdentError),
+    /// A partition of the table already has the name, for another range.
+    #[error("partition {name} already exists with bounds {bounds}, so it cannot be created for another range")]
+    NameIsAnotherPartition {
+        /// The name.
+        name: String,
+        /// That partition's bounds.
+        bounds: Bounds,
+    },
+    /// Another relation of the schema (not a partition of the table) has the name.
+    #[error("{name} already exists and is not a partition of {table} (detached earlier?); drop or rename it")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The parent table.
+        table: String,
+    },
+}
+
+/// The period an existing range partition covers when the spec names it: it covers exactly one
+/// of the spec's periods and carries the spec's name for it, in the parent's schema. Only such a
+/// partition is "ours": retention may remove it, and a listing marks it as the spec's.
+pub fn own_period(spec: &PartitionSpec, e: &Existing) -> Option<Period> {
+    let Bounds::Range { from, to } = e.bounds else { return None };
+    let day = from.as_day().filter(|d| calendar::period_start(spec.interval, *d) == *d)?;
+    let period = calendar::period_at(spec.interval, day);
+    let ours = Bound::day(period.to) == to && calendar::partition_name(spec, day) == e.name && e.schema.is_none();
+    ours.then_some(period)
+}
+
+/// Whether the spec names `e`: the default partition under the spec's default name, or a range
+/// partition of [`own_period`], in the parent's schema.
+pub fn named_by_spec(spec: &PartitionSpec, e: &Existing) -> bool {
+    match e.bounds {
+        Bounds::Default => e.schema.is_none() && e.name == calendar::default_name(spec),
+        Bounds::Range { .. } => own_period(spec, e).is_some(),
+    }
+}
+
 /// Plans one table: `wanted` from [`calendar::wanted`], `existing` partitions of the parent,
 /// `taken`: names among those we may create that belong to other relations of the schema,
-/// `cutoff` from [`calendar::retention_cutoff`]. Errs (with what is wrong) when a name we must
-/// create is held by something else.
-pub fn plan(
+/// `cutoff` from [`calendar::retention_cutoff`]. Errs when a name we must create is held by
+/// something else.
+pub fn plan_table(
     spec: &PartitionSpec,
     wanted: &[Wanted],
     existing: &[Existing],
     taken: &[String],
     cutoff: Option<NaiveDate>,
     mode: Mode,
-) -> Result<Plan, String> {
-    let mut plan = Plan { default: existing.iter().find(|e| e.bounds == Bounds::Default).cloned(), ..Plan::default() };
+) -> Result<TablePlan, PlanError> {
+    let mut plan =
+        TablePlan { default: existing.iter().find(|e| e.bounds == Bounds::Default).cloned(), ..TablePlan::default() };
     let ranges: Vec<(&Existing, Bound, Bound)> = existing
         .iter()
         .filter_map(|e| match e.bounds {
@@ -151,19 +198,13 @@ pub fn plan(
             Bounds::Default => None,
         })
         .collect();
-    let check_name = |name: &str| -> Result<(), String> {
-        crate::ident::validate(name).map_err(|e| format!("partition name: {e}"))?;
+    let check_name = |name: &str| -> Result<(), PlanError> {
+        ident::validate(name).map_err(PlanError::BadName)?;
         if let Some(e) = existing.iter().find(|e| e.name == name && e.schema.is_none()) {
-            return Err(format!(
-                "partition {name} already exists with bounds {}, so it cannot be created for another range",
-                e.bounds
-            ));
+            return Err(PlanError::NameIsAnotherPartition { name: name.to_string(), bounds: e.bounds });
         }
         if taken.iter().any(|t| t == name) {
-            return Err(format!(
-                "{name} already exists and is not a partition of {} (detached earlier?); drop or rename it",
-                spec.table
-            ));
+            return Err(PlanError::NameTaken { name: name.to_string(), table: spec.table.clone() });
         }
         Ok(())
     };
@@ -209,16 +250,10 @@ pub fn plan(
         let cut = Bound::day(cutoff);
         let mut old: Vec<&(&Existing, Bound, Bound)> = ranges.iter().filter(|(_, _, t)| *t <= cut).collect();
         old.sort_by_key(|(_, f, _)| *f);
-        for (e, f, t) in old {
-            let ours = f
-                .as_day()
-                .filter(|d| calendar::period_start(spec.interval, *d) == *d)
-                .map(|d| calendar::period_at(spec.interval, d));
-            match ours {
-                Some(p) if Bound::day(p.to) == *t && calendar::partition_name(spec, p.from) == e.name && e.schema.is_none() => {
-                    plan.prune.push(Prune { name: e.name.clone(), period: p, action: retention.action })
-                }
-                _ => plan.notes.push(format!(
+        for (e, _, _) in old {
+            match own_period(spec, e) {
+                Some(period) => plan.prune.push(Prune { name: e.name.clone(), period, action: retention.action }),
+                None => plan.notes.push(format!(
                     "{}: retention keeps {} {}: older than {cutoff} but not a partition this spec names, so not ours to remove",
                     spec.table, e.name, e.bounds
                 )),
@@ -268,12 +303,12 @@ mod tests {
         Existing { name: name.into(), schema: None, bounds: Bounds::Default }
     }
 
-    fn run(spec: &PartitionSpec, existing: &[Existing]) -> Plan {
+    fn run(spec: &PartitionSpec, existing: &[Existing]) -> TablePlan {
         let wanted = calendar::wanted(spec, now());
-        plan(spec, &wanted, existing, &[], calendar::retention_cutoff(spec, now()), ALL).unwrap()
+        plan_table(spec, &wanted, existing, &[], calendar::retention_cutoff(spec, now()), ALL).unwrap()
     }
 
-    fn created(p: &Plan) -> Vec<&str> {
+    fn created(p: &TablePlan) -> Vec<&str> {
         p.create.iter().map(|w| w.name.as_str()).collect()
     }
 
@@ -375,9 +410,11 @@ mod tests {
     fn name_held_by_another_relation_is_an_error() {
         let spec = PartitionSpec::monthly("t", "k");
         let wanted = calendar::wanted(&spec, now());
-        let e = plan(&spec, &wanted, &[], &["t_2025_01".into()], None, ALL).unwrap_err();
+        let e = plan_table(&spec, &wanted, &[], &["t_2025_01".into()], None, ALL).unwrap_err().to_string();
         assert_eq!(e, "t_2025_01 already exists and is not a partition of t (detached earlier?); drop or rename it");
-        let e = plan(&spec, &wanted, &[part("t_2025_01", "2030-01-01", "2030-02-01")], &[], None, ALL).unwrap_err();
+        let e = plan_table(&spec, &wanted, &[part("t_2025_01", "2030-01-01", "2030-02-01")], &[], None, ALL)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("already exists with bounds [2030-01-01, 2030-02-01)"), "{e}");
     }
 
@@ -385,8 +422,14 @@ mod tests {
     fn too_long_names_are_refused_not_truncated() {
         let spec = PartitionSpec::monthly(&"x".repeat(60), "k");
         let wanted = calendar::wanted(&spec, now());
-        let e = plan(&spec, &wanted, &[], &[], None, ALL).unwrap_err();
-        assert!(e.contains("longer than 63 bytes"), "{e}");
+        let e = crate::core::report(&plan_table(&spec, &wanted, &[], &[], None, ALL).unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "partition name: identifier \"{}_2024_11\" is longer than 63 bytes (PostgreSQL would truncate it)",
+                "x".repeat(60)
+            )
+        );
     }
 
     #[test]
@@ -428,10 +471,11 @@ mod tests {
         let existing = [part("t_2024_01", "2024-01-01", "2024-02-01")];
         let wanted = calendar::wanted(&spec, now());
         let cutoff = calendar::retention_cutoff(&spec, now());
-        let only_prune = plan(&spec, &wanted, &existing, &[], cutoff, Mode { create: false, prune: true }).unwrap();
+        let only_prune =
+            plan_table(&spec, &wanted, &existing, &[], cutoff, Mode { create: false, prune: true }).unwrap();
         assert!(only_prune.create.is_empty() && only_prune.create_default.is_none());
         assert_eq!(only_prune.prune.len(), 1);
-        let no_prune = plan(&spec, &wanted, &existing, &[], cutoff, Mode { create: true, prune: false }).unwrap();
+        let no_prune = plan_table(&spec, &wanted, &existing, &[], cutoff, Mode { create: true, prune: false }).unwrap();
         assert!(no_prune.prune.is_empty());
         assert_eq!(no_prune.create.len(), 5);
     }

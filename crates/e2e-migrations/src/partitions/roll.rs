@@ -38,11 +38,12 @@ use tokio_postgres::Client;
 
 use super::calendar::{self, Period, Wanted};
 use super::catalog::{self, TableInfo};
-use super::plan::{self, Bound, Bounds, Existing, Mode, Plan};
+use super::error::{Holders, RollError};
+use super::plan::{self, Bound, Bounds, Existing, Mode, TablePlan};
 use super::spec::{Interval, PartitionSpec};
-use super::sql::{self, DirectKey, ForeignKey, KeyType, OwnTrigger, Parent};
-use crate::db;
-use crate::error::{cut_list, cut_list_with, describe_db_error, DbContext, Error, Result};
+use super::sql::{self, ForeignKey, KeyType, OwnTrigger, Parent};
+use crate::error::{cut_list, DbContext, Error, Result};
+use crate::{core, db};
 
 /// Options for rolling partitions.
 #[derive(Debug, Clone)]
@@ -125,7 +126,7 @@ async fn run(
     mode: Mode,
 ) -> Result<RollReport> {
     for spec in specs {
-        spec.validate().map_err(|message| Error::Partition { table: spec.table.clone(), message })?;
+        validate(spec)?;
     }
     if specs.is_empty() {
         return Ok(RollReport::default());
@@ -148,10 +149,21 @@ fn candidates(spec: &PartitionSpec, wanted: &[Wanted]) -> Vec<String> {
     names
 }
 
-fn plan_for(spec: &PartitionSpec, now: DateTime<Utc>, info: &TableInfo, mode: Mode) -> Result<Plan> {
+/// The spec, checked before any database is touched.
+fn validate(spec: &PartitionSpec) -> Result<()> {
+    spec.validate()
+        .map_err(|e| Error::Core(core::Error::InvalidSpec { table: spec.table.clone(), source: Box::new(e) }))
+}
+
+fn plan_for(spec: &PartitionSpec, now: DateTime<Utc>, info: &TableInfo, mode: Mode) -> Result<TablePlan> {
     let wanted = calendar::wanted(spec, now);
-    plan::plan(spec, &wanted, &info.partitions, &info.taken, calendar::retention_cutoff(spec, now), mode)
-        .map_err(|message| Error::Partition { table: spec.table.clone(), message })
+    plan::plan_table(spec, &wanted, &info.partitions, &info.taken, calendar::retention_cutoff(spec, now), mode)
+        .map_err(|source| Error::Core(core::Error::PartitionPlan { table: spec.table.clone(), source }))
+}
+
+/// An [`Error::Roll`] of `table`.
+fn stopped(table: &str, source: RollError) -> Error {
+    Error::Roll { table: table.to_string(), source: Box::new(source) }
 }
 
 async fn roll_table(
@@ -184,23 +196,27 @@ async fn roll_table(
             }
             Err(e) if is_lock_conflict(&e) && attempt < opts.attempts => {
                 let pause = backoff(attempt);
+                let e = crate::error::report(&e);
                 tracing::debug!("{}: attempt {attempt}: {e}; retrying in {} ms", spec.table, pause.as_millis());
                 tokio::time::sleep(pause).await;
             }
-            Err(e) if is_lock_conflict(&e) => {
+            Err(Error::Db { context, source }) if lock_conflict(&source) => {
                 let holders = match catalog::lock_holders(c, info.oid).await {
-                    Ok(h) if h.is_empty() => "they have released their locks since".to_string(),
-                    Ok(h) => format!("held by {}", cut_list_with(&h, "; ")),
-                    Err(lookup) => format!("and finding who holds the locks failed: {lookup}"),
+                    Ok(h) if h.is_empty() => Holders::Released,
+                    Ok(h) => Holders::Sessions(h),
+                    Err(lookup) => Holders::Unknown(crate::error::report(&lookup)),
                 };
-                return Err(Error::Partition {
-                    table: spec.table.clone(),
-                    message: format!(
-                        "could not lock the table in {attempt} attempts of {} ms each ({:.1}s): other sessions keep it busy, {holders}; last: {e}",
-                        opts.table_lock_timeout.as_millis(),
-                        start.elapsed().as_secs_f64()
-                    ),
-                });
+                return Err(stopped(
+                    &spec.table,
+                    RollError::Busy {
+                        attempts: attempt,
+                        attempt_timeout: opts.table_lock_timeout,
+                        waited: start.elapsed(),
+                        holders,
+                        context,
+                        source,
+                    },
+                ));
             }
             Err(e) => return Err(blame(c, &spec.table, e).await),
         }
@@ -231,10 +247,7 @@ async fn locked_attempt(
         async {
             let info = catalog::read(c, spec, names).await?;
             if info.oid != seen.oid {
-                return Err(Error::Partition {
-                    table: table.clone(),
-                    message: "the table was replaced while rolling; run again".into(),
-                });
+                return Err(stopped(table, RollError::Replaced));
             }
             let plan = plan_for(spec, now, &info, mode)?;
             let p = &info.parent;
@@ -346,36 +359,19 @@ async fn refuse_direct_keys(
             .db(|| format!("counting the rows of {} that reference {} through {}", key.table, default.name, key.name))?
             .get(0);
         if n > 0 {
-            return Err(Error::Partition {
-                table: table.to_string(),
-                message: direct_key_refusal(table, &default.name, &key, n, refs),
-            });
+            return Err(stopped(
+                table,
+                RollError::KeyOnDefault {
+                    table: table.to_string(),
+                    default: default.name.clone(),
+                    key: Box::new(key),
+                    rows: n,
+                    set_aside: refs.iter().map(|k| k.name.clone()).collect(),
+                },
+            ));
         }
     }
     Ok(())
-}
-
-/// The message of [`refuse_direct_keys`] (pure).
-fn direct_key_refusal(table: &str, default: &str, key: &DirectKey, rows: i64, refs: &[ForeignKey]) -> String {
-    let names: Vec<&str> = refs.iter().map(|k| k.name.as_str()).collect();
-    let theirs = if names.is_empty() {
-        format!("no key references {table} itself")
-    } else {
-        format!("it is not one of the keys that reference {table} ({}), which the roll can set aside", cut_list(&names))
-    };
-    let effect = match key.on_delete {
-        'c' => format!("moving them would delete those rows of {}", key.table),
-        'n' => format!("moving them would set the key of those rows of {} to null", key.table),
-        'd' => format!("moving them would set the key of those rows of {} to its default", key.table),
-        _ => "moving them would break it".to_string(),
-    };
-    format!(
-        "cannot move rows of the new ranges out of the default partition {default}: foreign key {} of {} references that partition itself ({}), and rows there are still referenced by {rows} rows of {}; {theirs}, and {effect}; reference {table} rather than one of its partitions, or move the referencing rows first; rolled back, nothing changed",
-        key.name,
-        key.table,
-        key.on_delete_words(),
-        key.table
-    )
 }
 
 /// Moves the rows of the new ranges out of the default partition, detached, as maintenance,
@@ -414,13 +410,8 @@ async fn move_rows(
                 format!("copying {n} rows of {} from the default partition {} into {}", w.period, default.name, w.name)
             })?;
         if copied != *n {
-            return Err(Error::Partition {
-                table: table.to_string(),
-                message: format!(
-                    "counted {n} rows of {} in the default partition {} but copied {copied}; rolled back",
-                    w.period, default.name
-                ),
-            });
+            let (default, period, counted) = (default.name.clone(), w.period, *n);
+            return Err(stopped(table, RollError::CopyMismatch { default, period, counted, copied }));
         }
         total += copied;
     }
@@ -444,13 +435,8 @@ async fn move_rows(
         .await
         .db(|| format!("deleting the {total} copied rows from the detached default partition {}", default.name))?;
     if deleted != total {
-        return Err(Error::Partition {
-            table: table.to_string(),
-            message: format!(
-                "copied {total} rows out of the default partition {} but deleted {deleted} there (a rule or row security on it?); rolled back",
-                default.name
-            ),
-        });
+        let default = default.name.clone();
+        return Err(stopped(table, RollError::DeleteMismatch { default, copied: total, deleted }));
     }
     if !own.is_empty() {
         c.batch_execute(&toggle(sql::restore_trigger))
@@ -475,16 +461,9 @@ async fn move_rows(
 /// else keeps the driver's error (and so stays retryable when it is a lock timeout).
 fn create_failed(table: &str, names: &[&str], e: tokio_postgres::Error) -> Error {
     if e.code() == Some(&SqlState::OUT_OF_MEMORY) {
-        return Error::Partition {
-            table: table.to_string(),
-            message: format!(
-                "creating {} partitions in one transaction ran out of lock slots (each partition and each of its indexes holds a lock until commit): raise max_locks_per_transaction, or roll a smaller window (behind, ahead); rolled back: {}",
-                names.len(),
-                describe_db_error(&e)
-            ),
-        };
+        return stopped(table, RollError::OutOfLockSlots { partitions: names.len(), source: e.into() });
     }
-    Error::Db { context: format!("creating partitions of {table} ({})", cut_list(names)), source: e }
+    Error::Db { context: format!("creating partitions of {table} ({})", cut_list(names)), source: e.into() }
 }
 
 /// Whether the server refused a statement for a foreign key (SQLSTATE 23503).
@@ -528,7 +507,7 @@ where
     c.batch_execute(&format!("SAVEPOINT {savepoint};")).await.db(ctx)?;
     match run().await {
         Err(e) if refused_by_key(&e) => {
-            tracing::debug!("{table}: {e}; setting foreign keys aside {why}");
+            tracing::debug!("{table}: {}; setting foreign keys aside {why}", crate::error::report(&e));
             c.batch_execute(&format!("ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint};"))
                 .await
                 .db(ctx)?;
@@ -556,17 +535,13 @@ where
 /// could not set aside, or one a moved row breaks) names the key; anything else (a lock timeout
 /// stays retryable; a trigger's error is blamed on the trigger by [`blame`]) is left as it is.
 fn move_failed(table: &str, default: &str, e: Error) -> Error {
-    let Error::Db { context, source } = &e else { return e };
-    let Some(constraint) = source.as_db_error().filter(|_| is_fk_violation(source)).and_then(|d| d.constraint()) else {
-        return e;
+    let Error::Db { context, source } = e else { return e };
+    let Some(constraint) = source.as_db_error().filter(|_| is_fk_violation(&source)).and_then(|d| d.constraint())
+    else {
+        return Error::Db { context, source };
     };
-    Error::Partition {
-        table: table.to_string(),
-        message: format!(
-            "cannot move rows of the new ranges out of the default partition {default}: foreign key {constraint} stopped it ({context}): {}; rolled back, nothing changed",
-            describe_db_error(source)
-        ),
-    }
+    let (default, constraint) = (default.to_string(), constraint.to_string());
+    stopped(table, RollError::MoveRefusedByKey { default, constraint, context, source })
 }
 
 /// The error of adding back a foreign key set aside: when rows left reference rows that
@@ -579,54 +554,35 @@ fn restore_failed(table: &str, fk: &ForeignKey, pruned: &[String], e: tokio_post
                 "adding back foreign key {} of {} (set aside while rolling the partitions of {table})",
                 fk.name, fk.table
             ),
-            source: e,
+            source: e.into(),
         };
     }
-    let message = if pruned.is_empty() {
-        format!(
-            "foreign key {} of {} does not hold when added back (it was set aside while rows moved): {}; the row that breaks it was there before the roll; rolled back, nothing changed",
-            fk.name,
-            fk.table,
-            describe_db_error(&e)
-        )
+    let (key, key_table, source) = (fk.name.clone(), fk.table.clone(), e.into());
+    let why = if pruned.is_empty() {
+        RollError::KeyBroken { key, key_table, source }
     } else {
-        format!(
-            "retention cannot remove {}: rows left in {} still reference rows there through foreign key {} ({}); rolled back, nothing removed: delete or update the referencing rows first, or keep more periods",
-            cut_list(pruned),
-            fk.table,
-            fk.name,
-            describe_db_error(&e)
-        )
+        RollError::RetentionReferenced { pruned: pruned.to_vec(), key, key_table, source }
     };
-    Error::Partition { table: table.to_string(), message }
+    stopped(table, why)
 }
 
 /// When a PL/pgSQL function raised the error that stopped a roll (a trigger's, or an event
 /// trigger's refusing the roll's DDL), names the triggers that run it. Runs after the attempt
 /// rolled back; the error is kept as it was when there is nothing to name.
 async fn blame(c: &Client, table: &str, e: Error) -> Error {
-    let Error::Db { context, source } = &e else { return e };
-    let Some(function) = source.as_db_error().and_then(|d| d.where_()).and_then(plpgsql_function) else {
-        return e;
+    let Error::Db { context, source } = e else { return e };
+    let Some(function) = source.as_db_error().and_then(|d| d.where_()).and_then(plpgsql_function).map(str::to_string)
+    else {
+        return Error::Db { context, source };
     };
-    let triggers = match catalog::triggers_running(c, function).await {
+    let triggers = match catalog::triggers_running(c, &function).await {
         Ok(t) => t,
         Err(lookup) => {
-            tracing::debug!("{table}: {lookup}");
+            tracing::debug!("{table}: {}", crate::error::report(&lookup));
             Vec::new()
         }
     };
-    let message = stopped_by(context, function, &triggers, &describe_db_error(source));
-    Error::Partition { table: table.to_string(), message }
-}
-
-/// The message of [`blame`] (pure): `error` is the server's, described.
-fn stopped_by(context: &str, function: &str, triggers: &[String], error: &str) -> String {
-    let who = match triggers {
-        [] => format!("function {function}()"),
-        _ => format!("{}, which runs {function}()", cut_list(triggers)),
-    };
-    format!("stopped by {who}: {error}; rolled back, nothing changed ({context})")
+    stopped(table, RollError::StoppedBy { function, triggers, context, source })
 }
 
 /// The function named by an error context line such as `PL/pgSQL function
@@ -670,12 +626,12 @@ async fn read_only<T>(c: &Client, table: &str, body: impl std::future::Future<Ou
 }
 
 fn is_lock_conflict(e: &Error) -> bool {
-    match e {
-        Error::Db { source, .. } => {
-            matches!(source.code(), Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED)
-        }
-        _ => false,
-    }
+    matches!(e, Error::Db { source, .. } if lock_conflict(source))
+}
+
+/// Whether the server gave up waiting for a lock, or broke a deadlock.
+fn lock_conflict(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
 /// Pause before attempt `n + 1`: doubling from 25 ms up to 1 s, with jitter.
@@ -735,7 +691,7 @@ pub async fn list(client: &mut Client, specs: &[PartitionSpec], now: DateTime<Ut
     let c: &Client = client;
     let mut out = Vec::new();
     for spec in specs {
-        spec.validate().map_err(|message| Error::Partition { table: spec.table.clone(), message })?;
+        validate(spec)?;
         let names = candidates(spec, &calendar::wanted(spec, now));
         let (info, rows) = read_only(c, &spec.table, async {
             let info = catalog::read(c, spec, &names).await?;
@@ -753,7 +709,7 @@ pub async fn list(client: &mut Client, specs: &[PartitionSpec], now: DateTime<Ut
                     Bounds::Range { from, to } => (Some(from.to_string()), Some(to.to_string())),
                     Bounds::Default => (None, None),
                 };
-                let by_spec = e.schema.is_none() && is_by_spec(spec, e);
+                let by_spec = plan::named_by_spec(spec, e);
                 let listed = Listed {
                     name: e.name.clone(),
                     schema: e.schema.clone().unwrap_or_else(|| info.parent.schema.clone()),
@@ -787,17 +743,6 @@ pub async fn list(client: &mut Client, specs: &[PartitionSpec], now: DateTime<Ut
     Ok(out)
 }
 
-fn is_by_spec(spec: &PartitionSpec, e: &Existing) -> bool {
-    match e.bounds {
-        Bounds::Default => e.name == calendar::default_name(spec),
-        Bounds::Range { from, to } => from.as_day().is_some_and(|d| {
-            calendar::period_start(spec.interval, d) == d
-                && Bound::day(calendar::period_at(spec.interval, d).to) == to
-                && calendar::partition_name(spec, d) == e.name
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,45 +762,5 @@ mod tests {
         );
         assert_eq!(plpgsql_function("SQL statement \"SELECT 1\""), None);
         assert_eq!(plpgsql_function("PL/pgSQL function () line 1"), None);
-    }
-
-    #[test]
-    fn a_trigger_that_stops_a_roll_is_named_never_taken_for_a_key() {
-        let m = stopped_by(
-            "detaching the default partition guarded_events_default of guarded_events to move rows out of it",
-            "guarded_ddl_freeze",
-            &["event trigger guarded_ddl_freeze (ddl_command_start)".to_string()],
-            "audit tables are frozen (SQLSTATE P0001)",
-        );
-        assert_eq!(
-            m,
-            "stopped by event trigger guarded_ddl_freeze (ddl_command_start), which runs guarded_ddl_freeze(): audit tables are frozen (SQLSTATE P0001); rolled back, nothing changed (detaching the default partition guarded_events_default of guarded_events to move rows out of it)"
-        );
-        assert!(!m.contains("foreign key"));
-        assert!(stopped_by("x", "f", &[], "e").starts_with("stopped by function f(): e"));
-    }
-
-    #[test]
-    fn a_key_on_the_default_partition_is_named_with_what_moving_would_do() {
-        let key = DirectKey {
-            schema: "public".into(),
-            table: "notes".into(),
-            name: "fk_notes_event".into(),
-            columns: vec!["event_id".into()],
-            referenced: vec!["event_id".into()],
-            on_delete: 'c',
-        };
-        let refs = [ForeignKey {
-            schema: "public".into(),
-            table: "audit_events".into(),
-            name: "fk_audit_events_parent".into(),
-            definition: String::new(),
-            comment: None,
-        }];
-        let m = direct_key_refusal("audit_events", "audit_events_default", &key, 2, &refs);
-        assert_eq!(
-            m,
-            "cannot move rows of the new ranges out of the default partition audit_events_default: foreign key fk_notes_event of notes references that partition itself (ON DELETE CASCADE), and rows there are still referenced by 2 rows of notes; it is not one of the keys that reference audit_events (fk_audit_events_parent), which the roll can set aside, and moving them would delete those rows of notes; reference audit_events rather than one of its partitions, or move the referencing rows first; rolled back, nothing changed"
-        );
     }
 }

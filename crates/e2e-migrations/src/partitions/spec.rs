@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ident::{self, excerpt, IdentError};
+
 /// The period one partition covers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,73 +129,179 @@ impl PartitionSpec {
         self.table.rsplit_once('.').map(|(s, _)| s)
     }
 
-    /// Checks names, bounds and the name pattern (pure), before any database is touched; the
-    /// message says what is wrong. Values from the manifest are echoed cut to a line
-    /// ([`crate::ident::excerpt`]), never in full.
-    pub fn validate(&self) -> Result<(), String> {
-        let shown = crate::ident::excerpt;
+    /// Checks names, bounds and the name pattern (pure), before any database is touched. Values
+    /// from the manifest are echoed cut to a line ([`crate::ident::excerpt`]), never in full.
+    pub fn validate(&self) -> Result<(), SpecError> {
         if self.table.split('.').count() > 2 {
-            return Err(format!("table {}: at most schema.table", shown(&self.table)));
+            return Err(SpecError::TooQualified { table: self.table.clone() });
         }
         for part in self.table.split('.') {
-            crate::ident::validate(part).map_err(|e| format!("table: {e}"))?;
+            ident::validate(part).map_err(SpecError::Table)?;
         }
-        crate::ident::validate(&self.column).map_err(|e| format!("column: {e}"))?;
+        ident::validate(&self.column).map_err(SpecError::Column)?;
         let window = u64::from(self.behind) + 1 + u64::from(self.ahead);
         if window > u64::from(MAX_PERIODS) {
-            return Err(format!(
-                "behind = {} and ahead = {} make a window of {window} periods; at most {MAX_PERIODS} per table (a roll creates them all in one transaction)",
-                self.behind, self.ahead
-            ));
+            return Err(SpecError::WindowTooLarge { behind: self.behind, ahead: self.ahead });
         }
         let p = self.pattern();
-        check_pattern(p)?;
-        let needs: &[&str] = match self.interval {
+        let bad_pattern = |problem| SpecError::Pattern { pattern: p.to_string(), problem };
+        check_pattern(p).map_err(bad_pattern)?;
+        let needs: &[&'static str] = match self.interval {
             Interval::Daily => &["{yyyy}", "{mm}", "{dd}"],
             Interval::Weekly => &["{yyyy}", "{ww}"],
             Interval::Monthly => &["{yyyy}", "{mm}"],
             Interval::Yearly => &["{yyyy}"],
         };
-        for n in needs {
-            if !p.contains(n) {
-                return Err(format!(
-                    "name pattern {} lacks {n}, so two {:?} partitions would share a name",
-                    shown(p),
-                    self.interval
-                ));
-            }
+        if let Some(n) = needs.iter().find(|n| !p.contains(**n)) {
+            return Err(bad_pattern(PatternProblem::Lacks { placeholder: n, interval: self.interval }));
         }
         // Every placeholder renders to a fixed width (4-digit years), so one name shows them all.
         let sample = super::calendar::partition_name(self, SAMPLE_DAY);
-        if sample.len() > crate::ident::MAX_LEN {
-            return Err(format!(
-                "name pattern {} makes partition names such as {}, which is longer than {} bytes ({} bytes; PostgreSQL would truncate it)",
-                shown(p),
-                shown(&sample),
-                crate::ident::MAX_LEN,
-                sample.len()
-            ));
+        if sample.len() > ident::MAX_LEN {
+            return Err(bad_pattern(PatternProblem::NamesTooLong { sample }));
         }
-        crate::ident::validate(&sample)
-            .map_err(|e| format!("name pattern {} makes partition names such as {}: {e}", shown(p), shown(&sample)))?;
+        if let Err(source) = ident::validate(&sample) {
+            return Err(bad_pattern(PatternProblem::BadNames { sample, source }));
+        }
         if self.default_partition {
-            let name = super::calendar::default_name(self);
-            crate::ident::validate(&name).map_err(|e| {
-                format!("default partition: {e}; use a shorter table name or default_partition = false")
-            })?;
+            ident::validate(&super::calendar::default_name(self)).map_err(SpecError::DefaultName)?;
         }
         if let Some(r) = self.retention {
             if r.keep > MAX_PERIODS {
-                return Err(format!("retention keep = {}: at most {MAX_PERIODS} periods", r.keep));
+                return Err(SpecError::KeepTooLarge { keep: r.keep });
             }
             if r.keep < self.behind {
-                return Err(format!(
-                    "retention keeps {} periods but behind = {}: the roll would create partitions that retention removes",
-                    r.keep, self.behind
-                ));
+                return Err(SpecError::KeepBelowBehind { keep: r.keep, behind: self.behind });
             }
         }
         Ok(())
+    }
+}
+
+/// Why a partition spec cannot be applied (see [`PartitionSpec::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The table names more than a schema and a table.
+    #[error("table {}: at most schema.table", excerpt(table))]
+    TooQualified {
+        /// The table as written.
+        table: String,
+    },
+    /// The table (or its schema) is not a plain identifier.
+    #[error("table")]
+    Table(#[source] IdentError),
+    /// The key column is not a plain identifier.
+    #[error("column")]
+    Column(#[source] IdentError),
+    /// `behind + 1 + ahead` is more than [`MAX_PERIODS`].
+    #[error(
+        "behind = {behind} and ahead = {ahead} make a window of {} periods; at most {MAX_PERIODS} per table (a roll \
+         creates them all in one transaction)",
+        u64::from(*behind) + 1 + u64::from(*ahead)
+    )]
+    WindowTooLarge {
+        /// Periods behind.
+        behind: u32,
+        /// Periods ahead.
+        ahead: u32,
+    },
+    /// The name pattern cannot make the partitions' names.
+    #[error("name pattern {}{problem}", excerpt(pattern))]
+    Pattern {
+        /// The pattern in force.
+        pattern: String,
+        /// What is wrong with it.
+        problem: PatternProblem,
+    },
+    /// The default partition's name (`{table}_default`) is not a plain identifier.
+    #[error("default partition (use a shorter table name or default_partition = false)")]
+    DefaultName(#[source] IdentError),
+    /// Retention keeps more than [`MAX_PERIODS`] periods.
+    #[error("retention keep = {keep}: at most {MAX_PERIODS} periods")]
+    KeepTooLarge {
+        /// The `keep` given.
+        keep: u32,
+    },
+    /// Retention keeps fewer periods than the roll creates behind the current one.
+    #[error(
+        "retention keeps {keep} periods but behind = {behind}: the roll would create partitions that retention \
+         removes"
+    )]
+    KeepBelowBehind {
+        /// The `keep` given.
+        keep: u32,
+        /// The `behind` given.
+        behind: u32,
+    },
+}
+
+/// What is wrong with a name pattern ([`SpecError::Pattern`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PatternProblem {
+    /// A `{` without its `}`.
+    Unclosed,
+    /// A placeholder the pattern language does not know.
+    UnknownPlaceholder {
+        /// The text between the braces.
+        key: String,
+    },
+    /// A character outside letters, digits, `_` and the placeholders.
+    BadChar {
+        /// The character.
+        found: char,
+    },
+    /// A placeholder the interval needs for distinct names is missing.
+    Lacks {
+        /// The placeholder, e.g. `{mm}`.
+        placeholder: &'static str,
+        /// The spec's interval.
+        interval: Interval,
+    },
+    /// The names it makes are longer than PostgreSQL keeps.
+    NamesTooLong {
+        /// A name it makes.
+        sample: String,
+    },
+    /// The names it makes are not plain identifiers (they start with a digit, say).
+    BadNames {
+        /// A name it makes.
+        sample: String,
+        /// Why that name is refused.
+        source: IdentError,
+    },
+}
+
+impl std::fmt::Display for PatternProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PatternProblem::Unclosed => f.write_str(": unclosed {"),
+            PatternProblem::UnknownPlaceholder { key } => write!(
+                f,
+                ": unknown placeholder {{{}}} (known: table, yyyy, mm, dd, ww, q)",
+                key.chars().take(ident::EXCERPT_CHARS).collect::<String>()
+            ),
+            PatternProblem::BadChar { found } => write!(
+                f,
+                ": {found:?} is not allowed (letters, digits, _ and the placeholders {{table}}, {{yyyy}}, {{mm}}, \
+                 {{dd}}, {{ww}}, {{q}})"
+            ),
+            PatternProblem::Lacks { placeholder, interval } => {
+                write!(f, " lacks {placeholder}, so two {interval:?} partitions would share a name")
+            }
+            PatternProblem::NamesTooLong { sample } => write!(
+                f,
+                " makes partition names such as {}, which is longer than {} bytes ({} bytes; PostgreSQL would \
+                 truncate it)",
+                excerpt(sample),
+                ident::MAX_LEN,
+                sample.len()
+            ),
+            PatternProblem::BadNames { sample, source } => {
+                write!(f, " makes partition names such as {}: {source}", excerpt(sample))
+            }
+        }
     }
 }
 
@@ -214,28 +322,20 @@ const SAMPLE_DAY: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2000
 /// Checks a name pattern's syntax (pure): placeholders are known and closed, and the text
 /// around them is letters, digits and `_` only, so that no character of the pattern needs
 /// quoting in SQL.
-fn check_pattern(p: &str) -> Result<(), String> {
-    let shown = crate::ident::excerpt;
+fn check_pattern(p: &str) -> Result<(), PatternProblem> {
     let mut rest = p;
     while let Some(c) = rest.chars().next() {
         if c == '{' {
-            let end = rest.find('}').ok_or_else(|| format!("name pattern {}: unclosed {{", shown(p)))?;
+            let end = rest.find('}').ok_or(PatternProblem::Unclosed)?;
             let key = &rest[1..end];
             if !matches!(key, "table" | "yyyy" | "mm" | "dd" | "ww" | "q") {
-                return Err(format!(
-                    "name pattern {}: unknown placeholder {{{}}} (known: table, yyyy, mm, dd, ww, q)",
-                    shown(p),
-                    key.chars().take(crate::ident::EXCERPT_CHARS).collect::<String>()
-                ));
+                return Err(PatternProblem::UnknownPlaceholder { key: key.to_string() });
             }
             rest = &rest[end + 1..];
         } else if c.is_ascii_alphanumeric() || c == '_' {
             rest = &rest[1..];
         } else {
-            return Err(format!(
-                "name pattern {}: {c:?} is not allowed (letters, digits, _ and the placeholders {{table}}, {{yyyy}}, {{mm}}, {{dd}}, {{ww}}, {{q}})",
-                shown(p)
-            ));
+            return Err(PatternProblem::BadChar { found: c });
         }
     }
     Ok(())
@@ -254,7 +354,7 @@ mod tests {
 
     /// The error, which must fit on one line of a screen.
     fn refused(s: &PartitionSpec) -> String {
-        let e = s.validate().unwrap_err();
+        let e = crate::core::report(&s.validate().unwrap_err());
         assert!(e.len() <= 300 && !e.contains('\n'), "{} bytes: {e}", e.len());
         e
     }
@@ -324,7 +424,10 @@ mod tests {
         fits.table = "t".repeat(56);
         fits.name = Some("p{yyyy}{mm}".into());
         let e = refused(&fits);
-        assert!(e.starts_with("default partition: identifier") && e.contains("default_partition = false"), "{e}");
+        assert!(
+            e.starts_with("default partition (use a shorter table name or default_partition = false): identifier"),
+            "{e}"
+        );
         fits.default_partition = false;
         assert_eq!(fits.validate(), Ok(()));
     }

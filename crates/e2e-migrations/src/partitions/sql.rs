@@ -11,9 +11,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::calendar::{self, Period};
-use super::plan::{Existing, Prune};
+use super::plan::{Existing, PlanError, Prune};
 use super::spec::{PartitionSpec, RetentionAction};
-use crate::error::{Error, Result};
+use crate::core::{Error, Result};
 use crate::ident::{literal, quote};
 
 /// The type of a partition key column.
@@ -373,8 +373,8 @@ pub fn prune(p: &Parent, prune: &Prune) -> String {
 /// spec's column. Rolling a live table should go through [`super::roll`] instead, which reads
 /// what exists and moves rows out of the default partition.
 pub fn partition_sql(spec: &PartitionSpec, key: KeyType, now: DateTime<Utc>) -> Result<String> {
-    let bad = |message: String| Error::Partition { table: spec.table.clone(), message };
-    spec.validate().map_err(bad)?;
+    spec.validate().map_err(|e| Error::InvalidSpec { table: spec.table.clone(), source: Box::new(e) })?;
+    let bad_name = |e| Error::PartitionPlan { table: spec.table.clone(), source: PlanError::BadName(e) };
     let parent = match spec.schema() {
         Some(s) => format!("{}.{}", quote(s), quote(spec.table_name())),
         None => quote(spec.table_name()),
@@ -393,7 +393,7 @@ pub fn partition_sql(spec: &PartitionSpec, key: KeyType, now: DateTime<Utc>) -> 
         spec.ahead
     );
     for w in calendar::wanted(spec, now) {
-        crate::ident::validate(&w.name).map_err(|e| bad(format!("partition name: {e}")))?;
+        crate::ident::validate(&w.name).map_err(bad_name)?;
         out.push_str(&format!(
             "CREATE TABLE IF NOT EXISTS {} PARTITION OF {parent} FOR VALUES FROM ({}) TO ({});\n",
             child(&w.name),
@@ -403,7 +403,7 @@ pub fn partition_sql(spec: &PartitionSpec, key: KeyType, now: DateTime<Utc>) -> 
     }
     if spec.default_partition {
         let name = calendar::default_name(spec);
-        crate::ident::validate(&name).map_err(|e| bad(format!("partition name: {e}")))?;
+        crate::ident::validate(&name).map_err(bad_name)?;
         out.push_str(&format!("CREATE TABLE IF NOT EXISTS {} PARTITION OF {parent} DEFAULT;\n", child(&name)));
     }
     Ok(out)
@@ -680,7 +680,8 @@ mod tests {
     #[test]
     fn partition_sql_refuses_a_bad_spec() {
         let spec = PartitionSpec::monthly("audit-events", "event_date");
-        let e = partition_sql(&spec, KeyType::Date, Utc::now()).unwrap_err().to_string();
+        let now = DateTime::parse_from_rfc3339("2024-12-15T12:00:00Z").unwrap().with_timezone(&Utc);
+        let e = crate::core::report(&partition_sql(&spec, KeyType::Date, now).unwrap_err());
         assert!(e.starts_with("partition spec for audit-events: table: identifier \"audit-events\""), "{e}");
     }
 }

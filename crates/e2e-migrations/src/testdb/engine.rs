@@ -1,6 +1,7 @@
 //! The engine: a private runtime, per-server state, templates, the pool and reaping (I/O).
 
 use super::*;
+use crate::error::report;
 
 pub(super) struct Engine {
     pub(super) rt: tokio::runtime::Runtime,
@@ -164,7 +165,7 @@ impl Server {
             };
             match f(client.clone()).await {
                 Err(e) if attempt == 0 && client.is_closed() => {
-                    tracing::debug!("maintenance connection broke ({e}); reconnecting");
+                    tracing::debug!("maintenance connection broke ({}); reconnecting", report(&e));
                     attempt += 1;
                 }
                 r => return r.db(&context),
@@ -205,7 +206,7 @@ impl Server {
         let key = fp.lock_key();
         let what = format!("the template {name} (sets {})", fp.sets.join(","));
         db::lock_key(&lock, key, TEMPLATE_LOCK_TIMEOUT, &format!("the lock on building {what}")).await?;
-        let result = async {
+        let result: Result<String> = async {
             if self.template_exists(&name).await? {
                 return Ok(name.clone());
             }
@@ -213,10 +214,7 @@ impl Server {
             Ok::<_, Error>(name.clone())
         }
         .await;
-        let unlocked = lock
-            .query_one("SELECT pg_advisory_unlock($1)", &[&key])
-            .await
-            .db(|| format!("releasing the lock on {what}"));
+        let unlocked = db::unlock_key(&lock, key, &format!("the lock on {what}")).await;
         let name = result?;
         unlocked?;
         Ok(name)
@@ -238,7 +236,7 @@ impl Server {
         .await?;
         let result = async {
             let mut client = db::connect(&self.target.url_for(&build)?).await?;
-            apply::apply_sets(&mut client, project, &fp.sets, &Options::default(), now).await?;
+            apply::migrate_and_roll(&mut client, project, &fp.sets, &Options::default(), now).await?;
             drop(client);
             let comment = serde_json::json!({
                 "made_by": "e2e-migrations testdb",
@@ -267,7 +265,7 @@ impl Server {
                 b = quote(&build)
             );
             if let Err(e) = self.admin_execute(&cleanup, || format!("dropping the failed build {build}")).await {
-                tracing::warn!("could not drop the failed build {build}: {e} (a later run reaps it)");
+                tracing::warn!("could not drop the failed build {build}: {} (a later run reaps it)", report(&e));
             }
             return Err(match err {
                 Error::Other(m) => Error::Other(format!("building the template for sets {}: {m}", fp.sets.join(","))),
@@ -319,7 +317,7 @@ impl Server {
         let server = self.clone();
         engine().rt.spawn(async move {
             if let Err(e) = server.refill_now(&template, &hash, size).await {
-                tracing::warn!("could not refill the pool of {template}: {e}");
+                tracing::warn!("could not refill the pool of {template}: {}", report(&e));
             }
             server.refilling.lock().expect("lock").remove(&hash);
             server.in_flight.finish();
@@ -368,7 +366,7 @@ impl Server {
                             tracing::info!("reaped {} leftover test databases: {}", dropped.len(), dropped.join(", "))
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!("could not reap leftover test databases: {e}"),
+                        Err(e) => tracing::warn!("could not reap leftover test databases: {}", report(&e)),
                     }
                 })
                 .await;
@@ -424,7 +422,7 @@ impl Server {
             match self.admin_execute(&sql, || format!("reaping {}", s.name)).await {
                 Ok(()) => dropped.push(format!("{} ({why:?})", s.name)),
                 // In use after all (a session arrived, a clone in progress): a later run tries again.
-                Err(e) => tracing::debug!("not reaping {}: {e}", s.name),
+                Err(e) => tracing::debug!("not reaping {}: {}", s.name, report(&e)),
             }
         }
         Ok(dropped)

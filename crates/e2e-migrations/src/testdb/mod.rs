@@ -15,7 +15,7 @@
 //!   selected migration (and its final SQL, after `ENVSUB`), the partition specs and the UTC day.
 //!   The template database `e2e_tpl_<hash>_<sets>` is built once per fingerprint: under an
 //!   advisory lock keyed by the fingerprint on the `postgres` database, the first process builds
-//!   it under a temporary name with [`crate::apply::apply_sets`], marks it `IS_TEMPLATE`,
+//!   it under a temporary name with [`crate::apply::migrate_and_roll`], marks it `IS_TEMPLATE`,
 //!   `ALLOW_CONNECTIONS false` and renames it into place; the others wait and find it. A changed
 //!   migration is a new fingerprint, hence a new template, never a stale one; older templates of
 //!   the same sets are reaped.
@@ -164,7 +164,7 @@ impl Drop for TestDatabase {
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: {e} (a later run reaps it)"),
+            Ok(Err(e)) => eprintln!("warning: {} (a later run reaps it)", crate::error::report(&e)),
             Err(_) => eprintln!("warning: timed out dropping the test database {} (a later run reaps it)", self.name),
         }
         // Let background refills finish, so the next process finds the pool full.

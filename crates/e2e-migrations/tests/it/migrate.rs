@@ -75,7 +75,7 @@ async fn drift_is_refused_unless_accepted() {
     dir.write("001_a.sql", &up_down("CREATE TABLE a (x bigint);", "DROP TABLE a;"));
     let changed = Project::load(dir.path()).unwrap();
     let err = up_all(&db, &changed).await.unwrap_err();
-    assert!(matches!(err, Error::Drift { .. }), "{err}");
+    assert!(matches!(err, Error::Core(e2e_migrations::core::Error::Drift { .. })), "{err}");
     assert!(err.to_string().contains("001_a.sql"), "{err}");
 
     // Only line endings changed: not drift.

@@ -34,7 +34,9 @@ const ISSUE_FILE: &str = "-- +goose Up\nCREATE TABLE r (id int);\nCREATE INDEX C
 async fn a_failed_migration_with_its_own_commit_is_refused_before_connecting() {
     let dir = TempDir::new(&[("001_r.sql", ISSUE_FILE)]);
     let err = Project::load(dir.path()).unwrap_err();
-    let Error::Refused { file, line, message, more, .. } = &err else { panic!("{err}") };
+    let Error::Core(e2e_migrations::core::Error::Refused { file, line, message, more, .. }) = &err else {
+        panic!("{err}")
+    };
     assert_eq!((file, *line, *more), (&dir.path().join("001_r.sql"), 3, 1), "{err}");
     assert!(message.contains("CREATE INDEX CONCURRENTLY cannot run inside a transaction block"), "{err}");
     assert!(message.contains("-- +goose NO TRANSACTION"), "{err}");

@@ -1,0 +1,106 @@
+//! What gets a user past an error, said after it: the library's messages name no CLI flag or
+//! command (it is also called from test crates), so the CLI maps the error's kind to its own
+//! flags and commands.
+
+use e2e_migrations::core::Error as CoreError;
+use e2e_migrations::lifecycle::LifecycleError;
+use e2e_migrations::Error;
+
+/// A hint naming the flag, setting or command that changes the outcome of `e`, if one does.
+pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    e.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return library(e);
+        }
+        if let Some(e) = cause.downcast_ref::<LifecycleError>() {
+            return lifecycle(e);
+        }
+        cause.downcast_ref::<CoreError>().and_then(core)
+    })
+}
+
+fn library(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Core(e) => core(e),
+        Error::Lifecycle(e) => lifecycle(e),
+        Error::LockTimeout { .. } => Some("wait longer with --lock-timeout SECONDS, or stop the other run"),
+        Error::ConnectTimeout { .. } | Error::NoAnswer { .. } => {
+            Some("raise the limit with --connect-timeout SECONDS (or E2E_CONNECT_TIMEOUT) if the server is slow")
+        }
+        Error::InvalidEnv { var, .. } if *var == e2e_migrations::db::CONNECT_TIMEOUT_ENV => {
+            Some("--connect-timeout SECONDS overrides E2E_CONNECT_TIMEOUT")
+        }
+        // Refused or reset before the server said anything: nothing of PostgreSQL answered.
+        Error::Connect { source, .. } if source.as_db_error().is_none() => Some(
+            "is a PostgreSQL server running there, on this port? (the server is --database-url, else DATABASE_URL, \
+             else what e2e-setup left)",
+        ),
+        _ => None,
+    }
+}
+
+/// What to do next about where the database lives: the commands that set up, start and remove it.
+fn lifecycle(e: &LifecycleError) -> Option<&'static str> {
+    use LifecycleError as L;
+    Some(match e {
+        L::NotSetUp { .. } => "set up first: `cargo xtask e2e-setup [--sets SET,...]`; or name a server: --database-url URL",
+        L::ServerDown { .. } => "`cargo xtask e2e-setup` starts it again (read-only commands never start a server)",
+        L::SetupIncomplete { .. } => "`cargo xtask e2e-setup` completes it (read-only commands never do)",
+        L::ForeignRecord { .. } => {
+            "this checkout has no setup of its own: `cargo xtask e2e-setup` makes one (the other checkout's is left alone)"
+        }
+        L::UnreadableRecord { .. } | L::IncompleteRecord { .. } => {
+            "`cargo xtask e2e-teardown` removes what is provably this checkout's; `cargo xtask e2e-setup` then starts over"
+        }
+        L::NotOurs { .. } => "it is left alone; if it is a server you started yourself on this folder, stop it yourself",
+        L::NoServerBinaries { .. } | L::BadBindir { .. } => "or use a server you have: --database-url URL, or --backend kind",
+        _ => return None,
+    })
+}
+
+fn core(e: &CoreError) -> Option<&'static str> {
+    match e {
+        CoreError::Drift { .. } => Some("pass --accept-drift to keep the applied version and record the new checksum"),
+        CoreError::EmptySetName { .. } => {
+            Some("--sets takes set names separated by commas, e.g. --sets audit,workflow")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_errors_a_flag_gets_past_say_the_flag() {
+        let drift: anyhow::Error = Error::from(CoreError::Drift { files: vec!["m/1_a.sql".into()] }).into();
+        assert!(hint(&drift.context("migrating")).unwrap().contains("--accept-drift"));
+        let empty: anyhow::Error = CoreError::EmptySetName { list: "a,".into() }.into();
+        assert!(hint(&empty).unwrap().contains("--sets"));
+        let lock = Error::LockTimeout {
+            lock: "the migration lock".into(),
+            holder: "pid 1".into(),
+            waited: std::time::Duration::from_secs(1),
+        };
+        assert!(hint(&lock.into()).unwrap().contains("--lock-timeout"));
+        let slow = Error::ConnectTimeout {
+            address: "127.0.0.1:1".into(),
+            url: "postgres://127.0.0.1:1/x".into(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert!(hint(&slow.into()).unwrap().contains("--connect-timeout"));
+        let other: anyhow::Error = CoreError::UnknownSet { name: "x".into(), known: vec![] }.into();
+        assert_eq!(hint(&other), None);
+    }
+
+    #[test]
+    fn the_lifecycle_errors_say_the_command_that_gets_past_them() {
+        let not_set_up = Error::from(LifecycleError::NotSetUp { file: "target/e2e/state.json".into() });
+        assert!(hint(&anyhow::Error::from(not_set_up).context("status")).unwrap().contains("cargo xtask e2e-setup"));
+        let down: anyhow::Error = LifecycleError::ServerDown { state_dir: "target/e2e".into() }.into();
+        assert!(hint(&down).unwrap().contains("e2e-setup"));
+        let no_workspace: anyhow::Error = LifecycleError::NoWorkspace { from: "/".into() }.into();
+        assert_eq!(hint(&no_workspace), None);
+    }
+}
