@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
-use e2e_migrations::lifecycle::{self, Access, Endpoint, Workspace};
+use e2e_migrations::lifecycle::{self, Access, Endpoint, Saved, Workspace};
 use e2e_migrations::Project;
 
 use crate::flags::{DbArgs, SetArgs};
@@ -42,9 +42,10 @@ pub(crate) fn workspace() -> Result<Workspace> {
 /// Loads and validates the migrations folder (`--migrations-dir`, else the workspace's) and the
 /// requested sets, before any database.
 pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
+    let ws = workspace()?;
     let project = match &args.migrations_dir {
-        Some(d) => Project::load(d),
-        None => workspace()?.project(),
+        Some(d) => Project::load(&ws.resolve(d)),
+        None => ws.project(),
     }
     .context("invalid migrations")?;
     let sets = match &args.sets {
@@ -56,6 +57,34 @@ pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
         eprintln!("{w}");
     }
     Ok((project, sets))
+}
+
+/// The sets a command that follows a setup uses when `--sets` is not given (pure): the sets
+/// the setup applied, when the command reaches that setup's server (no URL given, or its URL).
+pub(crate) fn default_sets(given: Option<&str>, url: Option<&str>, saved: &Saved) -> Option<String> {
+    if given.is_some() {
+        return None;
+    }
+    let Saved::Ours(rec) = saved else { return None };
+    let setup = &rec.setup;
+    let same_server = match url.filter(|u| !u.trim().is_empty()) {
+        None => true,
+        Some(u) => setup.database_url.as_deref() == Some(u),
+    };
+    (same_server && !setup.sets.is_empty()).then(|| setup.sets.join(","))
+}
+
+/// Fills `--sets` from this checkout's setup when it is not given ([`default_sets`]), and says so.
+pub(crate) fn follow_setup_sets(args: &mut SetArgs, url: Option<&str>) -> Result<()> {
+    if args.sets.is_some() {
+        return Ok(());
+    }
+    let saved = lifecycle::read_saved(&workspace()?)?;
+    if let Some(sets) = default_sets(None, url, &saved) {
+        eprintln!("sets: {sets} (this checkout's setup; --sets to choose others)");
+        args.sets = Some(sets);
+    }
+    Ok(())
 }
 
 /// The server for `migrate` and `partitions` (`--database-url` or `DATABASE_URL`, else what this
@@ -90,10 +119,49 @@ pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use e2e_migrations::lifecycle::{BackendKind, Phase, Record, SetupState};
+
+    fn saved(sets: &[&str]) -> Saved {
+        Saved::Ours(Record {
+            format: e2e_migrations::lifecycle::record::RECORD_FORMAT,
+            made_in: "/w/target/e2e".into(),
+            instance_id: "i".into(),
+            phase: Phase::Ready,
+            setup: SetupState {
+                backend: BackendKind::Local,
+                database_url: Some("postgres://e2e:pw@127.0.0.1:5/e2e".into()),
+                kubeconfig: None,
+                context: None,
+                namespace: None,
+                cluster: None,
+                owned: true,
+                sets: sets.iter().map(|s| s.to_string()).collect(),
+                run_id: None,
+                run_created_at: None,
+                existing_namespace: false,
+                settings_file: None,
+            },
+            local: None,
+        })
+    }
 
     #[test]
     fn now_is_midday_utc_of_the_date() {
         assert_eq!(parse_now(Some("2024-02-29")).unwrap().to_rfc3339(), "2024-02-29T12:00:00+00:00");
         assert!(parse_now(Some("2024-02-30")).unwrap_err().to_string().contains("--now"));
+    }
+
+    #[test]
+    fn later_commands_default_to_the_sets_of_the_setup_they_reach() {
+        let s = saved(&["audit", "notification"]);
+        assert_eq!(default_sets(None, None, &s).as_deref(), Some("audit,notification"));
+        assert_eq!(
+            default_sets(None, Some("postgres://e2e:pw@127.0.0.1:5/e2e"), &s).as_deref(),
+            Some("audit,notification")
+        );
+        assert_eq!(default_sets(Some("workflow"), None, &s), None, "--sets wins");
+        assert_eq!(default_sets(None, Some("postgres://elsewhere/db"), &s), None, "another server: all sets");
+        assert_eq!(default_sets(None, None, &saved(&[])), None, "a setup of all sets");
+        assert_eq!(default_sets(None, None, &Saved::Missing), None);
     }
 }

@@ -30,6 +30,12 @@ pub enum Cmd {
     Migrate(Migrate),
     /// Roll, list or prune the declared partitions.
     Partitions(Partitions),
+    /// Open psql on this checkout's database, whatever the backend (through an in-process
+    /// port-forward for a cluster): `cargo xtask psql [-- psql arguments]`.
+    Psql(Psql),
+    /// Hold a port-forward to this checkout's database (a cluster without a host port) and print
+    /// DATABASE_URL on stdout until Ctrl-C, for tools other than psql.
+    PortForward(PortForward),
     /// Show this checkout's setup at a glance: backend, server, sets, migrations, partitions,
     /// test databases. Starts nothing, changes nothing.
     Status(Status),
@@ -72,7 +78,7 @@ pub struct SetArgs {
     /// Migration sets to apply, comma-separated (see migrations/sets.toml); default: all.
     #[arg(long, value_name = "SET,...")]
     pub sets: Option<String>,
-    /// The goose migrations folder [default: the project's migrations/].
+    /// The goose migrations folder, relative to the workspace root [default: its migrations/].
     #[arg(long, env = "E2E_MIGRATIONS_DIR", value_name = "DIR")]
     pub migrations_dir: Option<PathBuf>,
 }
@@ -92,7 +98,10 @@ pub struct Setup {
     /// Seconds a connection may take to be ready (TCP, startup, authentication).
     #[arg(long, env = "E2E_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = timeout)]
     pub connect_timeout: Duration,
-    /// Print KEY=VALUE lines (DATABASE_URL, ...) on stdout and nothing else there.
+    /// Print KEY=VALUE lines on stdout and nothing else there: DATABASE_URL (local, kind, url),
+    /// KUBECONFIG, E2E_KUBE_CONTEXT, E2E_NAMESPACE, E2E_RUN_ID (kind, kube). A kube setup has no
+    /// host port, so no DATABASE_URL: test crates reach it through this checkout's state; use
+    /// `cargo xtask psql` or `cargo xtask port-forward` from a shell.
     #[arg(long)]
     pub print_env: bool,
     /// Act as on this date (UTC) when rolling partitions.
@@ -155,8 +164,9 @@ pub struct ClusterArgs {
     /// setup never creates or deletes it and owns only the objects it makes there.
     #[arg(long)]
     pub existing_namespace: bool,
-    /// Kind/kube: the config file [default: e2e.toml at the workspace root, if present].
-    #[arg(long, value_name = "FILE")]
+    /// Kind/kube: the settings file, relative to the workspace root [default: the one the
+    /// previous setup read, else e2e.toml at the root, if present].
+    #[arg(long, env = "E2E_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 
@@ -297,10 +307,32 @@ pub struct PartitionsChange {
     pub no_prune: bool,
 }
 
+/// `psql` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Psql {
+    /// The server [default: this checkout's setup].
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Arguments for psql, after `--` (e.g. `-- -c 'select 1'`).
+    #[arg(last = true, value_name = "PSQL ARGS")]
+    pub args: Vec<String>,
+}
+
+/// `port-forward` flags.
+#[derive(Debug, Clone, Args)]
+pub struct PortForward {
+    /// The local port on 127.0.0.1 [default: a free one].
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub port: u16,
+    /// Seconds a connection may take to be ready.
+    #[arg(long, env = "E2E_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = timeout)]
+    pub connect_timeout: Duration,
+}
+
 /// `status` flags.
 #[derive(Debug, Clone, Args)]
 pub struct Status {
-    /// The goose migrations folder [default: the workspace's migrations/].
+    /// The goose migrations folder, relative to the workspace root [default: its migrations/].
     #[arg(long, env = "E2E_MIGRATIONS_DIR", value_name = "DIR")]
     pub migrations_dir: Option<PathBuf>,
     /// Judge the partitions as on this date (UTC) [default: today].
@@ -336,7 +368,7 @@ pub struct MigrateNew {
     /// Use this version instead of the highest one plus one (e.g. to match production's numbering).
     #[arg(long, value_name = "VERSION")]
     pub version: Option<i64>,
-    /// The goose migrations folder [default: the project's migrations/].
+    /// The goose migrations folder, relative to the workspace root [default: its migrations/].
     #[arg(long, env = "E2E_MIGRATIONS_DIR", value_name = "DIR")]
     pub migrations_dir: Option<PathBuf>,
 }

@@ -9,11 +9,13 @@ mod cli_util;
 mod completions;
 mod doctor;
 mod flags;
+mod follow;
 mod hints;
 mod kind;
 mod migrate;
 mod migrate_new;
 mod partitions;
+mod psql;
 mod setup;
 mod status;
 mod teardown;
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
             flags::Cmd::E2eTeardown(f) => f.run().await,
             flags::Cmd::Migrate(f) => f.run().await,
             flags::Cmd::Partitions(f) => f.run().await,
+            flags::Cmd::Psql(f) => f.run().await,
+            flags::Cmd::PortForward(f) => f.run().await,
             flags::Cmd::Status(f) => f.run().await,
             flags::Cmd::Bench(f) => f.run().await,
             flags::Cmd::Doctor(f) => f.run(),
@@ -57,6 +61,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // a program run on the user's behalf (psql) said so itself
+        Err(e) if e.downcast_ref::<psql::ExitWith>().is_some() => {
+            ExitCode::from(e.downcast_ref::<psql::ExitWith>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE

@@ -8,11 +8,19 @@ use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Options};
 use serde_json::json;
 
-use crate::cli_util::{load_project, open as open_endpoint};
+use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint};
 use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
 
 impl Migrate {
-    pub(crate) async fn run(self) -> Result<()> {
+    pub(crate) async fn run(mut self) -> Result<()> {
+        match &mut self.action {
+            MigrateAction::Up(a) => follow_setup_sets(&mut a.sets, a.db.database_url.as_deref())?,
+            MigrateAction::Status(a) | MigrateAction::Plan(a) => {
+                follow_setup_sets(&mut a.sets, a.db.database_url.as_deref())?
+            }
+            MigrateAction::Down(a) => follow_setup_sets(&mut a.sets, a.db.database_url.as_deref())?,
+            MigrateAction::New(_) => {}
+        }
         match self.action {
             MigrateAction::Up(a) => a.run().await,
             MigrateAction::Status(a) => status(a, false).await,

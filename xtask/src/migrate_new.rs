@@ -248,9 +248,10 @@ fn replace_file(path: &Path, text: &str) -> Result<()> {
 
 impl MigrateNew {
     pub(crate) fn run(self) -> Result<()> {
+        let ws = crate::cli_util::workspace()?;
         let dir = match &self.migrations_dir {
-            Some(d) => d.clone(),
-            None => crate::cli_util::workspace()?.migrations,
+            Some(d) => ws.resolve(d),
+            None => ws.migrations,
         };
         let dir: PathBuf = std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
         let folder = e2e_migrations::fs::load_folder(&dir).context("invalid migrations")?;

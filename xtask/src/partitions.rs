@@ -6,7 +6,7 @@ use anyhow::Result;
 use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, RollReport};
 
-use crate::cli_util::{load_project, open, parse_now};
+use crate::cli_util::{follow_setup_sets, load_project, open, parse_now};
 use crate::flags::{Output, Partitions, PartitionsAction, PartitionsArgs, PartitionsChange};
 
 impl Partitions {
@@ -25,7 +25,9 @@ async fn prepare(
     c: &PartitionsArgs,
     access: Access,
 ) -> Result<Option<(Vec<PartitionSpec>, Endpoint, tokio_postgres::Client)>> {
-    let (project, sets) = load_project(&c.sets)?;
+    let mut set_args = c.sets.clone();
+    follow_setup_sets(&mut set_args, c.db.database_url.as_deref())?;
+    let (project, sets) = load_project(&set_args)?;
     let specs = project.select(&sets)?.partitions;
     if specs.is_empty() {
         let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };

@@ -14,28 +14,8 @@ use e2e_migrations::{migrator, partitions, Options, Project};
 
 use crate::cli_util::{connect, load_project, parse_now, workspace, Step};
 use crate::flags::{Backend, Setup};
+use crate::follow::{self, Asked};
 use crate::kind;
-
-/// Picks the backend: an explicit one; else a URL when given; else the backend of the previous
-/// setup (so a second setup, or the test runner's setup script, reuses what is there); else kind
-/// when usable; else local.
-pub(crate) fn choose_backend(
-    requested: Backend,
-    has_url: bool,
-    previous: Option<BackendKind>,
-    kind_unavailable: impl FnOnce() -> Option<String>,
-) -> (Backend, Option<String>) {
-    match (requested, previous) {
-        (Backend::Auto, _) if has_url => (Backend::Url, Some("a database URL was given".to_string())),
-        (Backend::Auto, Some(BackendKind::Local)) => (Backend::Local, Some("reusing the previous setup".to_string())),
-        (Backend::Auto, Some(BackendKind::Kind)) => (Backend::Kind, Some("reusing the previous setup".to_string())),
-        (Backend::Auto, _) => match kind_unavailable() {
-            None => (Backend::Kind, Some("kind and a container engine are present".to_string())),
-            Some(why) => (Backend::Local, Some(format!("kind is not usable here: {why}"))),
-        },
-        (other, _) => (other, None),
-    }
-}
 
 /// The cache entry a new local server may start from: keyed by the sets, every selected
 /// migration's checksum and statements, the partition specs and the day (the test templates'
@@ -54,6 +34,39 @@ fn cache_request(
     Ok(Some(CacheRequest { dir: dir.clone(), content: fp.hash(), label }))
 }
 
+/// Why a kube setup prints no `DATABASE_URL`.
+const NO_HOST_PORT: &str = "the server has no host port; test crates reach it through an in-process port-forward \
+    from this checkout's state, `cargo xtask psql` opens psql on it, and `cargo xtask port-forward` holds a forward \
+    and prints a DATABASE_URL for other tools";
+
+/// The line a warm setup ends with: what it reused and how many migrations it applied (pure).
+pub(crate) fn reuse_line(reused: Option<&str>, applied: usize) -> Option<String> {
+    reused.map(|what| format!("reused: {what}, {applied} applied"))
+}
+
+/// How a shell user reaches a server without a host port (kube), after setup (pure).
+pub(crate) fn cluster_hints(st: &SetupState) -> Vec<String> {
+    let ns = st.namespace.as_deref().unwrap_or("NAMESPACE");
+    let ctx = st.context.as_deref().unwrap_or("CONTEXT");
+    let run = st.run_id.as_deref().unwrap_or("RUN_ID");
+    let service = e2e_migrations::kube::instance_name(run);
+    let secret = e2e_migrations::kube::secret_name(run);
+    vec![
+        "no host port: the server is reached through a port-forward over the Kubernetes API".to_string(),
+        "psql:        cargo xtask psql [-- psql arguments]".to_string(),
+        "other tools: cargo xtask port-forward   (holds a forward on a free local port; prints DATABASE_URL)"
+            .to_string(),
+        "from Rust:   test crates find it through this checkout's state (or KUBECONFIG, E2E_KUBE_CONTEXT, \
+         E2E_NAMESPACE and E2E_RUN_ID from --print-env, with e2e_migrations::kube::Target::from_env())"
+            .to_string(),
+        format!(
+            "by hand:     kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432   \
+             (a free local port; user and password: kubectl --context {ctx} --namespace {ns} get secret {secret} \
+             -o jsonpath='{{.data.POSTGRES_USER}}' | base64 -d, and .data.POSTGRES_PASSWORD)"
+        ),
+    ]
+}
+
 /// The line that loads the connection settings into a shell, quoted so that any path pastes
 /// safely (spaces, quotes, `$(...)`).
 pub(crate) fn use_them_line(env_file: &std::path::Path) -> String {
@@ -61,41 +74,50 @@ pub(crate) fn use_them_line(env_file: &std::path::Path) -> String {
 }
 
 impl Setup {
-    pub(crate) async fn run(self) -> Result<()> {
+    pub(crate) async fn run(mut self) -> Result<()> {
         let total = Instant::now();
-        let (project, sets) = load_project(&self.sets)?;
         let now = parse_now(self.now.as_deref())?;
         let mut ws = workspace()?;
         ws.connect_timeout = self.connect_timeout;
         let saved = e2e_migrations::lifecycle::read_saved(&ws)?;
         let previous = match &saved {
-            Saved::Ours(r) => Some(r.setup.backend),
+            Saved::Ours(r) => Some(r.setup.clone()),
             _ => None,
         };
-        let (backend, why) =
-            choose_backend(self.backend, self.database_url.is_some(), previous, kind::unavailable_reason);
-        match why {
-            Some(why) => eprintln!("backend: {} ({why})", format!("{backend:?}").to_lowercase()),
-            None => eprintln!("backend: {}", format!("{backend:?}").to_lowercase()),
+        let asked = Asked {
+            backend: Some(self.backend),
+            url: self.database_url.as_deref(),
+            context: self.cluster.context.as_deref(),
+            namespace: self.cluster.namespace.as_deref(),
+        };
+        // a dry run with a backend named changes nothing, so it may show any backend
+        let against = if self.dry_run && self.backend != Backend::Auto { None } else { previous.as_ref() };
+        let choice = follow::choose_setup(&asked, against, kind::unavailable_reason).map_err(anyhow::Error::msg)?;
+        let backend = choice.backend;
+        match &choice.why {
+            Some(why) => eprintln!("backend: {} ({why})", follow::backend_name(backend)),
+            None => eprintln!("backend: {}", follow::backend_name(backend)),
         }
+        if let Some(n) = &choice.note {
+            eprintln!("  note: {n}");
+        }
+        if let (true, Some(p)) = (choice.follows, &previous) {
+            follow::follow_flags(&mut self, p);
+        }
+        self.backend = backend;
         if self.dry_run && matches!(backend, Backend::Local | Backend::Url) {
             bail!("--dry-run is for --backend kind or kube; to see what migrations would run, use `cargo xtask migrate plan`");
         }
-        if let (Some(prev @ (BackendKind::Kind | BackendKind::Kube)), Backend::Local | Backend::Url) =
-            (previous, backend)
-        {
-            eprintln!(
-                "  note: replacing the record of the {} setup; what it made stays (`cargo xtask e2e-teardown --backend {}` removes it)",
-                prev.name(),
-                prev.name()
-            );
+        let (project, sets) = load_project(&self.sets)?;
+        if choice.follows && !sets.is_empty() && previous.as_ref().is_some_and(|p| p.sets == sets) {
+            eprintln!("  sets: {} (the setup's)", sets.join(","));
         }
         let mut server: Option<LocalServer> = None;
         let cache = match backend {
             Backend::Local => cache_request(&ws, &project, &sets, now)?,
             _ => None,
         };
-        let (mut st, mut client) = match backend {
+        let (mut st, mut client, reused) = match backend {
             Backend::Local => {
                 let step = Step::start("local PostgreSQL");
                 let s = local::ensure_running(&ws, &StartOptions { cache: cache.clone() }).await?;
@@ -104,6 +126,8 @@ impl Setup {
                 }
                 step.done(format!("{} on 127.0.0.1:{}", s.started.word(), s.local.port));
                 let client = connect(&s.url(), self.connect_timeout).await?;
+                let reused = (s.started == local::Started::Reused)
+                    .then(|| format!("local server on 127.0.0.1:{}", s.local.port));
                 let st = SetupState {
                     backend: BackendKind::Local,
                     database_url: Some(s.url()),
@@ -116,9 +140,10 @@ impl Setup {
                     run_id: None,
                     run_created_at: None,
                     existing_namespace: false,
+                    settings_file: None,
                 };
                 server = Some(s);
-                (st, client)
+                (st, client, reused)
             }
             Backend::Url => {
                 let Some(url) = self.database_url.clone() else {
@@ -139,11 +164,14 @@ impl Setup {
                     run_id: None,
                     run_created_at: None,
                     existing_namespace: false,
+                    settings_file: None,
                 };
-                (st, client)
+                let reused =
+                    Some(format!("server {}", e2e_migrations::db::redact(st.database_url.as_deref().unwrap_or(""))));
+                (st, client, reused)
             }
-            Backend::Kind | Backend::Kube => match kind::setup(&self, &ws).await? {
-                Some(made) => made,
+            Backend::Kind | Backend::Kube => match kind::setup(&self, &ws, &saved).await? {
+                Some(made) => (made.state, made.client, made.reused),
                 None => return Ok(()), // dry run: printed the plan
             },
             Backend::Auto => unreachable!("resolved above"),
@@ -193,9 +221,15 @@ impl Setup {
         let rec = e2e_migrations::lifecycle::save_setup(&ws, st, Phase::Ready).await?;
         let st = rec.setup;
         let env_file = record::env_file(&ws.state_dir);
+        if let Some(line) = reuse_line(reused.as_deref(), m.applied.len()) {
+            eprintln!("{line}");
+        }
         if self.print_env {
             for (k, v) in st.env() {
                 println!("{k}={v}");
+            }
+            if st.database_url.is_none() {
+                eprintln!("  (no DATABASE_URL: {})", NO_HOST_PORT);
             }
         } else {
             eprintln!("ready in {:.1} s", total.elapsed().as_secs_f64());
@@ -205,17 +239,12 @@ impl Setup {
                     eprintln!("  database: {}", e2e_migrations::db::redact(u));
                     eprintln!("  use them:  {}", use_them_line(&env_file));
                     eprintln!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
+                    eprintln!("  psql:      cargo xtask psql");
                 }
                 None => {
-                    // kube: the server is reached through the Kubernetes API, not a host port.
-                    let ns = st.namespace.as_deref().unwrap_or("default");
-                    let ctx = st.context.as_deref().unwrap_or("CONTEXT");
-                    let service = e2e_migrations::kube::instance_name(st.run_id.as_deref().unwrap_or("RUN_ID"));
-                    eprintln!("  no host port: the server is reached through a port-forward over the Kubernetes API");
-                    eprintln!("  from Rust:  e2e_migrations::kube::Target::from_env() (after: eval \"$(cargo xtask e2e-setup --print-env ...)\")");
-                    eprintln!(
-                        "  by hand:    kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432"
-                    );
+                    for line in cluster_hints(&st) {
+                        eprintln!("  {line}");
+                    }
                 }
             }
         }
@@ -228,26 +257,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_prefers_url_then_kind_then_local() {
-        assert_eq!(choose_backend(Backend::Auto, true, None, || None).0, Backend::Url);
-        assert_eq!(choose_backend(Backend::Auto, false, None, || None).0, Backend::Kind);
-        let (b, why) = choose_backend(Backend::Auto, false, None, || Some("no kind binary".into()));
-        assert_eq!(b, Backend::Local);
-        assert!(why.unwrap().contains("no kind binary"));
-        assert_eq!(choose_backend(Backend::Local, true, None, || None).0, Backend::Local);
+    fn a_warm_setup_says_what_it_reused() {
+        assert_eq!(
+            reuse_line(Some("namespace e2e-a, pod postgres-3f9a1c2b-7d4b9-xk2p"), 0).as_deref(),
+            Some("reused: namespace e2e-a, pod postgres-3f9a1c2b-7d4b9-xk2p, 0 applied")
+        );
+        assert_eq!(reuse_line(None, 3), None, "a setup that made something says what it made instead");
     }
 
     #[test]
-    fn auto_reuses_the_previous_local_or_kind_setup() {
-        let kind_here = || None;
-        assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Local), kind_here).0, Backend::Local);
-        let no_kind = || Some("no kind".to_string());
-        assert_eq!(choose_backend(Backend::Auto, false, Some(BackendKind::Kind), no_kind).0, Backend::Kind);
-        // A previous URL or kube setup needs its flags again: auto does not guess them.
-        assert_eq!(
-            choose_backend(Backend::Auto, false, Some(BackendKind::Kube), || Some("x".into())).0,
-            Backend::Local
+    fn the_by_hand_hint_names_the_context_a_free_port_and_the_secret() {
+        let st = SetupState {
+            backend: BackendKind::Kube,
+            database_url: None,
+            kubeconfig: None,
+            context: Some("lab".into()),
+            namespace: Some("e2e-a".into()),
+            cluster: None,
+            owned: true,
+            sets: vec![],
+            run_id: Some("3f9a1c2b".into()),
+            run_created_at: None,
+            existing_namespace: false,
+            settings_file: None,
+        };
+        let hints = cluster_hints(&st).join("\n");
+        assert!(hints.contains("cargo xtask psql"), "{hints}");
+        assert!(hints.contains("cargo xtask port-forward"), "{hints}");
+        let by_hand = hints.lines().find(|l| l.starts_with("by hand:")).unwrap();
+        assert!(
+            by_hand.contains("kubectl --context lab --namespace e2e-a port-forward service/postgres-3f9a1c2b :5432")
         );
+        assert!(!by_hand.contains(" 5432:5432") && !by_hand.contains("port-forward svc/postgres 5432"), "{by_hand}");
+        assert!(by_hand.contains("get secret postgres-3f9a1c2b-credentials"), "{by_hand}");
     }
 
     #[test]

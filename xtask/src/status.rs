@@ -20,6 +20,15 @@ use serde::Serialize;
 use crate::cli_util::{connect, parse_now, workspace};
 use crate::flags::{Output, Status};
 
+/// The migrations `status` lists (pure): with a setup of chosen sets, those sets' migrations
+/// and every other one that is applied, drifted or unknown to them; else all.
+pub(crate) fn of_setup_sets(all: Vec<MigrationStatus>, wanted: &BTreeSet<i64>, chosen: bool) -> Vec<MigrationStatus> {
+    if !chosen {
+        return all;
+    }
+    all.into_iter().filter(|m| wanted.contains(&m.version) || m.state != State::Pending).collect()
+}
+
 /// What `status` reports (the JSON form).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Report {
@@ -289,7 +298,7 @@ impl Status {
         let now = parse_now(self.now.as_deref())?;
         let ws = workspace()?;
         let project = match &self.migrations_dir {
-            Some(d) => Project::load(d),
+            Some(d) => Project::load(&ws.resolve(d)),
             None => ws.project(),
         }
         .context("invalid migrations")?;
@@ -411,6 +420,11 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
         .collect();
     let catalog = project.catalog()?;
     r.sets = sets_of(&catalog, &applied)?;
+    // the migrations of the setup's sets, and whatever else is applied (gaps were judged over all)
+    if let Ok(selection) = catalog.select(&r.setup_sets) {
+        let wanted: BTreeSet<i64> = selection.migrations.iter().map(|m| m.version).collect();
+        r.migrations = of_setup_sets(std::mem::take(&mut r.migrations), &wanted, !r.setup_sets.is_empty());
+    }
     let complete: Vec<String> = r.sets.iter().filter(|s| s.state == "complete").map(|s| s.name.clone()).collect();
     let mut specs: Vec<PartitionSpec> = Vec::new();
     for name in &complete {
@@ -442,6 +456,16 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lists_the_setup_sets_migrations_and_whatever_else_is_applied() {
+        let m = |version: i64, state: State| MigrationStatus { version, file: format!("{version}.sql"), state };
+        let all = vec![m(1, State::Applied), m(2, State::Pending), m(3, State::Pending), m(4, State::Applied)];
+        let wanted: BTreeSet<i64> = [1, 3].into();
+        let shown: Vec<i64> = of_setup_sets(all.clone(), &wanted, true).iter().map(|m| m.version).collect();
+        assert_eq!(shown, [1, 3, 4], "2 is pending in a set the setup did not ask for");
+        assert_eq!(of_setup_sets(all.clone(), &wanted, false), all, "a setup of all sets lists all");
+    }
     use e2e_migrations::source::parse_folder;
     use e2e_migrations::Manifest;
     use expect_test::expect;

@@ -1,27 +1,12 @@
 //! `cargo xtask e2e-teardown`: removes what e2e-setup made in this checkout, and nothing else.
 
 use anyhow::{bail, Result};
-use e2e_migrations::lifecycle::{self, local, BackendKind, Saved};
+use e2e_migrations::lifecycle::record::{self, DataPlace};
+use e2e_migrations::lifecycle::{self, local, Saved};
 
 use crate::cli_util::{workspace, Step};
 use crate::flags::{Backend, Teardown};
-use crate::kind;
-
-/// The backend to tear down (pure): the one asked for, else the one this checkout's record
-/// names, else the local backend (which removes only what this checkout's own state folder
-/// holds: a copied, unreadable or missing record never leads elsewhere).
-pub(crate) fn teardown_backend(requested: Option<Backend>, saved: &Saved) -> Backend {
-    match (requested, saved) {
-        (Some(b), _) if b != Backend::Auto => b,
-        (_, Saved::Ours(r)) => match r.setup.backend {
-            BackendKind::Local => Backend::Local,
-            BackendKind::Url => Backend::Url,
-            BackendKind::Kind => Backend::Kind,
-            BackendKind::Kube => Backend::Kube,
-        },
-        _ => Backend::Local,
-    }
-}
+use crate::{follow, kind};
 
 impl Teardown {
     pub(crate) async fn run(self) -> Result<()> {
@@ -38,14 +23,22 @@ impl Teardown {
             };
             return kind::teardown_stale(&self, setup, age).await;
         }
-        let backend = teardown_backend(self.backend, &saved);
+        let file = record::record_file(&ws.state_dir);
+        let choice =
+            follow::choose_teardown(self.backend, self.cluster.context.is_some(), &saved, &file, local_files(&ws));
+        let (backend, recorded) = match choice {
+            follow::TeardownChoice::Nothing(says) => {
+                eprintln!("{says}");
+                return Ok(());
+            }
+            follow::TeardownChoice::Act { backend, recorded } => (backend, recorded),
+        };
         let ours = match &saved {
             Saved::Ours(r) => Some(r),
             _ => None,
         };
-        let saved_matches = ours.is_some_and(|r| same_backend(r.setup.backend, backend));
         // A local server an earlier setup made stays in the record under another backend.
-        let has_local = ours.is_some_and(|r| r.local.is_some());
+        let has_local = recorded && ours.is_some_and(|r| r.local.is_some());
         match backend {
             Backend::Local => {
                 if self.dry_run {
@@ -61,12 +54,13 @@ impl Teardown {
                 eprintln!("setup used an existing server (--database-url): teardown changes nothing there");
             }
             Backend::Kind | Backend::Kube => {
-                let gone = kind::teardown(&self, ours.map(|r| &r.setup).filter(|_| saved_matches), &ws).await?;
+                let state = ours.map(|r| &r.setup).filter(|_| recorded);
+                let gone = kind::teardown(&self, backend, state, &ws).await?;
                 if self.dry_run || self.keep {
                     return Ok(());
                 }
-                if !gone && saved_matches {
-                    // another namespace or run than the saved one: the record still names what it made
+                if !gone && recorded {
+                    // another namespace or run than the recorded one: the record still names what it made
                     return Ok(());
                 }
             }
@@ -75,11 +69,19 @@ impl Teardown {
         if has_local && !self.dry_run {
             teardown_local(&ws).await?;
         }
-        if saved_matches && !self.dry_run {
+        if recorded && !self.dry_run {
             lifecycle::forget(&ws).await?;
         }
         Ok(())
     }
+}
+
+/// Whether this checkout's state folder holds a local server's files (with or without a record).
+fn local_files(ws: &lifecycle::Workspace) -> bool {
+    let Ok(here) = std::fs::canonicalize(&ws.state_dir) else {
+        return false;
+    };
+    [DataPlace::State, DataPlace::Temp].into_iter().any(|p| local::Layout::new(&here, p).root.exists())
 }
 
 async fn teardown_local(ws: &lifecycle::Workspace) -> Result<()> {
@@ -90,27 +92,4 @@ async fn teardown_local(ws: &lifecycle::Workspace) -> Result<()> {
     }
     step.done(if report.found { "stopped and removed" } else { "nothing to remove" });
     Ok(())
-}
-
-fn same_backend(saved: BackendKind, b: Backend) -> bool {
-    matches!(
-        (saved, b),
-        (BackendKind::Local, Backend::Local)
-            | (BackendKind::Url, Backend::Url)
-            | (BackendKind::Kind, Backend::Kind)
-            | (BackendKind::Kube, Backend::Kube)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn teardown_never_follows_a_record_made_elsewhere_or_unreadable() {
-        let foreign = Saved::Unreadable { reason: "EOF".into() };
-        assert_eq!(teardown_backend(None, &foreign), Backend::Local);
-        assert_eq!(teardown_backend(None, &Saved::Missing), Backend::Local);
-        assert_eq!(teardown_backend(Some(Backend::Kube), &Saved::Missing), Backend::Kube);
-    }
 }

@@ -8,6 +8,8 @@
 //! that has kind) turns the skip into a failure. The kube test runs when `E2E_KUBE_CONTEXT`
 //! names a cluster to test in; with `E2E_KUBE_NAMESPACE` it works in that namespace, made
 //! beforehand (`--existing-namespace`), as an account bound only to docs/rbac/role.yaml would.
+//! It covers a setup, the nextest setup script following it, psql through the forward, and
+//! teardown; and a setup that fails (an image the node lacks), then a plain teardown.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,9 +19,16 @@ fn xtask(state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.env_remove("DATABASE_URL")
         .env_remove("E2E_MIGRATIONS_DIR")
+        .env_remove("E2E_CONFIG")
+        .env_remove("E2E_BACKEND")
         .env_remove("KEEP_CLUSTER")
         .env("E2E_STATE_DIR", state);
     c
+}
+
+/// Whether `psql` is on PATH.
+fn has_psql() -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("psql").is_file()))
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -389,6 +398,26 @@ fn kube_setup_connect_query_teardown() {
     assert_eq!(tables, ["audit_events", "goose_db_version", "remediation_workflow_catalog"]);
     assert!(report.migrations.applied.is_empty(), "{:?}", report.migrations.applied);
 
+    // the nextest setup script (`cargo xtask e2e-setup --print-env`, no flags) follows the
+    // cluster setup: same namespace and run, nothing created, no DATABASE_URL of another server
+    let warm = Instant::now();
+    let o = run(xtask(&state.0).args(["e2e-setup", "--print-env"]));
+    assert!(o.status.success(), "the setup script failed: {}", text(&o.stderr));
+    let said = text(&o.stderr);
+    assert!(said.contains("backend: kube (following this checkout's kube setup"), "{said}");
+    assert!(said.contains(&format!("reused: namespace {namespace}, pod postgres-{run_id}-")), "{said}");
+    assert!(said.contains(", 0 applied"), "{said}");
+    let env = env_lines(&text(&o.stdout));
+    assert_eq!((get(&env, "E2E_NAMESPACE"), get(&env, "E2E_RUN_ID")), (namespace.as_str(), run_id.as_str()));
+    assert!(!env.iter().any(|(k, _)| k == "DATABASE_URL"), "{env:?}");
+    eprintln!("warm setup (the nextest setup script): {:?}", warm.elapsed());
+
+    if has_psql() {
+        let o = run(xtask(&state.0).args(["psql", "--", "-tAc", "select 1"]));
+        assert!(o.status.success(), "psql failed: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), "1");
+    }
+
     let o = run(xtask(&state.0).args(["e2e-teardown"]));
     assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
     let said = text(&o.stderr);
@@ -397,4 +426,56 @@ fn kube_setup_connect_query_teardown() {
         assert!(said.contains(&format!("deployment postgres-{run_id}")), "{said}");
         assert!(said.contains("the namespace is left as it was"), "{said}");
     }
+    let o = run(xtask(&state.0).args(["e2e-teardown"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).starts_with("nothing is set up in this checkout"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn kube_failed_setup_then_teardown() {
+    let Ok(context) = std::env::var("E2E_KUBE_CONTEXT") else {
+        return skip_or_fail("E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)");
+    };
+    let state = TempDir::new("kube-fail");
+    let dir_name = state.0.file_name().unwrap().to_string_lossy().into_owned();
+    let existing = std::env::var("E2E_KUBE_NAMESPACE").ok().filter(|n| !n.is_empty());
+    let namespace = existing.clone().unwrap_or_else(|| format!("e2e-fail-{}", dir_name.rsplit('-').next().unwrap()));
+    // an image the node does not have, never pulled: the pod never becomes ready
+    let config = state.0.join("e2e.toml");
+    std::fs::write(
+        &config,
+        "[postgres]\nimage = \"k8slab/no-such-image:0\"\nimage_pull_policy = \"Never\"\nready_timeout_s = 15\n",
+    )
+    .unwrap();
+    let mut args: Vec<String> = ["e2e-setup", "--backend", "kube", "--context", &context, "--namespace", &namespace]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--sets".to_string(), "audit".to_string(), "--config".to_string(), config.display().to_string()]);
+    if existing.is_some() {
+        args.push("--existing-namespace".to_string());
+    }
+    let started = Instant::now();
+    let o = run(xtask(&state.0).args(&args));
+    let said = text(&o.stderr);
+    assert!(!o.status.success(), "the setup must fail: {said}");
+    assert!(said.contains("was not ready after 15 s"), "{said}");
+    assert!(said.contains("ErrImageNeverPull"), "{said}");
+    assert!(said.contains("to remove what this setup made: cargo xtask e2e-teardown"), "{said}");
+    assert!(said.lines().count() <= 40, "the diagnosis stays short:\n{said}");
+    eprintln!("failed setup: {:?}", started.elapsed());
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.0.join("state.json")).unwrap()).unwrap();
+    assert_eq!(rec["phase"], "creating", "{rec}");
+    assert_eq!(rec["setup"]["namespace"], namespace.as_str());
+
+    // plain teardown finds what the failed setup made, from the record
+    let o = run(xtask(&state.0).args(["e2e-teardown"]));
+    let said = text(&o.stderr);
+    assert!(o.status.success(), "teardown failed: {said}");
+    assert!(said.contains("deleted"), "{said}");
+    assert!(!said.contains("local PostgreSQL"), "{said}");
+    assert!(!state.0.join("state.json").exists());
+    let o = run(xtask(&state.0).args(["e2e-teardown"]));
+    assert!(text(&o.stderr).starts_with("nothing is set up in this checkout"), "{}", text(&o.stderr));
 }

@@ -583,16 +583,21 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 impl Target {
-    /// Starts a [`LocalForward`] to a ready pod (the listener lives on the current runtime until
-    /// the value is dropped).
+    /// Starts a [`LocalForward`] to a ready pod on a free port of 127.0.0.1 (the listener lives
+    /// on the current runtime until the value is dropped).
     pub async fn local_forward(&self) -> Result<LocalForward> {
+        self.local_forward_on(0).await
+    }
+
+    /// As [`Target::local_forward`], on `port` of 127.0.0.1 (0: a free one).
+    pub async fn local_forward_on(&self, port: u16) -> Result<LocalForward> {
         let client = self.client().await?;
         let run = self.run(&client).await?;
         let creds = self.credentials(&client, &run).await?;
         let pod = self.ready_pod(&client, &run).await?;
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
             .await
-            .map_err(|e| Error::Other(format!("listening on 127.0.0.1 for the port-forward: {e}")))?;
+            .map_err(|e| Error::Other(format!("listening on 127.0.0.1:{port} for the port-forward: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Error::Other(format!("port-forward listener: {e}")))?;
         let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
         // one forward now, so that a missing right is an error here rather than a connection

@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
 use e2e_migrations::ident::quote;
+use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
 use e2e_migrations::lifecycle::Workspace;
 use serde::Serialize;
 use xshell::{cmd, Shell};

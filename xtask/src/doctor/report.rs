@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use e2e_migrations::lifecycle::{BackendKind, SetupState};
 use serde::Serialize;
 
-use crate::flags::Backend;
 use crate::kind::cluster::{self, EngineAnswer, Probe};
 
 /// Below this much free disk under the state folder, nothing can run (a server's data, images).
@@ -451,9 +450,12 @@ pub(crate) fn report(f: &Facts) -> Report {
         },
     });
 
-    let previous = f.setup.as_ref().ok().and_then(|s| s.as_ref()).map(|s| s.backend);
-    let (backend, why) = crate::setup::choose_backend(Backend::Auto, f.database_url_set, previous, || kind_why);
-    let auto = format!("{} ({})", format!("{backend:?}").to_lowercase(), why.unwrap_or_default());
+    let previous = f.setup.as_ref().ok().and_then(|s| s.as_ref());
+    let asked = crate::follow::Asked { url: f.database_url_set.then_some("$DATABASE_URL"), ..Default::default() };
+    let auto = match crate::follow::choose_setup(&asked, previous, || kind_why) {
+        Ok(c) => format!("{} ({})", crate::follow::backend_name(c.backend), c.why.unwrap_or_default()),
+        Err(e) => format!("refused: {e}"),
+    };
     Report { platform: platform_name(&f.platform), checks, backends, auto }
 }
 
@@ -700,6 +702,7 @@ mod tests {
             cluster: None,
             owned: true,
             existing_namespace: false,
+            settings_file: None,
             run_id: None,
             run_created_at: None,
             sets: vec!["audit".into(), "workflow".into()],
@@ -710,7 +713,7 @@ mod tests {
         let c = r.checks.iter().find(|c| c.name == "previous setup").unwrap();
         expect![[r#"--backend local, sets audit,workflow; the local server answers on 127.0.0.1:40001 (data in /w/target/e2e/local/server)"#]]
         .assert_eq(&c.detail);
-        assert!(r.auto.starts_with("local (reusing the previous setup"), "{}", r.auto);
+        assert!(r.auto.starts_with("local (following this checkout's local setup"), "{}", r.auto);
         let url = SetupState { backend: BackendKind::Url, ..state };
         let f = Facts { setup: Ok(Some(url)), ..debian_root() };
         let json = serde_json::to_string(&report(&f)).unwrap();

@@ -307,11 +307,26 @@ impl E2eConfig {
         self.postgres.run_as_group.check("run_as_group")?;
         self.postgres.fs_group.check("fs_group")?;
         self.postgres.resources.check()?;
-        let mut node_ports = vec![("postgres.node_port".to_string(), self.postgres.node_port)];
-        let mut host_ports = vec![("postgres.host_port".to_string(), self.postgres.host_port)];
+        // PostgreSQL takes a port per checkout sharing the cluster: node_port + 0..SLOTS
+        let slot = |field: &str, n: u16| match n {
+            0 => format!("postgres.{field}"),
+            n => format!("postgres.{field} + {n} (a checkout's port slot on the shared cluster)"),
+        };
+        let slots = 0..super::share::SLOTS;
+        let mut node_ports: Vec<(String, u32)> =
+            slots.clone().map(|n| (slot("node_port", n), u32::from(self.postgres.node_port) + u32::from(n))).collect();
+        let mut host_ports: Vec<(String, u32)> =
+            slots.map(|n| (slot("host_port", n), u32::from(self.postgres.host_port) + u32::from(n))).collect();
+        if host_ports.iter().any(|(_, p)| *p > u32::from(u16::MAX)) {
+            bail!(
+                "postgres.host_port {}: the {} port slots above it must stay below 65536",
+                self.postgres.host_port,
+                super::share::SLOTS
+            );
+        }
         for m in &self.port_mappings {
-            node_ports.push((format!("port_mappings {:?} node_port", m.name), m.node_port));
-            host_ports.push((format!("port_mappings {:?} host_port", m.name), m.host_port));
+            node_ports.push((format!("port_mappings {:?} node_port", m.name), u32::from(m.node_port)));
+            host_ports.push((format!("port_mappings {:?} host_port", m.name), u32::from(m.host_port)));
         }
         for (what, port) in &node_ports {
             if !(30000..=32767).contains(port) {
@@ -400,12 +415,17 @@ impl KindCluster {
     /// The cluster for `config`: one control-plane node publishing PostgreSQL's NodePort and
     /// every `[[port_mappings]]` on 127.0.0.1, labelled as ours with the config's hash.
     pub(crate) fn from_config(config: &E2eConfig) -> KindCluster {
-        let mut mappings = vec![KindPortMapping {
-            container_port: config.postgres.node_port,
-            host_port: config.postgres.host_port,
-            listen_address: "127.0.0.1",
-            protocol: "TCP",
-        }];
+        // a port per checkout that shares the cluster (see `share`)
+        let mut mappings: Vec<KindPortMapping> =
+            super::share::slot_ports(config.postgres.node_port, config.postgres.host_port)
+                .into_iter()
+                .map(|(node, host)| KindPortMapping {
+                    container_port: node,
+                    host_port: host,
+                    listen_address: "127.0.0.1",
+                    protocol: "TCP",
+                })
+                .collect();
         mappings.extend(config.port_mappings.iter().map(|m| KindPortMapping {
             container_port: m.node_port,
             host_port: m.host_port,
@@ -472,11 +492,39 @@ mod tests {
                 nodes:
                 - role: control-plane
                   labels:
-                    e2e-migrations/config-hash: 9c585fe6ee3894f2
+                    e2e-migrations/config-hash: b39465db622a5bc0
                     e2e-migrations/owner: xtask-e2e-setup
                   extraPortMappings:
                   - containerPort: 30432
                     hostPort: 15432
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30433
+                    hostPort: 15433
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30434
+                    hostPort: 15434
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30435
+                    hostPort: 15435
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30436
+                    hostPort: 15436
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30437
+                    hostPort: 15437
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30438
+                    hostPort: 15438
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30439
+                    hostPort: 15439
                     listenAddress: 127.0.0.1
                     protocol: TCP
             "#]],
@@ -507,12 +555,40 @@ mod tests {
                 - role: control-plane
                   image: kindest/node:v1.31.2
                   labels:
-                    e2e-migrations/config-hash: 4b7b9e9c049dc110
+                    e2e-migrations/config-hash: 1c8bb73e76c2759d
                     e2e-migrations/owner: xtask-e2e-setup
                     tier: e2e
                   extraPortMappings:
                   - containerPort: 30432
                     hostPort: 25432
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30433
+                    hostPort: 25433
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30434
+                    hostPort: 25434
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30435
+                    hostPort: 25435
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30436
+                    hostPort: 25436
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30437
+                    hostPort: 25437
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30438
+                    hostPort: 25438
+                    listenAddress: 127.0.0.1
+                    protocol: TCP
+                  - containerPort: 30439
+                    hostPort: 25439
                     listenAddress: 127.0.0.1
                     protocol: TCP
                   - containerPort: 30080

@@ -60,17 +60,27 @@ pub(crate) enum NamespaceAction {
 }
 
 /// Decides what to do with `namespace` (pure): only a namespace that e2e-setup labelled for this
-/// run (or, before run ids, for no run) is adopted; on kind, any namespace e2e-setup labelled.
+/// run (or, before run ids, for no run) is adopted; on kind, any namespace e2e-setup labelled
+/// for this checkout (`checkout`, its tag), or for no checkout (made before clusters were shared).
 pub(crate) fn decide_namespace(
     namespace: &str,
     facts: &NamespaceFacts,
     run_id: &str,
     mode: NamespaceMode,
     flag: &str,
+    checkout: Option<&str>,
 ) -> NamespaceAction {
     let NamespaceFacts::Exists { labels, terminating } = facts else {
         return NamespaceAction::Create;
     };
+    if let (NamespaceMode::Kind, Some(me), Some(theirs)) = (mode, checkout, labels.get(super::share::CHECKOUT_LABEL)) {
+        if theirs != me {
+            return NamespaceAction::Refuse(format!(
+                "namespace {namespace:?} of the shared Kind cluster belongs to another checkout ({theirs}); its \
+                 teardown would delete it under you: pass another {flag}, or leave it out to get this checkout's own"
+            ));
+        }
+    }
     if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
         let beside = if mode == NamespaceMode::Kind {
             String::new()
@@ -142,8 +152,10 @@ pub(crate) struct Diagnosis {
     pub(crate) log: Option<(String, Vec<String>)>,
 }
 
-/// The timeout error's text (pure).
-pub(crate) fn render_timeout(namespace: &str, timeout_s: u64, d: &Diagnosis) -> String {
+/// The timeout error's text (pure): what the pods say, the run's recent events (at most
+/// [`EVENTS_SHOWN`], repeats counted), its last log lines, hints, and the command that removes
+/// what the failed setup made (`cleanup`).
+pub(crate) fn render_timeout(namespace: &str, timeout_s: u64, d: &Diagnosis, cleanup: &str) -> String {
     let mut s = format!(
         "PostgreSQL in namespace {namespace} was not ready after {timeout_s} s (postgres.ready_timeout_s in e2e.toml)"
     );
@@ -175,6 +187,7 @@ pub(crate) fn render_timeout(namespace: &str, timeout_s: u64, d: &Diagnosis) -> 
     for hint in hints(d) {
         s.push_str(&format!("\n  hint: {hint}"));
     }
+    s.push_str(&format!("\n  to remove what this setup made: {cleanup}"));
     s
 }
 
@@ -241,30 +254,58 @@ pub(crate) fn pod_report(pod: &Pod) -> PodReport {
     r
 }
 
-/// Formats the newest `n` events, oldest first (pure).
-pub(crate) fn recent_events(events: &[Event], n: usize) -> Vec<String> {
-    let mut evs: Vec<&Event> = events.iter().collect();
-    evs.sort_by_key(|e| {
+/// How many distinct events the timeout error shows at most.
+pub(crate) const EVENTS_SHOWN: usize = 6;
+
+/// The newest `n` distinct events about the run's objects (those named `prefix...`: its
+/// Deployment, ReplicaSets and pods), oldest first, each once: repeats (the same object, reason
+/// and message, also as separate Event objects) are counted, and older ones beyond `n` are
+/// counted in a last line (pure).
+pub(crate) fn recent_events(events: &[Event], prefix: &str, n: usize) -> Vec<String> {
+    let when = |e: &Event| {
         e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0)).or(e
             .metadata
             .creation_timestamp
             .as_ref()
             .map(|t| t.0))
-    });
-    let skip = evs.len().saturating_sub(n);
-    evs.into_iter()
-        .skip(skip)
-        .map(|e| {
-            let count = e.count.filter(|c| *c > 1).map(|c| format!(" (x{c})")).unwrap_or_default();
-            format!(
-                "{}/{}: {}: {}{count}",
-                e.involved_object.kind.as_deref().unwrap_or("?"),
-                e.involved_object.name.as_deref().unwrap_or("?"),
-                e.reason.as_deref().unwrap_or(""),
-                e.message.as_deref().unwrap_or("").trim()
-            )
+    };
+    // (kind, name, reason, message) -> (times, newest)
+    type Key = (String, String, String, String);
+    let mut groups: Vec<(Key, (i64, Option<k8s_openapi::jiff::Timestamp>))> = Vec::new();
+    for e in events {
+        let name = e.involved_object.name.clone().unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let key = (
+            e.involved_object.kind.clone().unwrap_or_else(|| "?".to_string()),
+            name,
+            e.reason.clone().unwrap_or_default(),
+            e.message.clone().unwrap_or_default().trim().to_string(),
+        );
+        let times = i64::from(e.count.unwrap_or(1).max(1));
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, (count, newest))) => {
+                *count += times;
+                *newest = (*newest).max(when(e));
+            }
+            None => groups.push((key, (times, when(e)))),
+        }
+    }
+    groups.sort_by_key(|(_, (_, newest))| *newest);
+    let older = groups.len().saturating_sub(n);
+    let mut lines: Vec<String> = groups
+        .into_iter()
+        .skip(older)
+        .map(|((kind, name, reason, message), (count, _))| {
+            let count = if count > 1 { format!(" (x{count})") } else { String::new() };
+            format!("{kind}/{name}: {reason}: {message}{count}")
         })
-        .collect()
+        .collect();
+    if older > 0 {
+        lines.insert(0, format!("({older} older event{} not shown)", if older == 1 { "" } else { "s" }));
+    }
+    lines
 }
 
 /// Maps an API error of `need` to an error that says what was being done and, for a refusal,
@@ -326,6 +367,10 @@ pub(crate) struct Deploy<'a> {
     pub(crate) mode: NamespaceMode,
     /// The run's labels.
     pub(crate) run: &'a RunMeta,
+    /// Kind: this checkout's tag and its labels for the namespace (checkout, port slot).
+    pub(crate) checkout: Option<(&'a str, BTreeMap<String, String>)>,
+    /// The command that removes what this setup made, for the timeout error.
+    pub(crate) cleanup: String,
 }
 
 /// What deploying made.
@@ -357,7 +402,8 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
                 terminating: n.metadata.deletion_timestamp.is_some(),
             },
         };
-        created_namespace = match decide_namespace(ns, &facts, run_id, d.mode, d.namespace_flag) {
+        let me = d.checkout.as_ref().map(|(tag, _)| *tag);
+        created_namespace = match decide_namespace(ns, &facts, run_id, d.mode, d.namespace_flag, me) {
             NamespaceAction::Refuse(e) => bail!(e),
             NamespaceAction::Reuse => false,
             NamespaceAction::Create => true,
@@ -405,7 +451,10 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
         _ => e2e_migrations::secret::password()?,
     };
     let own_namespace = d.mode != NamespaceMode::Existing;
-    let m = Manifests::new(d.pg, ns, &password, d.exposure, d.run, own_namespace);
+    let mut m = Manifests::new(d.pg, ns, &password, d.exposure, d.run, own_namespace);
+    if let (Some(n), Some((_, labels))) = (&mut m.namespace, &d.checkout) {
+        n.metadata.labels.get_or_insert_with(BTreeMap::new).extend(labels.clone());
+    }
     if let Some(n) = &m.namespace {
         apply(&ns_api, n, Need::ApplyNamespaces, None, d.mode).await?;
     }
@@ -424,7 +473,7 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
         }
         Err(_) => {
             let diagnosis = diagnose(&d.client, ns, run_id).await;
-            bail!(render_timeout(ns, d.pg.ready_timeout_s, &diagnosis));
+            bail!(render_timeout(ns, d.pg.ready_timeout_s, &diagnosis, &d.cleanup));
         }
     }
     let pods: Api<Pod> = Api::namespaced(d.client.clone(), ns);
@@ -453,7 +502,8 @@ async fn diagnose(client: &Client, namespace: &str, run_id: &str) -> Diagnosis {
             log = Some((name, text.lines().map(str::to_string).collect()));
         }
     }
-    Diagnosis { pods: list.iter().map(pod_report).collect(), events: recent_events(&events, 10), log }
+    let events = recent_events(&events, &instance_name(run_id), EVENTS_SHOWN);
+    Diagnosis { pods: list.iter().map(pod_report).collect(), events, log }
 }
 
 #[cfg(test)]
@@ -474,7 +524,7 @@ mod tests {
 
     #[test]
     fn namespace_decisions() {
-        let decide = |facts: &NamespaceFacts| decide_namespace("e2e", facts, "r1", KUBE, "--namespace");
+        let decide = |facts: &NamespaceFacts| decide_namespace("e2e", facts, "r1", KUBE, "--namespace", None);
         assert_eq!(decide(&NamespaceFacts::Missing), NamespaceAction::Create);
         let ours = labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (RUN_ID_LABEL, "r1")]);
         assert_eq!(
@@ -493,7 +543,7 @@ mod tests {
     #[test]
     fn a_namespace_setup_did_not_create_is_refused() {
         let facts = NamespaceFacts::Exists { labels: labels(&[("team", "payments")]), terminating: false };
-        let NamespaceAction::Refuse(e) = decide_namespace("payments", &facts, "r1", KUBE, "--namespace") else {
+        let NamespaceAction::Refuse(e) = decide_namespace("payments", &facts, "r1", KUBE, "--namespace", None) else {
             panic!("must refuse")
         };
         expect![[r#"namespace "payments" exists and was not created by e2e-setup (no label app.kubernetes.io/managed-by=e2e-migrations); setup never adopts it: pass another --namespace, or add --existing-namespace to work in it beside what is there (setup then owns only its own objects)"#]]
@@ -505,12 +555,31 @@ mod tests {
         let theirs =
             labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (RUN_ID_LABEL, "r2"), (CREATED_AT_LABEL, "20240615T120000Z")]);
         let facts = NamespaceFacts::Exists { labels: theirs, terminating: false };
-        let NamespaceAction::Refuse(e) = decide_namespace("e2e-pr-1", &facts, "r1", KUBE, "--namespace") else {
+        let NamespaceAction::Refuse(e) = decide_namespace("e2e-pr-1", &facts, "r1", KUBE, "--namespace", None) else {
             panic!("must refuse")
         };
         expect![[r#"namespace "e2e-pr-1" belongs to another e2e-setup run (r2, created 20240615T120000Z); its teardown would delete the namespace and this run with it: pass another --namespace, or add --existing-namespace to run beside it; if run r2 is gone, remove it: cargo xtask e2e-teardown --backend kube --context C --namespace e2e-pr-1"#]]
         .assert_eq(&e);
-        assert_eq!(decide_namespace("e2e", &facts, "r1", NamespaceMode::Kind, "x"), NamespaceAction::Reuse);
+        assert_eq!(
+            decide_namespace("e2e", &facts, "r1", NamespaceMode::Kind, "x", Some("a-1")),
+            NamespaceAction::Reuse
+        );
+    }
+
+    #[test]
+    fn on_a_shared_kind_cluster_another_checkouts_namespace_is_refused() {
+        let theirs = labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (super::super::share::CHECKOUT_LABEL, "b-2")]);
+        let facts = NamespaceFacts::Exists { labels: theirs, terminating: false };
+        let NamespaceAction::Refuse(e) =
+            decide_namespace("e2e-b-2", &facts, "r1", NamespaceMode::Kind, "--namespace", Some("a-1"))
+        else {
+            panic!("must refuse")
+        };
+        assert!(e.contains("belongs to another checkout (b-2)") && e.contains("pass another --namespace"), "{e}");
+        assert_eq!(
+            decide_namespace("e2e-b-2", &facts, "r1", NamespaceMode::Kind, "--namespace", Some("b-2")),
+            NamespaceAction::Reuse
+        );
     }
 
     #[test]
@@ -602,7 +671,7 @@ mod tests {
         ];
         let d = Diagnosis {
             pods: vec![pod_report(&pod)],
-            events: recent_events(&events, 10),
+            events: recent_events(&events, "postgres-7d4b9", 10),
             log: Some(("postgres-7d4b9-xk2p".into(), vec![])),
         };
         expect![[r#"
@@ -614,8 +683,9 @@ mod tests {
                 Pod/postgres-7d4b9-xk2p: Scheduled: Successfully assigned e2e/postgres-7d4b9-xk2p to kind-control-plane
                 Pod/postgres-7d4b9-xk2p: ErrImageNeverPull: Container image "postgres:16" is not present with pull policy of Never (x12)
               postgres-7d4b9-xk2p has logged nothing
-              hint: the node has no such image and postgres.image_pull_policy is Never: load the image into the node"#]]
-        .assert_eq(&render_timeout("e2e", 180, &d));
+              hint: the node has no such image and postgres.image_pull_policy is Never: load the image into the node
+              to remove what this setup made: cargo xtask e2e-teardown"#]]
+        .assert_eq(&render_timeout("e2e", 180, &d, "cargo xtask e2e-teardown"));
     }
 
     #[test]
@@ -630,12 +700,43 @@ mod tests {
             events: vec![],
             log: None,
         };
-        let text = render_timeout("ns", 20, &d);
+        let text = render_timeout("ns", 20, &d, "cargo xtask e2e-teardown");
         assert!(
             text.contains("\n  hint: the image's user is root and the pod names no uid: set postgres.run_as_user"),
             "{text}"
         );
         assert!(hints(&Diagnosis::default()).is_empty());
+    }
+
+    #[test]
+    fn the_timeout_error_stays_short_counting_repeats_and_leaving_out_other_runs() {
+        let event = |s: i64, name: &str, reason: &str, count: Option<i32>| Event {
+            involved_object: ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(name.into()),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(format!("{reason} happened")),
+            last_timestamp: Some(t(s)),
+            count,
+            ..Event::default()
+        };
+        // the same failure reported 40 times as separate Event objects, 9 other reasons, and
+        // another run's events in a shared namespace
+        let mut events: Vec<Event> = (0..40).map(|i| event(100 + i, "postgres-r1-abc", "BackOff", None)).collect();
+        events.extend((0..9).map(|i| event(i, "postgres-r1-abc", &format!("Step{i}"), Some(2))));
+        events.push(event(500, "postgres-r2-xyz", "OtherRun", None));
+        let lines = recent_events(&events, "postgres-r1", EVENTS_SHOWN);
+        assert_eq!(lines.len(), EVENTS_SHOWN + 1, "{lines:#?}");
+        assert_eq!(lines[0], "(4 older events not shown)");
+        assert_eq!(lines.last().unwrap(), "Pod/postgres-r1-abc: BackOff: BackOff happened (x40)");
+        assert!(lines.iter().all(|l| !l.contains("OtherRun")), "{lines:#?}");
+        assert!(lines.contains(&"Pod/postgres-r1-abc: Step8: Step8 happened (x2)".to_string()), "{lines:#?}");
+        let d = Diagnosis { events: lines, ..Diagnosis::default() };
+        let text = render_timeout("ns", 20, &d, "cargo xtask e2e-teardown");
+        assert!(text.lines().count() <= 14, "{text}");
+        assert!(text.ends_with("\n  to remove what this setup made: cargo xtask e2e-teardown"), "{text}");
     }
 
     #[test]

@@ -31,11 +31,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use e2e_migrations::kube::rbac::Need;
 use e2e_migrations::kube::Credentials;
+use e2e_migrations::lifecycle::workspace::checkout_tag;
 use e2e_migrations::lifecycle::{self, BackendKind, Phase, Saved, SetupState, Workspace};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use xshell::Shell;
 
 use self::cluster::{Action, Marker, Paths, TeardownAction};
@@ -51,18 +53,30 @@ pub(crate) fn unavailable_reason() -> Option<String> {
     cluster::availability(&cluster::probe(&sh)).err()
 }
 
-fn shell() -> Result<Shell> {
+fn shell(ws: &Workspace) -> Result<Shell> {
     let sh = Shell::new().context("cannot set up a shell for kind")?;
-    sh.change_dir(crate::cli_util::workspace()?.root);
+    sh.change_dir(&ws.root);
     Ok(sh)
 }
 
-fn load_config(explicit: Option<&Path>) -> Result<E2eConfig> {
-    let (config, path) = E2eConfig::load(explicit, &crate::cli_util::workspace()?.root.join(CONFIG_FILE))?;
-    if let Some(p) = path {
+/// The settings: `explicit` (taken against the workspace root when relative), else `e2e.toml`
+/// at the root when there is one, else the defaults; and the file read, absolute.
+fn load_config(ws: &Workspace, explicit: Option<&Path>) -> Result<(E2eConfig, Option<PathBuf>)> {
+    let explicit = explicit.map(|p| ws.resolve(p));
+    let (config, path) = E2eConfig::load(explicit.as_deref(), &ws.root.join(CONFIG_FILE))?;
+    if let Some(p) = &path {
         eprintln!("  settings: {}", p.display());
     }
-    Ok(config)
+    Ok((config, path))
+}
+
+/// The command that removes what a kube setup made, from anywhere (pure).
+pub(crate) fn kube_cleanup(context: &str, namespace: &str, run_id: &str, existing: bool) -> String {
+    let mut c = format!("cargo xtask e2e-teardown --backend kube --context {context} --namespace {namespace}");
+    if existing {
+        c.push_str(&format!(" --existing-namespace --run-id {run_id}"));
+    }
+    c
 }
 
 /// Where `--backend kube` works: the context and namespace (both required, so that a shared
@@ -125,8 +139,12 @@ fn dry_run_manifests(
     exposure: Exposure,
     run: &RunMeta,
     own_namespace: bool,
+    namespace_labels: &std::collections::BTreeMap<String, String>,
 ) -> String {
     let mut m = Manifests::new(pg, namespace, "<generated>", exposure, run, own_namespace);
+    if let Some(n) = &mut m.namespace {
+        n.metadata.labels.get_or_insert_with(Default::default).extend(namespace_labels.clone());
+    }
     let data = m.secret.data.take().unwrap_or_default();
     m.secret.string_data =
         Some(data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect());
@@ -151,14 +169,24 @@ fn run_meta(saved: &Saved, dry_run: bool) -> Result<RunMeta> {
     })
 }
 
+/// What a cluster setup made: the state to save, a connection for the migrations, and what it
+/// reused when nothing was made anew (a warm setup).
+pub(crate) struct Made {
+    /// The state.
+    pub(crate) state: SetupState,
+    /// A connection to the database.
+    pub(crate) client: tokio_postgres::Client,
+    /// What was reused (`namespace N, pod P`), when nothing was created.
+    pub(crate) reused: Option<String>,
+}
+
 /// Creates or reuses the cluster, deploys PostgreSQL and connects to it.
 /// Returns `None` after a dry run (which only prints).
-pub(crate) async fn setup(args: &Setup, ws: &Workspace) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
-    let config = load_config(args.cluster.config.as_deref())?;
-    let saved = lifecycle::read_saved(ws)?;
+pub(crate) async fn setup(args: &Setup, ws: &Workspace, saved: &Saved) -> Result<Option<Made>> {
+    let (config, settings_file) = load_config(ws, args.cluster.config.as_deref())?;
     match args.backend {
-        crate::flags::Backend::Kube => setup_kube(args, &config, ws, &saved).await,
-        _ => setup_kind(args, &config, ws, &saved).await,
+        crate::flags::Backend::Kube => setup_kube(args, &config, settings_file, ws, saved).await,
+        _ => setup_kind(args, &config, settings_file, ws, saved).await,
     }
 }
 
@@ -169,19 +197,28 @@ async fn save_creating(ws: &Workspace, st: &SetupState) -> Result<()> {
     Ok(())
 }
 
+/// The recorded setup of this backend, when the record is this checkout's.
+fn recorded(saved: &Saved, backend: BackendKind) -> Option<&SetupState> {
+    match saved {
+        Saved::Ours(r) if r.setup.backend == backend => Some(&r.setup),
+        _ => None,
+    }
+}
+
 async fn setup_kube(
     args: &Setup,
     config: &E2eConfig,
+    settings_file: Option<PathBuf>,
     ws: &Workspace,
     saved: &Saved,
-) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
+) -> Result<Option<Made>> {
     let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), None, "e2e-setup")?;
     let existing = args.cluster.existing_namespace || config.kube.existing_namespace;
     let mode = if existing { NamespaceMode::Existing } else { NamespaceMode::Create };
     let pg = &config.postgres;
     if args.dry_run {
         let run = run_meta(saved, true)?;
-        let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp, &run, !existing);
+        let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp, &run, !existing, &Default::default());
         let d = plan::Deploy {
             manifests_yaml: &yaml,
             target: format!("context {}, namespace {}", t.context, t.namespace),
@@ -198,8 +235,13 @@ async fn setup_kube(
         print!("{}", plan::render(&plan::kube_setup(&d)));
         return Ok(None);
     }
+    // the kubeconfig the setup being continued used (a later shell may have another KUBECONFIG)
+    let kubeconfig = recorded(saved, BackendKind::Kube)
+        .filter(|s| s.context.as_deref() == Some(t.context.as_str()))
+        .and_then(|s| s.kubeconfig.clone())
+        .unwrap_or_else(|| user_kubeconfig(&t.context));
     let step = Step::start(format!("cluster (context {})", t.context));
-    let client = e2e_migrations::kube::client(None, Some(&t.context)).await?;
+    let client = e2e_migrations::kube::client(Some(&kubeconfig), Some(&t.context)).await?;
     let version = client
         .apiserver_version()
         .await
@@ -209,15 +251,16 @@ async fn setup_kube(
     let st = SetupState {
         backend: BackendKind::Kube,
         database_url: None,
-        kubeconfig: Some(user_kubeconfig(&t.context)),
+        kubeconfig: Some(kubeconfig),
         context: Some(t.context.clone()),
         namespace: Some(t.namespace.clone()),
         cluster: None,
         owned: !existing,
-        sets: Vec::new(),
+        sets: recorded(saved, BackendKind::Kube).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
         existing_namespace: existing,
+        settings_file,
     };
     save_creating(ws, &st).await?;
     let whose = if existing { ", made by someone else" } else { "" };
@@ -230,6 +273,11 @@ async fn setup_kube(
         exposure: Exposure::ClusterIp,
         mode,
         run: &run,
+        checkout: None,
+        cleanup: format!(
+            "cargo xtask e2e-teardown (from another checkout: {})",
+            kube_cleanup(&t.context, &t.namespace, &run.run_id, existing)
+        ),
     };
     let deployed = deploy::deploy(&d).await?;
     step.done(format!(
@@ -244,7 +292,9 @@ async fn setup_kube(
     let pg_client =
         forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds, args.connect_timeout).await?;
     step.done(format!("port-forward to pod {}", deployed.pod));
-    Ok(Some((st, pg_client)))
+    let reused = (deployed.reused && !deployed.created_namespace)
+        .then(|| format!("namespace {}, pod {}", t.namespace, deployed.pod));
+    Ok(Some(Made { state: st, client: pg_client, reused }))
 }
 
 /// Asks the cluster (through our kubeconfig) whether its node carries our owner label.
@@ -283,29 +333,82 @@ fn saved_owns_cluster(saved: Option<&SetupState>, name: &str) -> bool {
     saved.is_some_and(|s| s.backend == BackendKind::Kind && s.owned && s.cluster.as_deref() == Some(name))
 }
 
+/// The namespaces of a shared Kind cluster that checkouts hold (labelled with their tag).
+async fn list_claims(client: &Client) -> Result<Vec<share::Claim>> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default().labels(share::CHECKOUT_LABEL))
+        .await
+        .map_err(|e| deploy::api_error(e, Need::ListNamespaces, None, "listing the checkouts' namespaces"))?;
+    Ok(list
+        .items
+        .iter()
+        .map(|n| {
+            let labels = n.metadata.labels.clone().unwrap_or_default();
+            share::Claim {
+                namespace: n.name_any(),
+                checkout: labels.get(share::CHECKOUT_LABEL).cloned().unwrap_or_default(),
+                slot: labels.get(share::SLOT_LABEL).and_then(|s| s.parse().ok()),
+                terminating: n.metadata.deletion_timestamp.is_some(),
+            }
+        })
+        .collect())
+}
+
+/// This checkout's namespace on a shared Kind cluster: `--namespace`, else
+/// `<postgres.namespace>-<checkout tag>` (pure).
+fn kind_namespace(flag: Option<&str>, base: &str, tag: &str) -> String {
+    match flag {
+        Some(n) => n.to_string(),
+        None => share::checkout_namespace(base, tag),
+    }
+}
+
+/// The settings with this checkout's port slot applied: NodePort and host port `+ slot` (pure).
+fn with_slot(pg: &config::PostgresSettings, slot: u16) -> config::PostgresSettings {
+    config::PostgresSettings { node_port: pg.node_port + slot, host_port: pg.host_port + slot, ..pg.clone() }
+}
+
+/// The labels that mark a namespace as this checkout's, with its port slot.
+fn checkout_labels(tag: &str, slot: u16) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        (share::CHECKOUT_LABEL.to_string(), tag.to_string()),
+        (share::SLOT_LABEL.to_string(), slot.to_string()),
+    ])
+}
+
 async fn setup_kind(
     args: &Setup,
     config: &E2eConfig,
+    settings_file: Option<PathBuf>,
     ws: &Workspace,
     saved: &Saved,
-) -> Result<Option<(SetupState, tokio_postgres::Client)>> {
-    let sh = shell()?;
+) -> Result<Option<Made>> {
+    let sh = shell(ws)?;
     let name = &config.cluster.name;
     let pg = &config.postgres;
-    let namespace = args.cluster.namespace.clone().unwrap_or_else(|| pg.namespace.clone());
+    let tag = checkout_tag(&ws.root);
+    let namespace = kind_namespace(args.cluster.namespace.as_deref(), &pg.namespace, &tag);
     config::check_dns_label("--namespace", &namespace)?;
     let kind_config = KindCluster::from_config(config);
     let config_yaml = kind_config.to_yaml();
     let paths = Paths::new(&ws.state_dir, name);
-    let exposure = Exposure::NodePort(pg.node_port);
     if args.cluster.existing_namespace || config.kube.existing_namespace {
         bail!("--existing-namespace is for --backend kube: the Kind cluster and its namespace are setup's own");
+    }
+    if let Some(prev) = recorded(saved, BackendKind::Kind).filter(|s| s.cluster.as_deref() != Some(name.as_str())) {
+        bail!(
+            "this checkout is set up already: a {}; the settings now name cluster {name}: `cargo xtask e2e-teardown` \
+             removes the first, then set up again",
+            crate::follow::describe(prev)
+        );
     }
 
     if args.dry_run {
         let run = run_meta(saved, true)?;
         let engine = cluster::availability(&cluster::probe(&sh)).unwrap_or(plan::Engine::Docker);
-        let yaml = dry_run_manifests(pg, &namespace, exposure, &run, true);
+        let labels = checkout_labels(&tag, 0);
+        let yaml = dry_run_manifests(pg, &namespace, Exposure::NodePort(pg.node_port), &run, true, &labels);
         let k = plan::KindSetup {
             cluster: name,
             config_path: &paths.config,
@@ -317,12 +420,17 @@ async fn setup_kind(
         };
         let d = plan::Deploy {
             manifests_yaml: &yaml,
-            target: format!("context kind-{name}, namespace {namespace}"),
+            target: format!("context kind-{name}, namespace {namespace} (this checkout's; shown with port slot 0)"),
             namespace: &namespace,
             mode: NamespaceMode::Kind,
             run_id: &run.run_id,
             timeout_s: pg.ready_timeout_s,
-            connect: forward::node_port_url(&pg.user, "***", pg.host_port, &pg.database),
+            connect: format!(
+                "{} (host port {} + this checkout's port slot, 0-{})",
+                forward::node_port_url(&pg.user, "***", pg.host_port, &pg.database),
+                pg.host_port,
+                share::SLOTS - 1
+            ),
             sets: sets_label(args),
         };
         print!("{}", plan::render(&plan::kind_setup(&k, &d)));
@@ -342,28 +450,36 @@ async fn setup_kind(
     } else {
         Marker::Unreachable("no such cluster".to_string())
     };
-    let saved_setup = match saved {
-        Saved::Ours(r) => Some(&r.setup),
-        _ => None,
+    let context = format!("kind-{name}");
+    // who else uses the cluster (only a cluster of ours that answers can say)
+    let claims = match &marker {
+        Marker::Ours { .. } => {
+            let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&context)).await?;
+            list_claims(&client).await?
+        }
+        _ => Vec::new(),
     };
-    let previously_owned = saved_owns_cluster(saved_setup, name);
+    let previously_owned = saved_owns_cluster(recorded(saved, BackendKind::Kind), name);
     let action = cluster::decide(name, &existing, &marker, previously_owned, args.recreate, &kind_config.hash());
-    if let Action::Refuse(e) = &action {
-        bail!(e.clone());
+    match &action {
+        Action::Refuse(e) => bail!(e.clone()),
+        Action::Recreate(why) => share::guard_recreate(&tag, &claims, why).map_err(anyhow::Error::msg)?,
+        Action::Create | Action::Reuse => {}
     }
     let mut st = SetupState {
         backend: BackendKind::Kind,
         database_url: None,
         kubeconfig: Some(paths.kubeconfig.clone()),
-        context: Some(format!("kind-{name}")),
+        context: Some(context.clone()),
         namespace: Some(namespace.clone()),
         cluster: Some(name.clone()),
         // created now, or reused because its node carries our label (refused otherwise)
         owned: true,
-        sets: Vec::new(),
+        sets: recorded(saved, BackendKind::Kind).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
         existing_namespace: false,
+        settings_file,
     };
     save_creating(ws, &st).await?;
     let fresh = match &action {
@@ -390,28 +506,37 @@ async fn setup_kind(
         let step = Step::start("image");
         let what = cluster::load_image(&sh, engine, &pg.image, name, &paths, fresh)?;
         step.done(what);
-        let step = Step::start(format!("PostgreSQL in namespace {namespace}"));
-        let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?;
+        let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&context)).await?;
+        let claims = if fresh { Vec::new() } else { list_claims(&client).await? };
+        let slot = share::choose_slot(&tag, &claims).map_err(anyhow::Error::msg)?;
+        let pg = with_slot(pg, slot);
+        let step = Step::start(format!("PostgreSQL in namespace {namespace} (port slot {slot})"));
         let flag = if args.cluster.namespace.is_some() { "--namespace" } else { "postgres.namespace in e2e.toml" };
         let d = deploy::Deploy {
             client,
             namespace: &namespace,
             namespace_flag: flag,
-            pg,
-            exposure,
+            pg: &pg,
+            exposure: Exposure::NodePort(pg.node_port),
             mode: NamespaceMode::Kind,
             run: &run,
+            checkout: Some((&tag, checkout_labels(&tag, slot))),
+            cleanup: "cargo xtask e2e-teardown (this checkout's namespace; the cluster too when no other checkout \
+                      uses it)"
+                .to_string(),
         };
         let deployed = deploy::deploy(&d).await?;
-        step.done(format!("pod {} ready", deployed.pod));
+        step.done(format!("pod {} ready ({})", deployed.pod, if deployed.reused { "reused" } else { "created" }));
         let step = Step::start("connect");
         let url = forward::node_port_url(&pg.user, &deployed.password, pg.host_port, &pg.database);
         let client = forward::connect_url(&url, Duration::from_secs(20), args.connect_timeout).await?;
         step.done(format!("127.0.0.1:{} (NodePort {})", pg.host_port, pg.node_port));
-        Ok::<_, anyhow::Error>((url, client))
+        let reused = (!fresh && deployed.reused && !deployed.created_namespace)
+            .then(|| format!("cluster {name}, namespace {namespace}, pod {}", deployed.pod));
+        Ok::<_, anyhow::Error>((url, client, reused))
     }
     .await;
-    let (url, client) = match result {
+    let (url, client, reused) = match result {
         Ok(r) => r,
         Err(e) => {
             let logs = cluster::export_logs(&sh, name, &paths.dir);
@@ -419,25 +544,30 @@ async fn setup_kind(
         }
     };
     st.database_url = Some(url);
-    Ok(Some((st, client)))
+    Ok(Some(Made { state: st, client, reused }))
 }
 
-/// Deletes what setup made in a cluster. Returns whether what the saved setup names is gone (so
-/// its record may be forgotten).
-pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>, ws: &Workspace) -> Result<bool> {
-    let backend = match (args.backend, state) {
-        (Some(b), _) => b,
-        (None, Some(s)) if s.backend == BackendKind::Kube => crate::flags::Backend::Kube,
-        _ => crate::flags::Backend::Kind,
-    };
+/// Deletes what setup made in a cluster (`backend` kind or kube). Returns whether what the
+/// recorded setup (`state`) names is gone, so that its record may be forgotten.
+pub(crate) async fn teardown(
+    args: &Teardown,
+    backend: crate::flags::Backend,
+    state: Option<&SetupState>,
+    ws: &Workspace,
+) -> Result<bool> {
     if backend == crate::flags::Backend::Kube {
-        return teardown_kube(args, state).await;
+        return teardown_kube(args, state, ws).await;
     }
-    let config = load_config(args.cluster.config.as_deref())?;
+    let explicit = args.cluster.config.clone().or_else(|| state.and_then(|s| s.settings_file.clone()));
+    let (config, _) = load_config(ws, explicit.as_deref())?;
     let name = state.and_then(|s| s.cluster.clone()).unwrap_or_else(|| config.cluster.name.clone());
+    let tag = checkout_tag(&ws.root);
+    let namespace = state
+        .and_then(|s| s.namespace.clone())
+        .unwrap_or_else(|| kind_namespace(args.cluster.namespace.as_deref(), &config.postgres.namespace, &tag));
     let paths = Paths::new(&ws.state_dir, &name);
     if args.dry_run {
-        print!("{}", plan::render(&plan::kind_teardown(&name, &paths.kubeconfig)));
+        print!("{}", plan::render(&plan::kind_teardown(&name, &namespace, &paths.kubeconfig)));
         return Ok(false);
     }
     if args.keep {
@@ -446,7 +576,7 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>, ws: &W
         );
         return Ok(false);
     }
-    let sh = shell()?;
+    let sh = shell(ws)?;
     if let Err(why) = cluster::availability(&cluster::probe(&sh)) {
         if saved_owns_cluster(state, &name) {
             bail!("--backend kind: cannot delete cluster {name}: {why}");
@@ -464,11 +594,35 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>, ws: &W
     };
     match cluster::decide_teardown(&name, &existing, &marker, saved_owns_cluster(state, &name)) {
         TeardownAction::Delete => {
-            cluster::delete(&sh, &name, &paths.kubeconfig)?;
-            for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
-                let _ = std::fs::remove_file(f);
+            // a cluster that answers is shared: this checkout's namespace first, the cluster
+            // only when no other checkout's namespace remains
+            let shared = match &marker {
+                Marker::Ours { .. } => {
+                    let client =
+                        e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?;
+                    let run_id = state.and_then(|s| s.run_id.as_deref());
+                    let ns = remove::request_namespace_delete(&client, &namespace, run_id, Some(&tag)).await?;
+                    let claims = list_claims(&client).await?;
+                    Some((ns, share::decide_shared_teardown(&tag, &claims)))
+                }
+                _ => None,
+            };
+            match shared {
+                Some((ns, share::SharedTeardown::NamespaceOnly { others })) => {
+                    let ns = match ns {
+                        remove::Deleted::Deleted => format!("namespace {namespace} deleted"),
+                        remove::Deleted::Missing => format!("no namespace {namespace}"),
+                    };
+                    step.done(format!("{ns}; the cluster is kept: other checkouts use it ({})", others.join(", ")));
+                }
+                _ => {
+                    cluster::delete(&sh, &name, &paths.kubeconfig)?;
+                    for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    step.done("deleted (no other checkout uses it)");
+                }
             }
-            step.done("deleted");
         }
         TeardownAction::Nothing(why) => step.done(format!("nothing to delete: {why}")),
         TeardownAction::Refuse(e) => bail!(e),
@@ -476,13 +630,16 @@ pub(crate) async fn teardown(args: &Teardown, state: Option<&SetupState>, ws: &W
     Ok(true)
 }
 
-/// Deletes what setup made in an existing cluster; returns whether it was the saved setup's run
-/// (so its record may be forgotten).
-async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<bool> {
+/// Deletes what setup made in an existing cluster; returns whether it was the recorded setup's
+/// run (so its record may be forgotten).
+async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspace) -> Result<bool> {
     let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), state, "e2e-teardown")?;
-    let config = load_config(args.cluster.config.as_deref())?;
-    // the state counts only when it is about this namespace
-    let state = state.filter(|s| s.namespace.as_deref() == Some(t.namespace.as_str()));
+    let explicit = args.cluster.config.clone().or_else(|| state.and_then(|s| s.settings_file.clone()));
+    let (config, _) = load_config(ws, explicit.as_deref())?;
+    // the state counts only when it is about this context and namespace
+    let state = state.filter(|s| {
+        s.namespace.as_deref() == Some(t.namespace.as_str()) && s.context.as_deref() == Some(t.context.as_str())
+    });
     let existing = args.cluster.existing_namespace
         || config.kube.existing_namespace
         || state.is_some_and(|s| s.existing_namespace);
@@ -500,7 +657,8 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>) -> Result<bo
         eprintln!("keeping namespace {} (--keep / KEEP_CLUSTER=true)", t.namespace);
         return Ok(false);
     }
-    let client = e2e_migrations::kube::client(None, Some(&t.context)).await?;
+    let kubeconfig = state.and_then(|s| s.kubeconfig.clone());
+    let client = e2e_migrations::kube::client(kubeconfig.as_deref(), Some(&t.context)).await?;
     let started = Instant::now();
     if existing {
         let Some(run_id) = run_id.clone() else {
@@ -664,6 +822,7 @@ mod tests {
             run_id: Some("r1".into()),
             run_created_at: None,
             existing_namespace: false,
+            settings_file: None,
         }
     }
 
@@ -691,7 +850,14 @@ mod tests {
     fn dry_run_shows_the_secret_readable_with_the_password_redacted() {
         let t = chrono::Utc::now();
         let run = RunMeta { run_id: "r1".into(), created_at: t, renewed_at: t, created_by: "me".into() };
-        let yaml = dry_run_manifests(&config::PostgresSettings::default(), "e2e", Exposure::ClusterIp, &run, true);
+        let yaml = dry_run_manifests(
+            &config::PostgresSettings::default(),
+            "e2e",
+            Exposure::ClusterIp,
+            &run,
+            true,
+            &Default::default(),
+        );
         assert!(yaml.contains("POSTGRES_PASSWORD: <generated>"), "{yaml}");
         assert!(!yaml.contains("\ndata:"), "{yaml}");
     }

@@ -144,6 +144,11 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
             )),
         },
         PlanStep::Write { path: k.config_path.display().to_string(), text: k.config_yaml.to_string() },
+        PlanStep::Do(format!(
+            "list the namespaces of other checkouts sharing the cluster (label {}); a cluster they use is never recreated",
+            super::share::CHECKOUT_LABEL
+        )),
+        record_step(d.run_id),
         PlanStep::Run {
             argv: kind(kind_delete_args(k.cluster, k.kubeconfig)),
             when: Some("with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed".to_string()),
@@ -175,9 +180,19 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
     steps
 }
 
+/// The step that saves the record before the cluster is changed.
+fn record_step(run_id: &str) -> PlanStep {
+    PlanStep::Do(format!(
+        "write target/e2e/state.json (0600) with run {run_id}, phase creating, before anything is made on the \
+         cluster: teardown finds what setup made even if it fails or is killed"
+    ))
+}
+
 /// The plan of a setup in an existing cluster.
 pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<PlanStep> {
-    deploy(d)
+    let mut steps = vec![record_step(d.run_id)];
+    steps.extend(deploy(d));
+    steps
 }
 
 fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
@@ -196,7 +211,10 @@ fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
             d.run_id
         ),
         NamespaceMode::Kind => format!(
-            "check namespace {ns}: create it, or reuse it and remove what earlier runs (whose state is gone) left there"
+            "check namespace {ns} (this checkout's, labelled {}=<this checkout> and its port slot, the lowest free): \
+             create it, or reuse it and remove what earlier runs (whose state is gone) left there; another \
+             checkout's is refused",
+            super::share::CHECKOUT_LABEL
         ),
     };
     vec![
@@ -213,20 +231,26 @@ fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
         )),
         PlanStep::Do(format!("connect: {}", d.connect)),
         PlanStep::Do(format!("apply migration sets {} and roll their partitions", d.sets)),
-        PlanStep::Do("write target/e2e/state.json and connection.env (0600)".to_string()),
+        PlanStep::Do("write target/e2e/state.json (phase ready, the sets) and connection.env (0600)".to_string()),
     ]
 }
 
 /// The plan of a Kind teardown.
-pub(crate) fn kind_teardown(cluster: &str, kubeconfig: &Path) -> Vec<PlanStep> {
+pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path) -> Vec<PlanStep> {
     vec![
         PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
+        PlanStep::Do(format!(
+            "when cluster {cluster:?} exists and e2e-setup created it (node label {}): delete this checkout's \
+             namespace {namespace} (labelled {}=<this checkout>), then list the namespaces other checkouts hold",
+            super::config::OWNER_LABEL,
+            super::share::CHECKOUT_LABEL
+        )),
         PlanStep::Run {
             argv: kind(kind_delete_args(cluster, kubeconfig)),
-            when: Some(format!(
-                "when cluster {cluster:?} exists and e2e-setup created it (node label {}); --keep or KEEP_CLUSTER=true keeps it",
-                super::config::OWNER_LABEL
-            )),
+            when: Some(
+                "when no other checkout's namespace remains (the cluster is shared); --keep or KEEP_CLUSTER=true keeps it"
+                    .to_string(),
+            ),
         },
         PlanStep::Do("remove target/e2e/state.json and connection.env".to_string()),
     ]
@@ -327,24 +351,26 @@ mod tests {
             kind get kubeconfig --name e2e
             # 3. write target/e2e/kind/config.yaml (mode 0600)
             kind: Cluster
-            # 4. with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed
+            # 4. list the namespaces of other checkouts sharing the cluster (label e2e-migrations/checkout); a cluster they use is never recreated
+            # 5. write target/e2e/state.json (0600) with run 3f9a1c2b, phase creating, before anything is made on the cluster: teardown finds what setup made even if it fails or is killed
+            # 6. with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed
             kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
-            # 5. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
+            # 7. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
             kind create cluster --name e2e --config target/e2e/kind/config.yaml --kubeconfig target/e2e/kind/kubeconfig --wait 120s --retain
-            # 6. is the image present in the local engine?
+            # 8. is the image present in the local engine?
             docker image inspect --format '{{.Id}}' postgres:16.6-bookworm
-            # 7. when the image is present locally and not loaded into this cluster yet
+            # 9. when the image is present locally and not loaded into this cluster yet
             kind load docker-image postgres:16.6-bookworm --name e2e
-            # 8. check namespace e2e: create it, or reuse it and remove what earlier runs (whose state is gone) left there
-            # 9. read secret postgres-3f9a1c2b-credentials in namespace e2e: keep its password if it exists, else generate one
-            # 10. server-side apply (field manager e2e-migrations) to context kind-e2e, namespace e2e
+            # 10. check namespace e2e (this checkout's, labelled e2e-migrations/checkout=<this checkout> and its port slot, the lowest free): create it, or reuse it and remove what earlier runs (whose state is gone) left there; another checkout's is refused
+            # 11. read secret postgres-3f9a1c2b-credentials in namespace e2e: keep its password if it exists, else generate one
+            # 12. server-side apply (field manager e2e-migrations) to context kind-e2e, namespace e2e
             apiVersion: v1
             kind: Namespace
-            # 11. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
-            # 12. connect: postgres://e2e:***@127.0.0.1:15432/e2e
-            # 13. apply migration sets audit,workflow and roll their partitions
-            # 14. write target/e2e/state.json and connection.env (0600)
-            # 15. only if a step above fails; the path is printed
+            # 13. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
+            # 14. connect: postgres://e2e:***@127.0.0.1:15432/e2e
+            # 15. apply migration sets audit,workflow and roll their partitions
+            # 16. write target/e2e/state.json (phase ready, the sets) and connection.env (0600)
+            # 17. only if a step above fails; the path is printed
             kind export logs 'target/e2e/kind/logs-<time>' --name e2e
         "##]]
         .assert_eq(&render(&kind_setup(&k, &deploy_input())));
@@ -365,19 +391,20 @@ mod tests {
 
     #[test]
     fn teardown_plans() {
-        let mut steps = kind_teardown("e2e", Path::new("target/e2e/kind/kubeconfig"));
+        let mut steps = kind_teardown("e2e", "e2e-app-1a2b3c4d", Path::new("target/e2e/kind/kubeconfig"));
         steps.extend(kube_teardown("context lab", "e2e-check", Some("3f9a1c2b"), false));
         steps.extend(kube_teardown("context lab", "team-a", Some("3f9a1c2b"), true));
         expect![[r##"
             # 1.
             kind get clusters
-            # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner); --keep or KEEP_CLUSTER=true keeps it
+            # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner): delete this checkout's namespace e2e-app-1a2b3c4d (labelled e2e-migrations/checkout=<this checkout>), then list the namespaces other checkouts hold
+            # 3. when no other checkout's namespace remains (the cluster is shared); --keep or KEEP_CLUSTER=true keeps it
             kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
-            # 3. remove target/e2e/state.json and connection.env
-            # 4. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
-            # 5. remove target/e2e/state.json and connection.env
-            # 6. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
-            # 7. remove target/e2e/state.json and connection.env
+            # 4. remove target/e2e/state.json and connection.env
+            # 5. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
+            # 6. remove target/e2e/state.json and connection.env
+            # 7. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
+            # 8. remove target/e2e/state.json and connection.env
         "##]]
         .assert_eq(&render(&steps));
     }

@@ -253,13 +253,36 @@ pub(crate) async fn delete_namespace(
     run_id: Option<&str>,
     timeout: Duration,
 ) -> Result<Deleted> {
+    let deleted = request_namespace_delete(client, namespace, run_id, None).await?;
+    if deleted == Deleted::Deleted {
+        wait_namespace_gone(&Api::all(client.clone()), namespace, timeout).await?;
+    }
+    Ok(deleted)
+}
+
+/// Asks for `namespace` to be deleted if e2e-setup made it (for `run_id`, when known; on a
+/// shared Kind cluster, for `checkout`), without waiting until it is gone.
+pub(crate) async fn request_namespace_delete(
+    client: &Client,
+    namespace: &str,
+    run_id: Option<&str>,
+    checkout: Option<&str>,
+) -> Result<Deleted> {
     let api: Api<Namespace> = Api::all(client.clone());
     let what = format!("reading namespace {namespace}");
     let Some(ns) = api.get_opt(namespace).await.map_err(|e| api_error(e, Need::GetNamespaces, None, &what))? else {
         return Ok(Deleted::Missing);
     };
-    if let Err(e) = may_delete_namespace(namespace, &ns.labels().clone(), run_id) {
+    let labels = ns.labels().clone();
+    if let Err(e) = may_delete_namespace(namespace, &labels, run_id) {
         bail!(e);
+    }
+    if let (Some(me), Some(theirs)) = (checkout, labels.get(super::share::CHECKOUT_LABEL)) {
+        if me != theirs {
+            bail!(
+                "namespace {namespace:?} belongs to another checkout ({theirs}) of the shared Kind cluster: left alone"
+            );
+        }
     }
     if ns.metadata.deletion_timestamp.is_none() {
         let pre = Preconditions { uid: ns.metadata.uid.clone(), resource_version: None };
@@ -268,7 +291,6 @@ pub(crate) async fn delete_namespace(
             .await
             .map_err(|e| api_error(e, Need::DeleteNamespaces, None, &format!("deleting namespace {namespace}")))?;
     }
-    wait_namespace_gone(&api, namespace, timeout).await?;
     Ok(Deleted::Deleted)
 }
 

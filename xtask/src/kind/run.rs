@@ -115,6 +115,7 @@ mod tests {
             run_id: Some(first.run_id.clone()),
             run_created_at: Some(t0),
             existing_namespace: false,
+            settings_file: None,
         };
         let rec = Record {
             format: e2e_migrations::lifecycle::record::RECORD_FORMAT,

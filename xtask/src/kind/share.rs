@@ -17,13 +17,9 @@
 //! The checkout's tag is `lifecycle::workspace::checkout_tag` (folder name and a hash of its
 //! path), so a copy of a checkout is another checkout.
 //!
-//! Wiring (not done here, to stay clear of the concurrent work in this folder): `setup_kind`
-//! lists the namespaces carrying [`CHECKOUT_LABEL`], calls [`choose_slot`], deploys into
-//! [`checkout_namespace`] with `node_port + slot` and the two labels, and connects to
-//! `host_port + slot`; `KindCluster::from_config` publishes [`slot_ports`]; `cluster::decide`'s
-//! recreate goes through [`guard_recreate`]; teardown deletes the namespace, then asks
-//! [`decide_shared_teardown`] before `cluster::delete`.
-#![allow(dead_code)] // until the wiring above lands
+//! Wired in `kind::setup_kind` (claims listed, slot chosen, namespace labelled, NodePort and
+//! host port `+ slot`, a recreate guarded), `KindCluster::from_config` (publishes
+//! [`slot_ports`]) and `kind::teardown` (namespace first, then [`decide_shared_teardown`]).
 
 /// NodePorts (and host ports) published at cluster creation: at most this many checkouts use a
 /// cluster at once.

@@ -47,6 +47,8 @@ impl Checkout {
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("E2E_CACHE_DIR")
             .env_remove("E2E_FAULT_AT")
+            .env_remove("E2E_BACKEND")
+            .env_remove("E2E_CONFIG")
             .env("E2E_LOG", "info")
             .stdin(Stdio::null())
             .process_group(0);

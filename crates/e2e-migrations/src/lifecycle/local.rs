@@ -918,6 +918,7 @@ async fn create(
             run_id: None,
             run_created_at: None,
             existing_namespace: false,
+            settings_file: None,
         },
         local: Some(LocalRecord {
             place,

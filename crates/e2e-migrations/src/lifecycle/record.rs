@@ -86,6 +86,10 @@ pub struct SetupState {
     /// only the run's objects in it, never the namespace.
     #[serde(default)]
     pub existing_namespace: bool,
+    /// Kind, kube: the settings file setup read (absolute), so that a later setup that follows
+    /// this one (and its teardown) reads the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_file: Option<PathBuf>,
 }
 
 impl SetupState {
@@ -354,6 +358,7 @@ mod tests {
                 run_id: Some("3f9a1c2b".into()),
                 run_created_at: Some("2024-06-15T12:00:00Z".parse().unwrap()),
                 existing_namespace: false,
+                settings_file: None,
             },
             local: None,
         }

@@ -202,6 +202,7 @@ mod tests {
                 run_id: Some("3f9a1c2b".into()),
                 run_created_at: None,
                 existing_namespace: false,
+                settings_file: None,
             },
             local: None,
         }

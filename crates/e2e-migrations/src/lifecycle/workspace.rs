@@ -157,6 +157,13 @@ impl Workspace {
         Ok(ws)
     }
 
+    /// A path from a setting, a flag or an environment variable, taken against the workspace
+    /// root when it is relative (not against the current folder, which differs between a
+    /// command run from the root and a test binary run from its crate's folder) (pure).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+
     /// Loads and validates the migrations folder.
     pub fn project(&self) -> Result<Project> {
         Project::load(&self.migrations)
@@ -249,5 +256,13 @@ mod tests {
         let v = EnvVars { connect_timeout: Some("soon".into()), ..vars() };
         let e = Workspace::find(here, &v).unwrap_err().to_string();
         assert!(e.starts_with("E2E_CONNECT_TIMEOUT=\"soon\""), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_root_and_absolute_ones_kept() {
+        let w = layout(Path::new("/src/a"), Path::new("/src/a/xtask"), &vars());
+        assert_eq!(w.resolve(Path::new("e2e.toml")), Path::new("/src/a/e2e.toml"));
+        assert_eq!(w.resolve(Path::new("lab/e2e.toml")), Path::new("/src/a/lab/e2e.toml"));
+        assert_eq!(w.resolve(Path::new("/etc/e2e.toml")), Path::new("/etc/e2e.toml"));
     }
 }
