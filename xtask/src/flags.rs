@@ -360,7 +360,7 @@ pub struct Bench {
 /// `migrate new` flags.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateNew {
-    /// What the migration does, as an identifier (letters, digits, `_`): the file is NNN_<name>.sql.
+    /// What the migration does, as an identifier (letters, digits, `_`): the file is `NNN_<name>.sql`.
     pub name: String,
     /// The set in sets.toml the file joins (required when the folder has a sets.toml).
     #[arg(long, value_name = "SET")]

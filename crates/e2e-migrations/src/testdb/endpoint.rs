@@ -7,7 +7,7 @@ use crate::lifecycle::{self, Access, Endpoint, Workspace};
 
 /// A database URL on the server of this process's test databases: `DATABASE_URL`, else what
 /// this checkout's setup left, else its local server (started or created on demand), as
-/// [`lifecycle::resolve`] has it. Resolved once per process on the engine's runtime; a
+/// [`lifecycle::resolve()`] has it. Resolved once per process on the engine's runtime; a
 /// port-forward it needs is kept for the life of the process.
 pub(super) async fn default_server_url() -> Result<String> {
     static ENDPOINT: tokio::sync::OnceCell<Endpoint> = tokio::sync::OnceCell::const_new();
