@@ -81,24 +81,24 @@ impl Fingerprint {
     }
 
     /// The first 12 hex digits of [`Fingerprint::hash`], used in database names.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         self.hash()[..HASH_LEN].to_string()
     }
 
     /// The advisory lock key for building this template (not goose's [`crate::db::LOCK_ID`], so that
     /// building a template never waits for a migration elsewhere on the server).
-    pub fn lock_key(&self) -> i64 {
+    pub(crate) fn lock_key(&self) -> i64 {
         let h = Sha256::digest(format!("e2e-migrations template {}", self.hash()));
         i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
     }
 
     /// The sets as they appear in names: `audit_workflow`, only `[a-z0-9_]`, at most 24 bytes.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         sets_label(&self.sets)
     }
 
     /// The template database's name.
-    pub fn template_name(&self) -> String {
+    pub(crate) fn template_name(&self) -> String {
         template_name(&self.short(), &self.label())
     }
 }
