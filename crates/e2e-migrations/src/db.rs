@@ -442,12 +442,15 @@ where
     Ok(value)
 }
 
+/// Who holds the advisory lock `key` in this database (advisory locks belong to a database: the
+/// same key held in another one is not in the way, and is not the holder to name).
 async fn lock_holder(client: &Client, key: i64) -> Result<String> {
     let rows = client
         .query(
             "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), coalesce(left(a.query, 80), '')
                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
             &[&key],
         )

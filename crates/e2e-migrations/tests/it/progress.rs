@@ -180,3 +180,32 @@ async fn a_roll_names_each_table_it_moves_on_to() {
     drop(c);
     db.drop_db().await;
 }
+
+/// Advisory locks belong to a database: a session holding the same key in another database of
+/// the server (another service's tests, a shared CI server) neither blocks this run nor is the
+/// holder to name. Here eight sessions of another database share the key, so that a lookup
+/// across databases would name one of them nearly always.
+#[tokio::test]
+async fn the_holder_named_for_a_lock_wait_is_the_one_in_this_database() {
+    let here = FreshDb::new().await;
+    let elsewhere = FreshDb::new().await;
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        let c = elsewhere.connect().await;
+        c.batch_execute("SET application_name = 'other-database'").await.unwrap();
+        c.query_one("SELECT pg_advisory_lock_shared($1)", &[&e2e_migrations::db::LOCK_ID]).await.unwrap();
+        others.push(c);
+    }
+    let holder = here.connect().await;
+    holder.batch_execute("SET application_name = 'this-database'").await.unwrap();
+    holder.query_one("SELECT pg_advisory_lock($1)", &[&e2e_migrations::db::LOCK_ID]).await.unwrap();
+    let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+
+    let c = here.connect().await;
+    let e = e2e_migrations::db::lock(&c, Duration::from_millis(300)).await.unwrap_err();
+    let e2e_migrations::Error::LockTimeout { holder: who, .. } = &e else { panic!("{e}") };
+    assert!(who.starts_with(&format!("pid {pid} (this-database, idle")), "{who}");
+    drop((c, holder, others));
+    here.drop_db().await;
+    elsewhere.drop_db().await;
+}
