@@ -28,7 +28,7 @@ pub(crate) mod share;
 pub(crate) mod stale;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use e2e_migrations::kube::rbac::Need;
@@ -658,7 +658,6 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspa
     }
     let kubeconfig = state.and_then(|s| s.kubeconfig.clone());
     let client = e2e_migrations::kube::client(kubeconfig.as_deref(), Some(&t.context)).await?;
-    let started = Instant::now();
     if existing {
         let Some(run_id) = run_id.clone() else {
             let runs = remove::runs_in(&client, &t.namespace).await?;
@@ -674,22 +673,18 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspa
             );
         };
         let step = Step::start(format!("run {run_id} in namespace {} (context {})", t.namespace, t.context));
+        step.detail("deleting its objects, then waiting until they are gone");
         let removed = remove::delete_run(&client, &t.namespace, &run_id, Duration::from_secs(180)).await?;
-        let gone = started.elapsed().as_secs_f64();
         if removed.deleted.is_empty() {
             step.done("nothing to delete; the namespace is left as it was");
         } else {
-            step.done(format!(
-                "deleted {} (gone after {gone:.0} s); the namespace is left as it was",
-                removed.deleted.join(", ")
-            ));
+            step.done(format!("deleted {}; the namespace is left as it was", removed.deleted.join(", ")));
         }
     } else {
         let step = Step::start(format!("namespace {} (context {})", t.namespace, t.context));
+        step.detail("deleting, then waiting until it is gone");
         match remove::delete_namespace(&client, &t.namespace, run_id.as_deref(), Duration::from_secs(180)).await? {
-            remove::Deleted::Deleted => {
-                step.done(format!("deleted (gone after {:.0} s)", started.elapsed().as_secs_f64()))
-            }
+            remove::Deleted::Deleted => step.done("deleted"),
             remove::Deleted::Missing => step.done("nothing to delete"),
         }
     }
