@@ -2,7 +2,6 @@
 //! spinner on a terminal (a pseudo-terminal here) that leaves stdout's data alone.
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,8 +132,7 @@ fn quiet_prints_errors_only_before_or_after_the_command_and_leaves_stdout_alone(
 fn on_a_terminal(cmd: &mut Command, during: impl FnOnce(&dyn Fn() -> String)) -> (String, Output) {
     let size = nix::pty::Winsize { ws_row: 30, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
     let pty = nix::pty::openpty(&size, None).unwrap();
-    let child: Child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(OwnedFd::from(pty.slave))).spawn().unwrap();
+    let child: Child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(pty.slave)).spawn().unwrap();
     // the child holds the terminal's only other end now: reading ends when it exits
     cmd.stderr(Stdio::null());
     let seen = Arc::new(Mutex::new(Vec::new()));
