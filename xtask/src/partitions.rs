@@ -8,6 +8,7 @@ use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, RollReport};
 
 use crate::flags::{DbArgs, Output, SetArgs};
+use crate::progress::say;
 use crate::setup::parse_now;
 use crate::target::{follow_setup_sets, load_project, open};
 
@@ -82,7 +83,7 @@ async fn prepare(c: &Common, access: Access) -> Result<Option<(Vec<PartitionSpec
     let specs = project.select(&sets)?.partitions;
     if specs.is_empty() {
         let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };
-        eprintln!("no partitioned tables are declared in the selected sets ({label})");
+        say!("no partitioned tables are declared in the selected sets ({label})");
         return Ok(None);
     }
     let (endpoint, client) = open(&c.db, access).await?;
@@ -110,9 +111,9 @@ async fn change(a: Change, prune_only: bool) -> Result<()> {
         }
     }
     for n in &report.notes {
-        eprintln!("note: {n}");
+        say!("note: {n}");
     }
-    eprintln!("{}", summary(&report, now.date_naive(), prune_only));
+    say!("{}", summary(&report, now.date_naive(), prune_only));
     Ok(())
 }
 

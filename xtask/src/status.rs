@@ -18,6 +18,7 @@ use e2e_migrations::{db, migrator, Catalog, Project};
 use serde::Serialize;
 
 use crate::flags::{Output, Status};
+use crate::progress::say;
 use crate::setup::parse_now;
 use crate::target::{connect, workspace};
 
@@ -305,10 +306,10 @@ impl Status {
             Output::Text => print!("{}", render(&report, now.date_naive())),
         }
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            say!("warning: {w}");
         }
         if report.backend.is_none() {
-            eprintln!("hint: `cargo xtask e2e-setup [--sets SET,...]` sets this checkout up");
+            say!("hint: `cargo xtask e2e-setup [--sets SET,...]` sets this checkout up");
         }
         Ok(())
     }
