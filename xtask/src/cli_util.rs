@@ -1,7 +1,5 @@
 //! What the commands share: this checkout's workspace, its migrations, the server to reach,
-//! the `--now` date, and timed progress lines on stderr.
-
-use std::time::Instant;
+//! the `--now` date, and the steps' progress on stderr ([`Step`], from [`crate::progress`]).
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -9,30 +7,8 @@ use e2e_migrations::lifecycle::{self, Access, Endpoint, Saved, Workspace};
 use e2e_migrations::Project;
 
 use crate::flags::{DbArgs, SetArgs};
-
-/// One step of a command: prints `what ... (N ms)` on stderr when done.
-pub(crate) struct Step {
-    what: String,
-    start: Instant,
-}
-
-impl Step {
-    /// Starts timing a step.
-    pub(crate) fn start(what: impl Into<String>) -> Step {
-        Step { what: what.into(), start: Instant::now() }
-    }
-
-    /// Prints the step with its outcome and time.
-    pub(crate) fn done(self, outcome: impl std::fmt::Display) {
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let outcome = outcome.to_string();
-        if outcome.is_empty() {
-            eprintln!("  {} ({ms:.0} ms)", self.what);
-        } else {
-            eprintln!("  {}: {outcome} ({ms:.0} ms)", self.what);
-        }
-    }
-}
+use crate::progress::say;
+pub(crate) use crate::progress::Step;
 
 /// The checkout the command runs in (from the current folder).
 pub(crate) fn workspace() -> Result<Workspace> {
@@ -54,7 +30,7 @@ pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
     };
     let selection = project.select(&sets)?;
     for w in &selection.warnings {
-        eprintln!("{w}");
+        say!("{w}");
     }
     Ok((project, sets))
 }
@@ -81,7 +57,7 @@ pub(crate) fn follow_setup_sets(args: &mut SetArgs, url: Option<&str>) -> Result
     }
     let saved = lifecycle::read_saved(&workspace()?)?;
     if let Some(sets) = default_sets(None, url, &saved) {
-        eprintln!("sets: {sets} (this checkout's setup; --sets to choose others)");
+        say!("sets: {sets} (this checkout's setup; --sets to choose others)");
         args.sets = Some(sets);
     }
     Ok(())

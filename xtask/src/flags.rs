@@ -14,6 +14,10 @@ fn timeout(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
 pub struct Xtask {
+    /// Print errors only: no progress, notes, warnings or logs on stderr (even with E2E_LOG);
+    /// stdout's data is unchanged. Before or after the command.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// The command.
     #[command(subcommand)]
     pub cmd: Cmd,

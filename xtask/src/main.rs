@@ -1,7 +1,7 @@
 //! `cargo xtask`: end-to-end database setup, migrations, partitions, benchmarks, a doctor and
 //! shell completions.
 //!
-//! `main` parses flags, sets up logging to stderr and dispatches; each command is a module whose
+//! `main` parses flags, sets up progress and logging on stderr ([`progress`]) and dispatches; each command is a module whose
 //! code is a method on its flags struct. Errors go to stderr and make the exit code non-zero.
 
 mod bench;
@@ -15,6 +15,7 @@ mod kind;
 mod migrate;
 mod migrate_new;
 mod partitions;
+mod progress;
 mod psql;
 mod setup;
 mod status;
@@ -28,15 +29,20 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = flags::Xtask::parse();
+    let mode = progress::init(&progress::Facts::of_this_process(args.quiet));
+    // E2E_LOG chooses what is logged (info by default); --quiet, asked for on this command line,
+    // wins over it: errors only
+    let filter = match mode {
+        progress::Mode::Quiet => tracing_subscriber::EnvFilter::new("error"),
+        _ => tracing_subscriber::EnvFilter::try_from_env("E2E_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_target(false)
         .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("E2E_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_ansi(mode == progress::Mode::Live)
+        .with_env_filter(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -8,8 +8,9 @@ use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Options};
 use serde_json::json;
 
-use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint};
+use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint, Step};
 use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
+use crate::progress::say;
 
 impl Migrate {
     pub(crate) async fn run(mut self) -> Result<()> {
@@ -42,17 +43,22 @@ impl MigrateUp {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
         let (_forward, mut client) = open(&self.db, Access::StartIfNeeded).await?;
-        let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
+        let step = Step::start(format!("migrations ({})", sets_label(&sets)));
+        let opts = Options {
+            accept_drift: self.accept_drift,
+            lock_timeout: Duration::from_secs(self.lock_timeout),
+            observer: Some(step.observer()),
+        };
         let report = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
+        step.done(format!("{} applied, {} already applied", report.applied.len(), report.already_applied));
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             Output::Text => {
                 for a in &report.applied {
-                    eprintln!("applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+                    say!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
                 }
-                eprintln!("{} applied, {} already applied", report.applied.len(), report.already_applied);
                 if let Some(w) = unknown_warning(&report.unknown, &project.folder.dir) {
-                    eprintln!("warning: {w}");
+                    say!("    warning: {w}");
                 }
             }
         }
@@ -65,15 +71,31 @@ impl MigrateDown {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
         let (_forward, mut client) = open(&self.db, Access::StartIfNeeded).await?;
-        let opts = Options { lock_timeout: Duration::from_secs(self.lock_timeout), ..Options::default() };
+        let step = Step::start(format!("revert ({})", sets_label(&sets)));
+        let opts = Options {
+            lock_timeout: Duration::from_secs(self.lock_timeout),
+            observer: Some(step.observer()),
+            ..Options::default()
+        };
         let report = migrator::down(&mut client, &project.folder, &selection.migrations, self.to, &opts).await?;
+        step.done(if report.applied.is_empty() {
+            "nothing to revert".to_string()
+        } else {
+            format!("{} reverted", report.applied.len())
+        });
         for a in &report.applied {
-            eprintln!("reverted {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
-        }
-        if report.applied.is_empty() {
-            eprintln!("nothing to revert");
+            say!("    reverted {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
         }
         Ok(())
+    }
+}
+
+/// The sets of a run, for a step's name: `audit,workflow`, or `all` (pure).
+pub(crate) fn sets_label(sets: &[String]) -> String {
+    if sets.is_empty() {
+        "all".to_string()
+    } else {
+        sets.join(",")
     }
 }
 
@@ -124,7 +146,7 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
             }
             Output::Text => {
                 if pending.is_empty() {
-                    eprintln!("nothing to apply");
+                    say!("nothing to apply");
                 }
                 for m in pending {
                     let tx = if m.sql.no_transaction { "NO TRANSACTION" } else { "in one transaction" };
@@ -158,7 +180,7 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
     }
     let drifted = plan.drifted();
     if !drifted.is_empty() {
-        eprintln!("drifted: {}", drifted.iter().map(|m| m.path.display().to_string()).collect::<Vec<_>>().join(", "));
+        say!("drifted: {}", drifted.iter().map(|m| m.path.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use e2e_migrations::sets::{Catalog, Manifest, ALL, MANIFEST};
 use e2e_migrations::source::{self, Folder};
 
 use crate::flags::MigrateNew;
+use crate::progress::say;
 
 /// What `migrate new` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,10 +278,10 @@ impl MigrateNew {
                 return Err(e.context(format!("{} was not created", path.display())));
             }
             let set = self.set.as_deref().unwrap_or_default();
-            eprintln!("added {} to set {set} in {}", draft.file_name, manifest_file.display());
+            say!("added {} to set {set} in {}", draft.file_name, manifest_file.display());
         }
         if let Some(highest) = folder.migrations.last().filter(|m| self.version.is_some_and(|v| v < m.version)) {
-            eprintln!(
+            say!(
                 "note: version {} is below the highest, {}: a database that has that one needs `goose up -allow-missing` for this",
                 self.version.unwrap_or_default(),
                 highest.name

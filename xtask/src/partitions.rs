@@ -8,6 +8,7 @@ use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, Roll
 
 use crate::cli_util::{follow_setup_sets, load_project, open, parse_now};
 use crate::flags::{Output, Partitions, PartitionsAction, PartitionsArgs, PartitionsChange};
+use crate::progress::say;
 
 impl Partitions {
     pub(crate) async fn run(self) -> Result<()> {
@@ -31,7 +32,7 @@ async fn prepare(
     let specs = project.select(&sets)?.partitions;
     if specs.is_empty() {
         let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };
-        eprintln!("no partitioned tables are declared in the selected sets ({label})");
+        say!("no partitioned tables are declared in the selected sets ({label})");
         return Ok(None);
     }
     let (endpoint, client) = open(&c.db, access).await?;
@@ -59,9 +60,9 @@ async fn change(a: PartitionsChange, prune_only: bool) -> Result<()> {
         }
     }
     for n in &report.notes {
-        eprintln!("note: {n}");
+        say!("note: {n}");
     }
-    eprintln!("{}", summary(&report, now.date_naive(), prune_only));
+    say!("{}", summary(&report, now.date_naive(), prune_only));
     Ok(())
 }
 

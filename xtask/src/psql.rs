@@ -19,6 +19,7 @@ use e2e_migrations::lifecycle::{self, record, Access, Route};
 
 use crate::cli_util::workspace;
 use crate::flags::{PortForward, Psql};
+use crate::progress::say;
 
 /// The exit code a command ends with when it is not an error of ours (psql's own).
 #[derive(Debug)]
@@ -130,7 +131,7 @@ impl Psql {
         let mut ws = workspace()?;
         ws.connect_timeout = self.db.connect_timeout;
         let endpoint = lifecycle::resolve(&ws, self.db.database_url.as_deref(), Access::ReadOnly).await?;
-        eprintln!("psql: {} ({})", e2e_migrations::db::redact(&endpoint.url), endpoint.origin);
+        say!("psql: {} ({})", e2e_migrations::db::redact(&endpoint.url), endpoint.origin);
         let conn = parse_conn(&endpoint.url)?;
         let passfile = match &conn.password {
             Some(pw) => {
@@ -171,19 +172,19 @@ impl PortForward {
                 let target = e2e_migrations::kube::Target { kubeconfig, context, namespace: namespace.clone(), run_id };
                 let forward = target.local_forward_on(self.port).await?;
                 println!("DATABASE_URL={}", forward.url);
-                eprintln!(
+                say!(
                     "forwarding 127.0.0.1:{} to PostgreSQL in namespace {namespace}; Ctrl-C stops it",
                     forward.addr.port()
                 );
                 tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
                 drop(forward);
-                eprintln!("stopped");
+                say!("stopped");
                 Ok(())
             }
             _ => {
                 let endpoint = lifecycle::resolve(&ws, None, Access::ReadOnly).await?;
                 println!("DATABASE_URL={}", endpoint.url);
-                eprintln!("no forward needed: {} has a host port", endpoint.origin);
+                say!("no forward needed: {} has a host port", endpoint.origin);
                 Ok(())
             }
         }

@@ -16,6 +16,7 @@ use crate::cli_util::{connect, load_project, parse_now, workspace, Step};
 use crate::flags::{Backend, Setup};
 use crate::follow::{self, Asked};
 use crate::kind;
+use crate::progress::say;
 
 /// The cache entry a new local server may start from: keyed by the sets, every selected
 /// migration's checksum and statements, the partition specs and the day (the test templates'
@@ -95,11 +96,11 @@ impl Setup {
         let choice = follow::choose_setup(&asked, against, kind::unavailable_reason).map_err(anyhow::Error::msg)?;
         let backend = choice.backend;
         match &choice.why {
-            Some(why) => eprintln!("backend: {} ({why})", follow::backend_name(backend)),
-            None => eprintln!("backend: {}", follow::backend_name(backend)),
+            Some(why) => say!("backend: {} ({why})", follow::backend_name(backend)),
+            None => say!("backend: {}", follow::backend_name(backend)),
         }
         if let Some(n) = &choice.note {
-            eprintln!("  note: {n}");
+            say!("  note: {n}");
         }
         if let (true, Some(p)) = (choice.follows, &previous) {
             follow::follow_flags(&mut self, p);
@@ -110,7 +111,7 @@ impl Setup {
         }
         let (project, sets) = load_project(&self.sets)?;
         if choice.follows && !sets.is_empty() && previous.as_ref().is_some_and(|p| p.sets == sets) {
-            eprintln!("  sets: {} (the setup's)", sets.join(","));
+            say!("  sets: {} (the setup's)", sets.join(","));
         }
         let mut server: Option<LocalServer> = None;
         let cache = match backend {
@@ -122,7 +123,7 @@ impl Setup {
                 let step = Step::start("local PostgreSQL");
                 let s = local::ensure_running(&ws, &StartOptions { cache: cache.clone() }).await?;
                 for n in &s.notes {
-                    eprintln!("    {n}");
+                    say!("    {n}");
                 }
                 step.done(format!("{} on 127.0.0.1:{}", s.started.word(), s.local.port));
                 let client = connect(&s.url(), self.connect_timeout).await?;
@@ -177,32 +178,41 @@ impl Setup {
             Backend::Auto => unreachable!("resolved above"),
         };
 
-        let opts = Options { accept_drift: self.accept_drift, lock_timeout: Duration::from_secs(self.lock_timeout) };
-        let label = if sets.is_empty() { "all".to_string() } else { sets.join(",") };
+        let label = crate::migrate::sets_label(&sets);
         let selection = project.select(&sets)?;
         let step = Step::start(format!("migrations ({label})"));
+        let opts = Options {
+            accept_drift: self.accept_drift,
+            lock_timeout: Duration::from_secs(self.lock_timeout),
+            observer: Some(step.observer()),
+        };
         let m = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
         step.done(format!("{} applied, {} already applied", m.applied.len(), m.already_applied));
         for a in &m.applied {
-            eprintln!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+            say!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
         }
         if let Some(w) = crate::migrate::unknown_warning(&m.unknown, &project.folder.dir) {
-            eprintln!("    warning: {w}");
+            say!("    warning: {w}");
         }
         for f in &m.drift_accepted {
-            eprintln!("    warning: accepted drift of {f}");
+            say!("    warning: accepted drift of {f}");
         }
         fault_point(FaultStep::Migrations);
-        let roll_opts = partitions::RollOptions { lock_timeout: opts.lock_timeout, ..Default::default() };
+        let step = Step::start("partitions");
+        let roll_opts = partitions::RollOptions {
+            lock_timeout: opts.lock_timeout,
+            observer: Some(step.observer()),
+            ..Default::default()
+        };
         let p = partitions::roll(&mut client, &selection.partitions, now, &roll_opts).await?;
-        eprintln!(
-            "  partitions: {} created, {} rows moved from default partitions{}",
+        step.done(format!(
+            "{} created, {} rows moved from default partitions{}",
             p.created.len(),
             p.moved_rows,
             if p.pruned.is_empty() { String::new() } else { format!(", {} pruned", p.pruned.len()) }
-        );
+        ));
         for n in &p.notes {
-            eprintln!("    {n}");
+            say!("    {n}");
         }
         fault_point(FaultStep::Partitions);
         drop(client);
@@ -222,28 +232,28 @@ impl Setup {
         let st = rec.setup;
         let env_file = record::env_file(&ws.state_dir);
         if let Some(line) = reuse_line(reused.as_deref(), m.applied.len()) {
-            eprintln!("{line}");
+            say!("{line}");
         }
         if self.print_env {
             for (k, v) in st.env() {
                 println!("{k}={v}");
             }
             if st.database_url.is_none() {
-                eprintln!("  (no DATABASE_URL: {})", NO_HOST_PORT);
+                say!("  (no DATABASE_URL: {})", NO_HOST_PORT);
             }
         } else {
-            eprintln!("ready in {:.1} s", total.elapsed().as_secs_f64());
-            eprintln!("  connection settings (0600): {}", env_file.display());
+            say!("ready in {:.1} s", total.elapsed().as_secs_f64());
+            say!("  connection settings (0600): {}", env_file.display());
             match &st.database_url {
                 Some(u) => {
-                    eprintln!("  database: {}", e2e_migrations::db::redact(u));
-                    eprintln!("  use them:  {}", use_them_line(&env_file));
-                    eprintln!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
-                    eprintln!("  psql:      cargo xtask psql");
+                    say!("  database: {}", e2e_migrations::db::redact(u));
+                    say!("  use them:  {}", use_them_line(&env_file));
+                    say!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
+                    say!("  psql:      cargo xtask psql");
                 }
                 None => {
                     for line in cluster_hints(&st) {
-                        eprintln!("  {line}");
+                        say!("  {line}");
                     }
                 }
             }

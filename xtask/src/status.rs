@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::cli_util::{connect, parse_now, workspace};
 use crate::flags::{Output, Status};
+use crate::progress::say;
 
 /// The migrations `status` lists (pure): with a setup of chosen sets, those sets' migrations
 /// and every other one that is applied, drifted or unknown to them; else all.
@@ -308,10 +309,10 @@ impl Status {
             Output::Text => print!("{}", render(&report, now.date_naive())),
         }
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            say!("warning: {w}");
         }
         if report.backend.is_none() {
-            eprintln!("hint: `cargo xtask e2e-setup [--sets SET,...]` sets this checkout up");
+            say!("hint: `cargo xtask e2e-setup [--sets SET,...]` sets this checkout up");
         }
         Ok(())
     }

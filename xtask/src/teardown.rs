@@ -6,6 +6,7 @@ use e2e_migrations::lifecycle::{self, local, Saved};
 
 use crate::cli_util::{workspace, Step};
 use crate::flags::{Backend, Teardown};
+use crate::progress::say;
 use crate::{follow, kind};
 
 impl Teardown {
@@ -28,7 +29,7 @@ impl Teardown {
             follow::choose_teardown(self.backend, self.cluster.context.is_some(), &saved, &file, local_files(&ws));
         let (backend, recorded) = match choice {
             follow::TeardownChoice::Nothing(says) => {
-                eprintln!("{says}");
+                say!("{says}");
                 return Ok(());
             }
             follow::TeardownChoice::Act { backend, recorded } => (backend, recorded),
@@ -42,16 +43,13 @@ impl Teardown {
         match backend {
             Backend::Local => {
                 if self.dry_run {
-                    eprintln!(
-                        "would stop this checkout's local server and remove its files in {}",
-                        ws.state_dir.display()
-                    );
+                    say!("would stop this checkout's local server and remove its files in {}", ws.state_dir.display());
                     return Ok(());
                 }
                 return teardown_local(&ws).await;
             }
             Backend::Url => {
-                eprintln!("setup used an existing server (--database-url): teardown changes nothing there");
+                say!("setup used an existing server (--database-url): teardown changes nothing there");
             }
             Backend::Kind | Backend::Kube => {
                 let state = ours.map(|r| &r.setup).filter(|_| recorded);
@@ -88,7 +86,7 @@ async fn teardown_local(ws: &lifecycle::Workspace) -> Result<()> {
     let step = Step::start("local PostgreSQL");
     let report = local::teardown(ws).await?;
     for n in &report.notes {
-        eprintln!("    {n}");
+        say!("    {n}");
     }
     step.done(if report.found { "stopped and removed" } else { "nothing to remove" });
     Ok(())

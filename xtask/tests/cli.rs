@@ -10,6 +10,8 @@ use e2e_test_support::{FreshDb, TempDir};
 
 #[path = "cli/faults.rs"]
 mod faults;
+#[path = "cli/progress.rs"]
+mod progress;
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));

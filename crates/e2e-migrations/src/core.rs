@@ -11,6 +11,7 @@
 //! - [`crate::source`], [`crate::sets`], [`crate::plan`]: a folder, its named sets, and what a
 //!   database has applied against what a selection wants;
 //! - [`crate::ident`]: identifiers validated and quoted;
+//! - [`crate::progress`]: the events a run reports to an observer;
 //! - [`crate::partitions::spec`], [`crate::partitions::calendar`], [`crate::partitions::plan`],
 //!   [`crate::partitions::sql`], [`crate::partitions::bounds`]: partitions declared, dated,
 //!   planned, written as SQL, and their bounds read as the catalog prints them;
@@ -38,6 +39,7 @@ pub const MODULES: &[&str] = &[
     "sets.rs",
     "plan.rs",
     "ident.rs",
+    "progress.rs",
     "partitions/spec.rs",
     "partitions/calendar.rs",
     "partitions/plan.rs",

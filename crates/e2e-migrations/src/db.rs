@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{DbContext, Error, Result};
+use crate::progress::{self, Event, Observer};
 
 /// The advisory lock key: goose's own default lock id, so that this tool and goose (with its
 /// session locker on) never migrate the same database at once.
@@ -392,12 +393,27 @@ pub async fn lock(client: &Client, timeout: Duration) -> Result<()> {
 
 /// Takes the session advisory lock `key` (named `what` in messages) by polling, as [`lock`].
 pub async fn lock_key(client: &Client, key: i64, timeout: Duration, what: &str) -> Result<()> {
+    lock_key_observed(client, key, timeout, what, None).await
+}
+
+/// As [`lock_key`], telling `observer` of a wait ([`Event::LockWaiting`], then
+/// [`Event::LockTaken`]); without one, the wait is logged (`tracing`, info).
+pub async fn lock_key_observed(
+    client: &Client,
+    key: i64,
+    timeout: Duration,
+    what: &str,
+    observer: Option<&Observer>,
+) -> Result<()> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(5);
     let mut told = false;
     loop {
         let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.db(|| format!("taking {what}"))?;
         if row.get::<_, bool>(0) {
+            if told {
+                progress::notify(observer, || Event::LockTaken { lock: what.to_string(), waited: start.elapsed() });
+            }
             return Ok(());
         }
         let waited = start.elapsed();
@@ -408,7 +424,14 @@ pub async fn lock_key(client: &Client, key: i64, timeout: Duration, what: &str) 
         if !told && waited >= Duration::from_millis(200) {
             told = true;
             let holder = lock_holder(client, key).await?;
-            tracing::info!("waiting for {what}, held by {holder} (gives up after {}s)", timeout.as_secs());
+            let event = Event::LockWaiting { lock: what.to_string(), holder, timeout };
+            match observer {
+                Some(o) => {
+                    tracing::debug!("{event}");
+                    o.notify(&event);
+                }
+                None => tracing::info!("{event}"),
+            }
         }
         tokio::time::sleep(delay.min(timeout.saturating_sub(waited))).await;
         delay = (delay * 2).min(Duration::from_millis(100));
@@ -431,7 +454,20 @@ pub async fn with_lock<T, F>(client: &Client, timeout: Duration, work: F) -> Res
 where
     F: std::future::Future<Output = Result<T>>,
 {
-    lock(client, timeout).await?;
+    with_lock_observed(client, timeout, None, work).await
+}
+
+/// As [`with_lock`], telling `observer` of a wait for the lock (see [`lock_key_observed`]).
+pub async fn with_lock_observed<T, F>(
+    client: &Client,
+    timeout: Duration,
+    observer: Option<&Observer>,
+    work: F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    lock_key_observed(client, LOCK_ID, timeout, "the migration lock", observer).await?;
     let result = work.await;
     let released = unlock(client).await;
     let value = result?;
@@ -439,12 +475,15 @@ where
     Ok(value)
 }
 
+/// Who holds the advisory lock `key` in this database (advisory locks belong to a database: the
+/// same key held in another one is not in the way, and is not the holder to name).
 async fn lock_holder(client: &Client, key: i64) -> Result<String> {
     let rows = client
         .query(
             "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), coalesce(left(a.query, 80), '')
                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
             &[&key],
         )

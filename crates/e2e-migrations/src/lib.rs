@@ -9,6 +9,7 @@
 //! - [`batch`]: one migration as one guarded simple-query string (pure);
 //! - [`fs`]: reading a migrations folder and its manifest from disk;
 //! - [`migrator`]: applying and reverting on one connection under an advisory lock;
+//! - [`progress`]: what a run reports while it works, to an observer the caller gives;
 //! - [`partitions`]: monthly (daily, weekly, yearly) partitions rolled from a date;
 //! - [`testdb`]: an isolated database per test, cloned from a template;
 //! - [`lifecycle`]: where the database lives and how to reach it: this checkout's workspace and
@@ -30,6 +31,7 @@ pub mod lifecycle;
 pub mod migrator;
 pub mod partitions;
 pub mod plan;
+pub mod progress;
 pub mod scan;
 pub mod secret;
 pub mod sets;

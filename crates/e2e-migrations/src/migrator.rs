@@ -21,6 +21,7 @@ use crate::error::{DbContext, Error, Result, SqlFailure};
 use crate::goose::Statement;
 use crate::ident::literal;
 use crate::plan::{self, GooseRow, MetaRow, MigrationPlan, State};
+use crate::progress::{notify, Event, Observer};
 use crate::source::{Folder, Migration};
 
 /// Our own tracking table, beside goose's: what goose does not store.
@@ -62,11 +63,14 @@ pub struct Options {
     pub accept_drift: bool,
     /// How long to wait for another runner's lock.
     pub lock_timeout: Duration,
+    /// Told what the run does as it goes (a wait for the lock, the plan, each migration), for a
+    /// progress display; `None` (the default) reports through `tracing` only.
+    pub observer: Option<Observer>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { accept_drift: false, lock_timeout: Duration::from_secs(120) }
+        Options { accept_drift: false, lock_timeout: Duration::from_secs(120), observer: None }
     }
 }
 
@@ -192,16 +196,17 @@ async fn prepare(client: &Client) -> Result<Tracking> {
 /// Applies the pending migrations of `selected` (under the advisory lock).
 pub async fn up(client: &mut Client, folder: &Folder, selected: &[&Migration], opts: &Options) -> Result<Report> {
     let c: &Client = client;
-    db::with_lock(c, opts.lock_timeout, async {
+    let observer = opts.observer.as_ref();
+    db::with_lock_observed(c, opts.lock_timeout, observer, async {
         let tracking = prepare(c).await?;
         let plan = plan::compare(folder, selected, &tracking.goose, &tracking.meta);
         plan.check_drift(opts.accept_drift)?;
-        apply_plan(c, &plan).await
+        apply_plan(c, &plan, observer).await
     })
     .await
 }
 
-async fn apply_plan(client: &Client, plan: &MigrationPlan<'_>) -> Result<Report> {
+async fn apply_plan(client: &Client, plan: &MigrationPlan<'_>, observer: Option<&Observer>) -> Result<Report> {
     let mut report = Report { unknown: plan.unknown.clone(), ..Report::default() };
     for (m, state) in &plan.migrations {
         match state {
@@ -221,7 +226,17 @@ async fn apply_plan(client: &Client, plan: &MigrationPlan<'_>) -> Result<Report>
             State::Pending | State::Partial | State::PartialChanged => {}
         }
     }
-    for m in plan.pending() {
+    let pending = plan.pending();
+    let total = pending.len();
+    notify(observer, || Event::Planned { pending: total, already_applied: report.already_applied });
+    for (i, m) in pending.into_iter().enumerate() {
+        notify(observer, || Event::Applying {
+            index: i + 1,
+            total,
+            version: m.version,
+            name: m.name.clone(),
+            statements: m.sql.up.len(),
+        });
         let start = Instant::now();
         let result = if m.sql.no_transaction {
             apply_no_transaction(client, m, plan.resume.get(&m.version).copied().unwrap_or(0)).await
@@ -229,12 +244,16 @@ async fn apply_plan(client: &Client, plan: &MigrationPlan<'_>) -> Result<Report>
             apply_in_transaction(client, m, &m.sql.up, true).await
         };
         match result {
-            Ok(statements) => report.applied.push(Applied {
-                version: m.version,
-                name: m.name.clone(),
-                statements,
-                duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-            }),
+            Ok(statements) => {
+                let duration = start.elapsed();
+                notify(observer, || Event::Applied { index: i + 1, total, name: m.name.clone(), duration });
+                report.applied.push(Applied {
+                    version: m.version,
+                    name: m.name.clone(),
+                    statements,
+                    duration_ms: duration.as_secs_f64() * 1000.0,
+                })
+            }
             Err(e) => return Err(with_applied(e, &report)),
         }
     }
@@ -447,12 +466,16 @@ pub async fn down(
     opts: &Options,
 ) -> Result<Report> {
     let c: &Client = client;
-    db::with_lock(c, opts.lock_timeout, async {
+    let observer = opts.observer.as_ref();
+    db::with_lock_observed(c, opts.lock_timeout, observer, async {
         let tracking = prepare(c).await?;
         let plan = plan::compare(folder, selected, &tracking.goose, &tracking.meta);
         let targets = plan::down_targets(folder, selected, &tracking.goose, to)?;
         let mut report = Report { unknown: plan.unknown.clone(), ..Report::default() };
-        for m in targets {
+        let total = targets.len();
+        notify(observer, || Event::Planned { pending: total, already_applied: 0 });
+        for (i, m) in targets.into_iter().enumerate() {
+            notify(observer, || Event::Reverting { index: i + 1, total, version: m.version, name: m.name.clone() });
             let start = Instant::now();
             let n = if m.sql.no_transaction {
                 for s in &m.sql.down {

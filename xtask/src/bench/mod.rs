@@ -24,6 +24,7 @@ use serde::Serialize;
 use xshell::{cmd, Shell};
 
 use crate::flags::{Bench, Output};
+use crate::progress::say;
 
 /// What every case gets.
 pub(crate) struct Ctx {
@@ -159,7 +160,7 @@ impl Bench {
         let ws = Workspace::current()?;
         let root = ws.root.clone();
         sh.change_dir(&root);
-        eprintln!("building the release xtask binary (ours is timed as a whole process)...");
+        say!("building the release xtask binary (ours is timed as a whole process)...");
         cmd!(sh, "cargo build --release --quiet --package xtask --bin xtask").run()?;
         let state_dir = ws.target_dir.join("e2e-bench");
         let work = state_dir.join("work");
@@ -176,12 +177,12 @@ impl Bench {
             psql,
             runs: self.runs,
         };
-        eprintln!("bench server on 127.0.0.1:{}; {} runs per measurement (medians)", ctx.server.local.port, ctx.runs);
+        say!("bench server on 127.0.0.1:{}; {} runs per measurement (medians)", ctx.server.local.port, ctx.runs);
 
         let mut results = Vec::new();
         let outcome: Result<()> = async {
             for case in &wanted {
-                eprintln!("case {case}...");
+                say!("case {case}...");
                 match case.as_str() {
                     "apply_all" => results.extend(migrate::apply_all(&ctx).await?),
                     "apply_200" => results.extend(migrate::apply_200(&ctx).await?),

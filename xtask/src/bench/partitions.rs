@@ -15,6 +15,7 @@ use e2e_migrations::{migrator, Options, Project};
 use tokio_postgres::Client;
 
 use super::{fresh_db, median, CaseResult, Ctx, Goal};
+use crate::progress::say;
 
 /// The Debian package that brings pg_partman for a server of `server_version_num` (`150004` is
 /// 15.4): `postgresql-15-partman`.
@@ -37,7 +38,7 @@ pub(crate) async fn partitions_120(ctx: &Ctx) -> Result<Vec<CaseResult>> {
         .map(|r| r.get::<_, String>(0));
     if partman.is_none() {
         let version: i32 = admin.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
-        eprintln!(
+        say!(
             "  pg_partman is NOT installed on this machine (apt-get install {}): partitions_120 measures ours alone, \
              without its baseline",
             partman_package(version)

@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+use xshell::{cmd, Cmd, Shell};
 
 use super::plan::{self, Engine};
+use crate::progress;
 
 /// What an engine's `info` command said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +286,7 @@ pub(crate) fn write_kubeconfig(sh: &Shell, name: &str, path: &Path) -> Result<()
 pub(crate) fn create(sh: &Shell, name: &str, paths: &Paths, config_yaml: &str) -> Result<()> {
     e2e_migrations::lifecycle::record::write_private(&paths.config, config_yaml.as_bytes())?;
     let args = plan::kind_create_args(name, &paths.config, &paths.kubeconfig);
-    let created = cmd!(sh, "kind {args...}").run();
+    let created = run_child(cmd!(sh, "kind {args...}"));
     // kind writes the kubeconfig with the user's umask: make it private either way
     set_private(&paths.kubeconfig);
     if let Err(e) = created {
@@ -306,8 +307,45 @@ fn set_private(path: &Path) {
 /// `kind delete cluster` (idempotent in kind itself).
 pub(crate) fn delete(sh: &Shell, name: &str, kubeconfig: &Path) -> Result<()> {
     let args = plan::kind_delete_args(name, kubeconfig);
-    cmd!(sh, "kind {args...}").run().with_context(|| format!("`kind delete cluster --name {name}` failed"))?;
+    run_child(cmd!(sh, "kind {args...}")).with_context(|| format!("`kind delete cluster --name {name}` failed"))?;
     Ok(())
+}
+
+/// Runs a command that reports on the terminal itself (`kind create cluster`, `docker save`):
+/// with the spinners hidden meanwhile, or under `--quiet` with its output kept back and put in
+/// the error if it fails.
+fn run_child(cmd: Cmd<'_>) -> Result<()> {
+    run_child_as(cmd, progress::quiet())
+}
+
+fn run_child_as(cmd: Cmd<'_>, quiet: bool) -> Result<()> {
+    if !quiet {
+        return Ok(progress::suspend(|| cmd.run())?);
+    }
+    let line = cmd.to_string();
+    let out = cmd.quiet().ignore_status().output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    bail!(child_failure(&line, out.status, &out.stderr))
+}
+
+/// How many of a failed command's last stderr lines its error shows under `--quiet`.
+const CHILD_LINES: usize = 20;
+
+/// The error of a command that failed under `--quiet` (pure): the command, its exit status and
+/// the last lines it wrote on stderr.
+fn child_failure(line: &str, status: std::process::ExitStatus, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = format!("`{line}` failed: {status}");
+    if lines.len() > CHILD_LINES {
+        out.push_str(&format!("\n  ({} earlier lines not shown)", lines.len() - CHILD_LINES));
+    }
+    for l in &lines[lines.len().saturating_sub(CHILD_LINES)..] {
+        out.push_str(&format!("\n  | {l}"));
+    }
+    out
 }
 
 /// Exports the cluster's logs under `dir/logs-<time>`; returns a line for the error message.
@@ -352,7 +390,8 @@ pub(crate) fn load_image(
     }
     for argv in plan::image_load_commands(engine, image, name, &paths.archive) {
         let (program, args) = argv.split_first().expect("a command");
-        cmd!(sh, "{program} {args...}").run().with_context(|| format!("loading {image} into cluster {name} failed"))?;
+        run_child(cmd!(sh, "{program} {args...}"))
+            .with_context(|| format!("loading {image} into cluster {name} failed"))?;
     }
     let _ = std::fs::remove_file(&paths.archive);
     e2e_migrations::lifecycle::record::write_private(&paths.loaded_image, record.as_bytes())?;
@@ -362,6 +401,18 @@ pub(crate) fn load_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn under_quiet_a_failed_command_says_its_last_stderr_lines_in_the_error() {
+        let sh = Shell::new().unwrap();
+        let script = "for i in $(seq 1 25); do echo line $i >&2; done; echo data; exit 3";
+        let e = run_child_as(cmd!(sh, "sh -c {script}"), true).unwrap_err().to_string();
+        assert!(e.starts_with("`sh -c "), "{e}");
+        assert!(e.contains("failed: exit status: 3\n  (5 earlier lines not shown)\n  | line 6\n"), "{e}");
+        assert!(e.ends_with("\n  | line 25"), "{e}");
+        assert!(!e.contains("| data"), "stdout is not the error: {e}");
+        run_child_as(cmd!(sh, "true"), true).unwrap();
+    }
 
     fn probe(kind: bool, docker: EngineAnswer, podman: EngineAnswer) -> Probe {
         Probe { kind, podman_requested: false, docker, podman }

@@ -20,6 +20,8 @@ use serde::Serialize;
 
 use super::manifests::{Exposure, Manifests, RunMeta};
 use crate::kind::config::PostgresSettings;
+use crate::progress::say;
+use crate::progress::Step;
 
 /// The field manager of our server-side applies.
 pub(crate) const FIELD_MANAGER: &str = "e2e-migrations";
@@ -373,10 +375,8 @@ pub(crate) struct Deploy<'a> {
     pub(crate) cleanup: String,
 }
 
-/// What deploying made.
+/// What applying the run's objects did.
 pub(crate) struct Deployed {
-    /// The ready pod.
-    pub(crate) pod: String,
     /// The password (kept from the run's Secret, else generated).
     pub(crate) password: String,
     /// Whether the namespace was created now.
@@ -385,8 +385,19 @@ pub(crate) struct Deployed {
     pub(crate) reused: bool,
 }
 
-/// Applies the manifests and waits until PostgreSQL is ready.
-pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
+/// What a step's done line says of a deploy (pure): `created`, `reused`, `created, namespace created`.
+pub(crate) fn deployed_outcome(d: &Deployed) -> String {
+    let what = if d.reused { "reused" } else { "created" };
+    if d.created_namespace {
+        format!("{what}, namespace created")
+    } else {
+        what.to_string()
+    }
+}
+
+/// Applies the run's objects (namespace, Secret, Service, Deployment) by server-side apply;
+/// [`wait_ready`] then waits for the pod. `step` shows a wait for a namespace being deleted.
+pub(crate) async fn deploy(d: &Deploy<'_>, step: &Step) -> Result<Deployed> {
     let (ns, run_id) = (d.namespace, d.run.run_id.as_str());
     let ns_api: Api<Namespace> = Api::all(d.client.clone());
     let mut created_namespace = false;
@@ -408,7 +419,8 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
             NamespaceAction::Reuse => false,
             NamespaceAction::Create => true,
             NamespaceAction::WaitThenCreate => {
-                eprintln!("  namespace {ns} is being deleted (an earlier teardown): waiting until it is gone");
+                step.note(format!("namespace {ns} is being deleted (an earlier teardown): waiting until it is gone"));
+                step.detail(format!("waiting until namespace {ns} (being deleted) is gone"));
                 super::remove::wait_namespace_gone(&ns_api, ns, Duration::from_secs(180)).await?;
                 true
             }
@@ -416,7 +428,7 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
     }
     if d.mode == NamespaceMode::Kind && !created_namespace {
         for line in super::remove::remove_other_runs(&d.client, ns, run_id).await? {
-            eprintln!("  {line}");
+            say!("  {line}");
         }
     }
     let secrets: Api<Secret> = Api::namespaced(d.client.clone(), ns);
@@ -461,9 +473,85 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
     apply(&secrets, &m.secret, Need::ApplySecrets, Some(ns), d.mode).await?;
     apply(&Api::namespaced(d.client.clone(), ns), &m.service, Need::ApplyServices, Some(ns), d.mode).await?;
     apply(&deployments, &m.deployment, Need::ApplyDeployments, Some(ns), d.mode).await?;
+    Ok(Deployed { password, created_namespace, reused })
+}
 
+/// What the wait for the run's pod shows (pure): the newest pod that is not being deleted, its
+/// phase and why it is not ready (`pod postgres-x: Pending, ContainerCreating`).
+pub(crate) fn pod_wait_line(pods: &[Pod]) -> String {
+    let newest = |p: &&Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    let Some(pod) = live.iter().copied().max_by_key(newest).or_else(|| pods.iter().max_by_key(newest)) else {
+        return "no pod yet".to_string();
+    };
+    let st = pod.status.as_ref();
+    let phase = st.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let mut why = Vec::new();
+    if pod.metadata.deletion_timestamp.is_some() {
+        why.push("being deleted".to_string());
+    }
+    for cs in st.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten() {
+        let state = cs.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            why.push(w.reason.clone().unwrap_or_else(|| "waiting".to_string()));
+        } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            why.push(format!("terminated: {} (exit code {})", t.reason.as_deref().unwrap_or(""), t.exit_code));
+        } else if !cs.ready {
+            why.push("started, not ready yet".to_string());
+        }
+        if cs.restart_count > 0 {
+            why.push(format!("restarted {} times", cs.restart_count));
+        }
+    }
+    if why.is_empty() {
+        // not scheduled, or no container status yet: the condition that is not met says why
+        let unmet = st.and_then(|s| s.conditions.as_ref()).into_iter().flatten().find(|c| c.status != "True");
+        if let Some(c) = unmet {
+            let reason = c.reason.as_deref().unwrap_or(&c.type_);
+            why.push(match c.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{reason}: {m}"),
+                None => reason.to_string(),
+            });
+        }
+    }
+    let mut line = format!("pod {}: {phase}", pod.name_any());
+    for w in why {
+        line.push_str(", ");
+        line.push_str(&w);
+    }
+    line
+}
+
+/// Waits until the run's Deployment is ready and returns its ready pod; on a terminal, `step`
+/// shows the pod's phase and what it waits for meanwhile. On timeout the error says what the
+/// pods, the events and the log say.
+pub(crate) async fn wait_ready(d: &Deploy<'_>, step: &Step) -> Result<String> {
+    let (ns, run_id) = (d.namespace, d.run.run_id.as_str());
+    let deployments: Api<Deployment> = Api::namespaced(d.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(d.client.clone(), ns);
+    let instance = instance_name(run_id);
+    let selector = pod_selector(run_id);
     let timeout = Duration::from_secs(d.pg.ready_timeout_s);
     let ready = await_condition(deployments, &instance, |d: Option<&Deployment>| d.is_some_and(deployment_ready));
+    // what the pod is doing, for the spinner only: a read that fails is left out
+    let watch_pods = async {
+        if !step.shows_detail() {
+            return std::future::pending::<()>().await;
+        }
+        let lp = ListParams::default().labels(&selector);
+        loop {
+            if let Ok(list) = pods.list(&lp).await {
+                step.detail(pod_wait_line(&list.items));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let ready = async {
+        tokio::select! {
+            r = ready => r,
+            () = watch_pods => unreachable!("the pods are watched until the deployment is ready"),
+        }
+    };
     match tokio::time::timeout(timeout, ready).await {
         Ok(r) => {
             r.map_err(|e| {
@@ -476,15 +564,12 @@ pub(crate) async fn deploy(d: &Deploy<'_>) -> Result<Deployed> {
             bail!(render_timeout(ns, d.pg.ready_timeout_s, &diagnosis, &d.cleanup));
         }
     }
-    let pods: Api<Pod> = Api::namespaced(d.client.clone(), ns);
-    let selector = pod_selector(run_id);
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| api_error(e, Need::ListPods, Some(ns), "listing the PostgreSQL pods"))?;
-    let pod = pick_ready_pod(&list.items)
-        .with_context(|| format!("deployment {instance} is ready but no ready pod matches {selector}"))?;
-    Ok(Deployed { pod, password, created_namespace, reused })
+    pick_ready_pod(&list.items)
+        .with_context(|| format!("deployment {instance} is ready but no ready pod matches {selector}"))
 }
 
 /// Gathers the timeout error's facts; each part that cannot be read is left out.
@@ -616,6 +701,90 @@ mod tests {
 
     fn t(s: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    /// A pod made at second `made`, in `phase`, its one container `waiting` for a reason or
+    /// running (ready or not).
+    fn pod_at(name: &str, made: i64, phase: &str, waiting: Option<&str>, ready: bool, restarts: i32) -> Pod {
+        let state = match waiting {
+            Some(r) => ContainerState {
+                waiting: Some(ContainerStateWaiting { reason: Some(r.into()), message: None }),
+                ..ContainerState::default()
+            },
+            None => ContainerState::default(),
+        };
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                creation_timestamp: Some(t(made)),
+                ..ObjectMeta::default()
+            },
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "postgres".into(),
+                    ready,
+                    restart_count: restarts,
+                    state: Some(state),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn the_wait_for_ready_shows_the_newest_pods_phase_and_what_it_waits_for() {
+        assert_eq!(pod_wait_line(&[]), "no pod yet");
+        let creating = pod_at("postgres-r1-a", 10, "Pending", Some("ContainerCreating"), false, 0);
+        assert_eq!(pod_wait_line(std::slice::from_ref(&creating)), "pod postgres-r1-a: Pending, ContainerCreating");
+        let starting = pod_at("postgres-r1-b", 20, "Running", None, false, 0);
+        assert_eq!(
+            pod_wait_line(&[creating.clone(), starting.clone()]),
+            "pod postgres-r1-b: Running, started, not ready yet",
+            "the newest pod"
+        );
+        let crashing = pod_at("postgres-r1-c", 30, "Running", Some("CrashLoopBackOff"), false, 4);
+        assert_eq!(
+            pod_wait_line(&[crashing, starting.clone()]),
+            "pod postgres-r1-c: Running, CrashLoopBackOff, restarted 4 times"
+        );
+        // an old pod being replaced is not the one to watch
+        let mut going = pod_at("postgres-r1-d", 40, "Running", None, true, 0);
+        going.metadata.deletion_timestamp = Some(t(41));
+        assert_eq!(pod_wait_line(&[going.clone(), starting]), "pod postgres-r1-b: Running, started, not ready yet");
+        assert_eq!(pod_wait_line(&[going]), "pod postgres-r1-d: Running, being deleted");
+        // not scheduled yet: no container status, the condition says why
+        let unscheduled = Pod {
+            metadata: ObjectMeta { name: Some("postgres-r1-e".into()), ..ObjectMeta::default() },
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    message: Some("0/1 nodes are available: 1 node(s) had untolerated taint".into()),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        };
+        assert_eq!(
+            pod_wait_line(&[unscheduled]),
+            "pod postgres-r1-e: Pending, Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint"
+        );
+        let bare = Pod { metadata: ObjectMeta { name: Some("p".into()), ..ObjectMeta::default() }, ..Pod::default() };
+        assert_eq!(pod_wait_line(&[bare]), "pod p: Pending");
+    }
+
+    #[test]
+    fn a_deploy_says_whether_it_made_or_reused_the_run() {
+        let d = |reused, created_namespace| Deployed { password: String::new(), created_namespace, reused };
+        assert_eq!(deployed_outcome(&d(false, true)), "created, namespace created");
+        assert_eq!(deployed_outcome(&d(false, false)), "created");
+        assert_eq!(deployed_outcome(&d(true, false)), "reused");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(crate) mod share;
 pub(crate) mod stale;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use e2e_migrations::kube::rbac::Need;
@@ -46,6 +46,7 @@ use self::deploy::NamespaceMode;
 use self::manifests::{Exposure, Manifests, RunMeta};
 use crate::cli_util::Step;
 use crate::flags::{Setup, Teardown};
+use crate::progress::say;
 
 /// Why kind cannot serve here, or `None` when kind and a running container engine are present.
 pub(crate) fn unavailable_reason() -> Option<String> {
@@ -65,7 +66,7 @@ fn load_config(ws: &Workspace, explicit: Option<&Path>) -> Result<(E2eConfig, Op
     let explicit = explicit.map(|p| ws.resolve(p));
     let (config, path) = E2eConfig::load(explicit.as_deref(), &ws.root.join(CONFIG_FILE))?;
     if let Some(p) = &path {
-        eprintln!("  settings: {}", p.display());
+        say!("  settings: {}", p.display());
     }
     Ok((config, path))
 }
@@ -279,21 +280,18 @@ async fn setup_kube(
             kube_cleanup(&t.context, &t.namespace, &run.run_id, existing)
         ),
     };
-    let deployed = deploy::deploy(&d).await?;
-    step.done(format!(
-        "pod {} ready ({}{})",
-        deployed.pod,
-        if deployed.reused { "reused" } else { "created" },
-        if deployed.created_namespace { ", namespace created" } else { "" }
-    ));
+    let deployed = deploy::deploy(&d, &step).await?;
+    step.done(deploy::deployed_outcome(&deployed));
+    let step = Step::start("PostgreSQL ready");
+    let pod = deploy::wait_ready(&d, &step).await?;
+    step.done(format!("pod {pod}"));
     let step = Step::start("connect");
     let creds =
         Credentials { user: pg.user.clone(), password: deployed.password.clone(), database: pg.database.clone() };
-    let pg_client =
-        forward::connect_port_forward(&client, &t.namespace, &deployed.pod, &creds, args.connect_timeout).await?;
-    step.done(format!("port-forward to pod {}", deployed.pod));
-    let reused = (deployed.reused && !deployed.created_namespace)
-        .then(|| format!("namespace {}, pod {}", t.namespace, deployed.pod));
+    let pg_client = forward::connect_port_forward(&client, &t.namespace, &pod, &creds, args.connect_timeout).await?;
+    step.done(format!("port-forward to pod {pod}"));
+    let reused =
+        (deployed.reused && !deployed.created_namespace).then(|| format!("namespace {}, pod {pod}", t.namespace));
     Ok(Some(Made { state: st, client: pg_client, reused }))
 }
 
@@ -490,7 +488,7 @@ async fn setup_kind(
             true
         }
         Action::Recreate(why) => {
-            eprintln!("  recreating cluster {name}: {why}");
+            say!("  recreating cluster {name}: {why}");
             cluster::delete(&sh, name, &paths.kubeconfig)?;
             cluster::create(&sh, name, &paths, &config_yaml)?;
             true
@@ -525,14 +523,17 @@ async fn setup_kind(
                       uses it)"
                 .to_string(),
         };
-        let deployed = deploy::deploy(&d).await?;
-        step.done(format!("pod {} ready ({})", deployed.pod, if deployed.reused { "reused" } else { "created" }));
+        let deployed = deploy::deploy(&d, &step).await?;
+        step.done(deploy::deployed_outcome(&deployed));
+        let step = Step::start("PostgreSQL ready");
+        let pod = deploy::wait_ready(&d, &step).await?;
+        step.done(format!("pod {pod}"));
         let step = Step::start("connect");
         let url = forward::node_port_url(&pg.user, &deployed.password, pg.host_port, &pg.database);
         let client = forward::connect_url(&url, Duration::from_secs(20), args.connect_timeout).await?;
         step.done(format!("127.0.0.1:{} (NodePort {})", pg.host_port, pg.node_port));
         let reused = (!fresh && deployed.reused && !deployed.created_namespace)
-            .then(|| format!("cluster {name}, namespace {namespace}, pod {}", deployed.pod));
+            .then(|| format!("cluster {name}, namespace {namespace}, pod {pod}"));
         Ok::<_, anyhow::Error>((url, client, reused))
     }
     .await;
@@ -571,9 +572,7 @@ pub(crate) async fn teardown(
         return Ok(false);
     }
     if args.keep {
-        eprintln!(
-            "keeping Kind cluster {name} (--keep / KEEP_CLUSTER=true); `cargo xtask e2e-teardown` deletes it later"
-        );
+        say!("keeping Kind cluster {name} (--keep / KEEP_CLUSTER=true); `cargo xtask e2e-teardown` deletes it later");
         return Ok(false);
     }
     let sh = shell(ws)?;
@@ -581,7 +580,7 @@ pub(crate) async fn teardown(
         if saved_owns_cluster(state, &name) {
             bail!("--backend kind: cannot delete cluster {name}: {why}");
         }
-        eprintln!("nothing to tear down: no Kind cluster can exist here ({why})");
+        say!("nothing to tear down: no Kind cluster can exist here ({why})");
         return Ok(true);
     }
     let step = Step::start(format!("cluster {name}"));
@@ -654,17 +653,16 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspa
         return Ok(false);
     }
     if args.keep {
-        eprintln!("keeping namespace {} (--keep / KEEP_CLUSTER=true)", t.namespace);
+        say!("keeping namespace {} (--keep / KEEP_CLUSTER=true)", t.namespace);
         return Ok(false);
     }
     let kubeconfig = state.and_then(|s| s.kubeconfig.clone());
     let client = e2e_migrations::kube::client(kubeconfig.as_deref(), Some(&t.context)).await?;
-    let started = Instant::now();
     if existing {
         let Some(run_id) = run_id.clone() else {
             let runs = remove::runs_in(&client, &t.namespace).await?;
             if runs.is_empty() {
-                eprintln!("nothing to tear down: no run of e2e-setup in namespace {}", t.namespace);
+                say!("nothing to tear down: no run of e2e-setup in namespace {}", t.namespace);
                 return Ok(state.is_some());
             }
             bail!(
@@ -675,22 +673,18 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspa
             );
         };
         let step = Step::start(format!("run {run_id} in namespace {} (context {})", t.namespace, t.context));
+        step.detail("deleting its objects, then waiting until they are gone");
         let removed = remove::delete_run(&client, &t.namespace, &run_id, Duration::from_secs(180)).await?;
-        let gone = started.elapsed().as_secs_f64();
         if removed.deleted.is_empty() {
             step.done("nothing to delete; the namespace is left as it was");
         } else {
-            step.done(format!(
-                "deleted {} (gone after {gone:.0} s); the namespace is left as it was",
-                removed.deleted.join(", ")
-            ));
+            step.done(format!("deleted {}; the namespace is left as it was", removed.deleted.join(", ")));
         }
     } else {
         let step = Step::start(format!("namespace {} (context {})", t.namespace, t.context));
+        step.detail("deleting, then waiting until it is gone");
         match remove::delete_namespace(&client, &t.namespace, run_id.as_deref(), Duration::from_secs(180)).await? {
-            remove::Deleted::Deleted => {
-                step.done(format!("deleted (gone after {:.0} s)", started.elapsed().as_secs_f64()))
-            }
+            remove::Deleted::Deleted => step.done("deleted"),
             remove::Deleted::Missing => step.done("nothing to delete"),
         }
     }
@@ -748,7 +742,7 @@ pub(crate) async fn teardown_stale(args: &Teardown, state: Option<&SetupState>, 
     let plural = if decisions.len() == 1 { "" } else { "s" };
     step.done(format!("{} run{plural}, {stale_runs} stale", decisions.len()));
     for line in stale::render(&decisions, &skipped, age, args.dry_run) {
-        eprintln!("  {line}");
+        say!("  {line}");
     }
     if args.dry_run {
         return Ok(());
@@ -779,10 +773,10 @@ pub(crate) async fn teardown_stale(args: &Teardown, state: Option<&SetupState>, 
         }
         match outcome {
             Ok(()) => removed += 1,
-            Err(why) => eprintln!("  run {} in namespace {}: {why}: the rest kept", r.run_id, r.namespace),
+            Err(why) => say!("  run {} in namespace {}: {why}: the rest kept", r.run_id, r.namespace),
         }
     }
-    eprintln!(
+    say!(
         "removed {removed} stale run(s); kept {}; left alone {} object(s) without run labels",
         decisions.len() - stale_runs,
         skipped.len()

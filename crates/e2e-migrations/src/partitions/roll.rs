@@ -43,6 +43,7 @@ use super::plan::{self, Bound, Bounds, Existing, Mode, TablePlan};
 use super::spec::{Interval, PartitionSpec};
 use super::sql::{self, ForeignKey, KeyType, OwnTrigger, Parent};
 use crate::error::{cut_list, DbContext, Error, Result};
+use crate::progress::{notify, Event, Observer};
 use crate::{core, db};
 
 /// Options for rolling partitions.
@@ -58,6 +59,9 @@ pub struct RollOptions {
     pub table_lock_timeout: Duration,
     /// Attempts per table before giving up on its locks.
     pub attempts: u32,
+    /// Told what the roll does as it goes (a wait for the advisory lock, each table), for a
+    /// progress display; `None` (the default) reports through `tracing` only.
+    pub observer: Option<Observer>,
 }
 
 impl Default for RollOptions {
@@ -67,6 +71,7 @@ impl Default for RollOptions {
             prune: true,
             table_lock_timeout: Duration::from_millis(500),
             attempts: 40,
+            observer: None,
         }
     }
 }
@@ -132,9 +137,11 @@ async fn run(
         return Ok(RollReport::default());
     }
     let c: &Client = client;
-    db::with_lock(c, opts.lock_timeout, async {
+    let observer = opts.observer.as_ref();
+    db::with_lock_observed(c, opts.lock_timeout, observer, async {
         let mut report = RollReport::default();
-        for spec in specs {
+        for (i, spec) in specs.iter().enumerate() {
+            notify(observer, || Event::Rolling { index: i + 1, total: specs.len(), table: spec.table.clone() });
             report.absorb(roll_table(c, spec, now, opts, mode).await?);
         }
         Ok(report)

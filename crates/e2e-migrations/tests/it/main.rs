@@ -6,4 +6,5 @@ mod support;
 mod connect;
 mod migrate;
 mod partitions;
+mod progress;
 mod txblock;
