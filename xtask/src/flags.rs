@@ -33,7 +33,7 @@ pub enum Cmd {
     /// Apply, inspect or revert migrations on a database.
     Migrate(Migrate),
     /// Roll, list or prune the declared partitions.
-    Partitions(crate::partitions::Partitions),
+    Partitions(Partitions),
     /// Open psql on this checkout's database, whatever the backend (through an in-process
     /// port-forward for a cluster): `cargo xtask psql [-- psql arguments]`.
     Psql(Psql),
@@ -259,6 +259,58 @@ pub struct MigrateDown {
     pub lock_timeout: u64,
 }
 
+/// `partitions` flags.
+#[derive(Debug, Clone, Args)]
+pub struct Partitions {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: PartitionsAction,
+}
+
+/// `partitions` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PartitionsAction {
+    /// Create the partitions wanted as of --now, moving rows waiting in the default partition
+    /// into them (as maintenance: no trigger fires, rows stay as they were), and apply retention
+    /// where a spec asks for it.
+    Roll(PartitionsChange),
+    /// Show each partition with its bounds and row count, and what a roll would add.
+    List(PartitionsArgs),
+    /// Apply retention only: detach or drop partitions older than each spec keeps.
+    Prune(PartitionsChange),
+}
+
+/// Flags of every `partitions` action.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionsArgs {
+    /// Sets and folder.
+    #[command(flatten)]
+    pub sets: SetArgs,
+    /// Target server.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Act as on this date (UTC) [default: today].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub now: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Flags of `partitions roll` and `partitions prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionsChange {
+    /// Sets, folder, server, date, output.
+    #[command(flatten)]
+    pub common: PartitionsArgs,
+    /// Seconds to wait for another runner's migration lock.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+    /// Roll: create partitions but leave retention alone.
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
 /// `psql` flags.
 #[derive(Debug, Clone, Args)]
 pub struct Psql {
@@ -312,7 +364,7 @@ pub struct Bench {
 /// `migrate new` flags.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateNew {
-    /// What the migration does, as an identifier (letters, digits, `_`): the file is NNN_<name>.sql.
+    /// What the migration does, as an identifier (letters, digits, `_`): the file is `NNN_<name>.sql`.
     pub name: String,
     /// The set in sets.toml the file joins (required when the folder has a sets.toml).
     #[arg(long, value_name = "SET")]

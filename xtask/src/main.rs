@@ -5,6 +5,7 @@
 //! code is a method on its flags struct. Errors go to stderr and make the exit code non-zero.
 
 mod bench;
+mod cli_util;
 mod completions;
 mod doctor;
 mod flags;
@@ -18,7 +19,6 @@ mod progress;
 mod psql;
 mod setup;
 mod status;
-mod target;
 mod teardown;
 #[cfg(test)]
 mod workflows;

@@ -8,9 +8,9 @@ use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Options};
 use serde_json::json;
 
+use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint, Step};
 use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
 use crate::progress::say;
-use crate::target::{follow_setup_sets, load_project, open as open_endpoint, Step};
 
 impl Migrate {
     pub(crate) async fn run(mut self) -> Result<()> {

@@ -249,7 +249,7 @@ fn replace_file(path: &Path, text: &str) -> Result<()> {
 
 impl MigrateNew {
     pub(crate) fn run(self) -> Result<()> {
-        let ws = crate::target::workspace()?;
+        let ws = crate::cli_util::workspace()?;
         let dir = match &self.migrations_dir {
             Some(d) => ws.resolve(d),
             None => ws.migrations,

@@ -3,80 +3,29 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
 use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, RollReport};
 
-use crate::flags::{DbArgs, Output, SetArgs};
+use crate::cli_util::{follow_setup_sets, load_project, open, parse_now};
+use crate::flags::{Output, Partitions, PartitionsAction, PartitionsArgs, PartitionsChange};
 use crate::progress::say;
-use crate::setup::parse_now;
-use crate::target::{follow_setup_sets, load_project, open};
-
-/// `partitions` flags.
-#[derive(Debug, Clone, Args)]
-pub struct Partitions {
-    /// What to do.
-    #[command(subcommand)]
-    pub action: Action,
-}
-
-/// `partitions` actions.
-#[derive(Debug, Clone, Subcommand)]
-pub enum Action {
-    /// Create the partitions wanted as of --now, moving rows waiting in the default partition
-    /// into them (as maintenance: no trigger fires, rows stay as they were), and apply retention
-    /// where a spec asks for it.
-    Roll(Change),
-    /// Show each partition with its bounds and row count, and what a roll would add.
-    List(Common),
-    /// Apply retention only: detach or drop partitions older than each spec keeps.
-    Prune(Change),
-}
-
-/// Flags of every action.
-#[derive(Debug, Clone, Args)]
-pub struct Common {
-    /// Sets and folder.
-    #[command(flatten)]
-    pub sets: SetArgs,
-    /// Target server.
-    #[command(flatten)]
-    pub db: DbArgs,
-    /// Act as on this date (UTC) [default: today].
-    #[arg(long, value_name = "YYYY-MM-DD")]
-    pub now: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub output: Output,
-}
-
-/// Flags of `roll` and `prune`.
-#[derive(Debug, Clone, Args)]
-pub struct Change {
-    /// Sets, folder, server, date, output.
-    #[command(flatten)]
-    pub common: Common,
-    /// Seconds to wait for another runner's migration lock.
-    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-    pub lock_timeout: u64,
-    /// Roll: create partitions but leave retention alone.
-    #[arg(long)]
-    pub no_prune: bool,
-}
 
 impl Partitions {
     pub(crate) async fn run(self) -> Result<()> {
         match self.action {
-            Action::Roll(a) => change(a, false).await,
-            Action::Prune(a) => change(a, true).await,
-            Action::List(a) => list(a).await,
+            PartitionsAction::Roll(a) => change(a, false).await,
+            PartitionsAction::Prune(a) => change(a, true).await,
+            PartitionsAction::List(a) => list(a).await,
         }
     }
 }
 
 /// The specs of the selected sets and a connection (the endpoint keeps a port-forward alive);
 /// `None` (said on stderr) when there are none.
-async fn prepare(c: &Common, access: Access) -> Result<Option<(Vec<PartitionSpec>, Endpoint, tokio_postgres::Client)>> {
+async fn prepare(
+    c: &PartitionsArgs,
+    access: Access,
+) -> Result<Option<(Vec<PartitionSpec>, Endpoint, tokio_postgres::Client)>> {
     let mut set_args = c.sets.clone();
     follow_setup_sets(&mut set_args, c.db.database_url.as_deref())?;
     let (project, sets) = load_project(&set_args)?;
@@ -90,7 +39,7 @@ async fn prepare(c: &Common, access: Access) -> Result<Option<(Vec<PartitionSpec
     Ok(Some((specs, endpoint, client)))
 }
 
-async fn change(a: Change, prune_only: bool) -> Result<()> {
+async fn change(a: PartitionsChange, prune_only: bool) -> Result<()> {
     let now = parse_now(a.common.now.as_deref())?;
     let Some((specs, _endpoint, mut client)) = prepare(&a.common, Access::StartIfNeeded).await? else {
         return Ok(());
@@ -141,7 +90,7 @@ fn summary(r: &RollReport, day: chrono::NaiveDate, prune_only: bool) -> String {
     )
 }
 
-async fn list(a: Common) -> Result<()> {
+async fn list(a: PartitionsArgs) -> Result<()> {
     let now = parse_now(a.now.as_deref())?;
     // Read-only: never starts a server.
     let Some((specs, _endpoint, mut client)) = prepare(&a, Access::ReadOnly).await? else {

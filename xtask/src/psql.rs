@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use e2e_migrations::lifecycle::{self, record, Access, Route};
 
+use crate::cli_util::workspace;
 use crate::flags::{PortForward, Psql};
 use crate::progress::say;
-use crate::target::workspace;
 
 /// The exit code a command ends with when it is not an error of ours (psql's own).
 #[derive(Debug)]

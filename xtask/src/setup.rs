@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use chrono::{DateTime, NaiveDate, Utc};
+use anyhow::{bail, Result};
+use chrono::{DateTime, Utc};
 use e2e_migrations::lifecycle::cache::CacheRequest;
 use e2e_migrations::lifecycle::fault::{fault_point, FaultStep};
 use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
@@ -12,23 +12,11 @@ use e2e_migrations::lifecycle::{BackendKind, Phase, Saved, SetupState, Workspace
 use e2e_migrations::testdb::Fingerprint;
 use e2e_migrations::{migrator, partitions, Options, Project};
 
+use crate::cli_util::{connect, load_project, parse_now, workspace, Step};
 use crate::flags::{Backend, Setup};
 use crate::follow::{self, Asked};
 use crate::kind;
 use crate::progress::say;
-use crate::target::{connect, load_project, workspace, Step};
-
-/// Parses `--now YYYY-MM-DD` (midday UTC of that date), or the clock.
-pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
-    match now {
-        None => Ok(Utc::now()),
-        Some(s) => {
-            let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .with_context(|| format!("--now {s:?}: expected YYYY-MM-DD"))?;
-            Ok(d.and_hms_opt(12, 0, 0).expect("valid time").and_utc())
-        }
-    }
-}
 
 /// The cache entry a new local server may start from: keyed by the sets, every selected
 /// migration's checksum and statements, the partition specs and the day (the test templates'
@@ -324,11 +312,5 @@ mod tests {
             use_them_line(std::path::Path::new("/my dir/$(touch x)/connection.env")),
             r#"set -a; . '/my dir/$(touch x)/connection.env'; set +a; psql "$DATABASE_URL""#
         );
-    }
-
-    #[test]
-    fn now_is_midday_utc_of_the_date() {
-        assert_eq!(parse_now(Some("2024-02-29")).unwrap().to_rfc3339(), "2024-02-29T12:00:00+00:00");
-        assert!(parse_now(Some("2024-02-30")).unwrap_err().to_string().contains("--now"));
     }
 }

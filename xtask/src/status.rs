@@ -17,10 +17,9 @@ use e2e_migrations::testdb::{parse_name, DbName};
 use e2e_migrations::{db, migrator, Catalog, Project};
 use serde::Serialize;
 
+use crate::cli_util::{connect, parse_now, workspace};
 use crate::flags::{Output, Status};
 use crate::progress::say;
-use crate::setup::parse_now;
-use crate::target::{connect, workspace};
 
 /// The migrations `status` lists (pure): with a setup of chosen sets, those sets' migrations
 /// and every other one that is applied, drifted or unknown to them; else all.
@@ -121,6 +120,8 @@ pub(crate) struct TestDatabases {
     pub building: usize,
     /// Ready clones or test databases whose template is gone.
     pub orphans: usize,
+    /// Empty databases tests made for themselves (`e2e_migrations::testdb::scratch_name`).
+    pub scratch: usize,
 }
 
 /// One template.
@@ -183,7 +184,7 @@ pub(crate) fn table_of(l: &Listing) -> TableStatus {
 pub(crate) fn test_databases(names: &[String]) -> TestDatabases {
     let mut by_hash: BTreeMap<String, TemplateStatus> = BTreeMap::new();
     let mut clones: Vec<(String, bool)> = Vec::new();
-    let mut building = 0;
+    let (mut building, mut scratch) = (0, 0);
     for n in names {
         match parse_name(n) {
             Some(DbName::Template { hash, label }) => {
@@ -192,7 +193,8 @@ pub(crate) fn test_databases(names: &[String]) -> TestDatabases {
             Some(DbName::Ready { hash, .. }) => clones.push((hash, true)),
             Some(DbName::Test { hash, .. }) => clones.push((hash, false)),
             Some(DbName::Build { .. }) => building += 1,
-            None => {}
+            Some(DbName::Scratch { .. }) => scratch += 1,
+            _ => {}
         }
     }
     let mut orphans = 0;
@@ -203,7 +205,7 @@ pub(crate) fn test_databases(names: &[String]) -> TestDatabases {
             None => orphans += 1,
         }
     }
-    TestDatabases { templates: by_hash.into_values().collect(), building, orphans }
+    TestDatabases { templates: by_hash.into_values().collect(), building, orphans, scratch }
 }
 
 /// The text form (pure).
@@ -278,12 +280,13 @@ pub(crate) fn render(r: &Report, day: NaiveDate) -> String {
     }
     let td = &r.test_databases;
     line(format!(
-        "test databases: {} templates, {} ready, {} in use{}{}",
+        "test databases: {} templates, {} ready, {} in use{}{}{}",
         td.templates.len(),
         td.templates.iter().map(|t| t.ready).sum::<usize>(),
         td.templates.iter().map(|t| t.in_use).sum::<usize>(),
         if td.building > 0 { format!(", {} building", td.building) } else { String::new() },
         if td.orphans > 0 { format!(", {} without a template", td.orphans) } else { String::new() },
+        if td.scratch > 0 { format!(", {} scratch", td.scratch) } else { String::new() },
     ));
     for t in &td.templates {
         line(format!("  {} ({}): {} ready, {} in use", t.name, t.sets, t.ready, t.in_use));
@@ -436,7 +439,7 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
         Ok(listings) => r.partitions = listings.iter().map(table_of).collect(),
         Err(e) => r.warnings.push(format!("listing partitions: {}", report(&e))),
     }
-    let maintenance = e2e_migrations::testdb::swap_database(&endpoint.url, "postgres")?;
+    let maintenance = db::with_database(&endpoint.url, "postgres")?;
     match connect(&maintenance, ws.connect_timeout).await {
         Ok(admin) => {
             let rows = admin
@@ -465,7 +468,6 @@ mod tests {
         assert_eq!(of_setup_sets(all.clone(), &wanted, false), all, "a setup of all sets lists all");
     }
     use e2e_migrations::source::parse_folder;
-    use e2e_migrations::testdb::{owned_name, template_name, Owner};
     use e2e_migrations::Manifest;
     use expect_test::expect;
     use std::path::Path;
@@ -512,23 +514,24 @@ mod tests {
 
     #[test]
     fn test_databases_are_grouped_by_template() {
-        let owner = Owner { host: "ab12".into(), pid: 7, start: 1 };
-        let (h1, h2) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
-        let names = vec![
-            template_name(h1, "audit"),
-            owned_name('r', h1, &owner, 1),
-            owned_name('r', h1, &owner, 2),
-            owned_name('t', h1, &owner, 3),
-            owned_name('r', h2, &owner, 4),
-            owned_name('b', h2, &owner, 5),
-            "e2e".to_string(),
-        ];
+        let names: Vec<String> = [
+            "e2e_tpl_aaaaaaaaaaaa_audit",
+            "e2e_r_aaaaaaaaaaaa_ab12_7_1_1",
+            "e2e_r_aaaaaaaaaaaa_ab12_7_1_2",
+            "e2e_t_aaaaaaaaaaaa_ab12_7_1_3",
+            "e2e_r_bbbbbbbbbbbb_ab12_7_1_4",
+            "e2e_b_bbbbbbbbbbbb_ab12_7_1_5",
+            "e2e_s_ab12_7_1_6",
+            "e2e",
+        ]
+        .map(String::from)
+        .into();
         let td = test_databases(&names);
         assert_eq!(
             td.templates,
-            [TemplateStatus { name: template_name(h1, "audit"), sets: "audit".into(), ready: 2, in_use: 1 }]
+            [TemplateStatus { name: "e2e_tpl_aaaaaaaaaaaa_audit".into(), sets: "audit".into(), ready: 2, in_use: 1 }]
         );
-        assert_eq!((td.building, td.orphans), (1, 1));
+        assert_eq!((td.building, td.orphans, td.scratch), (1, 1, 1));
     }
 
     #[test]
@@ -568,6 +571,7 @@ mod tests {
                 }],
                 building: 0,
                 orphans: 0,
+                scratch: 0,
             },
             warnings: vec![],
         };

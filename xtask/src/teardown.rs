@@ -4,9 +4,9 @@ use anyhow::{bail, Result};
 use e2e_migrations::lifecycle::record::{self, DataPlace};
 use e2e_migrations::lifecycle::{self, local, Saved};
 
+use crate::cli_util::{workspace, Step};
 use crate::flags::{Backend, Teardown};
 use crate::progress::say;
-use crate::target::{workspace, Step};
 use crate::{follow, kind};
 
 impl Teardown {

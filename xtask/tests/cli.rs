@@ -5,8 +5,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_migrations::db;
-use e2e_migrations::lifecycle::local::{self, StartOptions};
-use e2e_migrations::lifecycle::Workspace;
+use e2e_migrations::lifecycle::local;
+use e2e_test_support::{FreshDb, TempDir};
 
 #[path = "cli/faults.rs"]
 mod faults;
@@ -31,43 +31,9 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn rand_tag() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-struct Dir(PathBuf);
-impl Dir {
-    fn new(files: &[(&str, &str)]) -> Dir {
-        let d = std::env::temp_dir().join(format!("xtask-cli-{}", rand_tag()));
-        std::fs::create_dir_all(&d).unwrap();
-        for (n, t) in files {
-            std::fs::write(d.join(n), t).unwrap();
-        }
-        Dir(d)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A fresh database on this checkout's local server; returns its URL and name.
-fn fresh_db(rt: &tokio::runtime::Runtime) -> (String, String) {
-    let ws = Workspace::current().unwrap();
-    let s = rt.block_on(local::ensure_running(&ws, &StartOptions::default())).unwrap();
-    let name = format!("cli_{}", rand_tag());
-    rt.block_on(async {
-        let admin = db::connect(&s.url_for("postgres")).await.unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    });
-    (s.url_for(&name), name)
+/// A temporary folder holding `files`.
+fn dir(files: &[(&str, &str)]) -> TempDir {
+    TempDir::with_files("xtask-cli", files)
 }
 
 fn query_i64(rt: &tokio::runtime::Runtime, url: &str, sql: &str) -> i64 {
@@ -85,7 +51,7 @@ const UNREACHABLE: &str = "postgres://nobody:x@127.0.0.1:1/none";
 
 #[test]
 fn duplicate_versions_are_rejected_before_connecting() {
-    let d = Dir::new(&[("013_a.sql", "-- +goose Up\nSELECT 1;\n"), ("13_b.sql", "-- +goose Up\nSELECT 2;\n")]);
+    let d = dir(&[("013_a.sql", "-- +goose Up\nSELECT 1;\n"), ("13_b.sql", "-- +goose Up\nSELECT 2;\n")]);
     let o = run(xtask().args(["migrate", "up", "--database-url", UNREACHABLE, "--migrations-dir"]).arg(d.path()));
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -106,7 +72,7 @@ fn unknown_set_is_named_with_the_known_ones() {
 
 #[test]
 fn goose_syntax_errors_name_file_and_line() {
-    let d = Dir::new(&[("001_a.sql", "-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n")]);
+    let d = dir(&[("001_a.sql", "-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n")]);
     let o = run(xtask().args(["migrate", "plan", "--database-url", UNREACHABLE, "--migrations-dir"]).arg(d.path()));
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -127,7 +93,8 @@ fn unreachable_database_is_an_error_not_success() {
 #[test]
 fn status_and_plan_report_as_json() {
     let rt = rt();
-    let (url, _) = fresh_db(&rt);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
     let o = run(xtask().args(["migrate", "plan", "--output", "json", "--sets", "workflow", "--database-url", &url]));
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -172,8 +139,9 @@ fn wait_for_query(rt: &tokio::runtime::Runtime, url: &str, needle: &str) {
 #[test]
 fn a_run_killed_mid_migration_is_completed_by_the_next() {
     let rt = rt();
-    let (url, _) = fresh_db(&rt);
-    let d = Dir::new(&[
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let d = dir(&[
         ("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n"),
         ("002_slow.sql", "-- +goose Up\nCREATE TABLE b (x int);\nSELECT pg_sleep(1.5) /* slow_tx */;\nINSERT INTO b VALUES (1);\n"),
         (
@@ -222,7 +190,7 @@ fn a_run_killed_mid_migration_is_completed_by_the_next() {
 
 #[test]
 fn local_setup_is_reused_and_teardown_is_idempotent() {
-    let state = Dir::new(&[]);
+    let state = dir(&[]);
     let setup = |extra: &[&str]| {
         run(xtask()
             .env("E2E_STATE_DIR", state.path())
@@ -267,7 +235,7 @@ fn local_setup_is_reused_and_teardown_is_idempotent() {
 
 #[test]
 fn missing_server_binaries_say_what_to_install() {
-    let state = Dir::new(&[]);
+    let state = dir(&[]);
     let o = run(xtask()
         .env("E2E_STATE_DIR", state.path())
         .env("E2E_PG_BINDIR", state.path().join("no-such-bindir"))
@@ -284,7 +252,7 @@ fn a_private_parent_folder_moves_the_data_where_the_server_account_can_reach_it(
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    let private = Dir::new(&[]);
+    let private = dir(&[]);
     std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let state = private.path().join("checkout/target/e2e");
     let o = run(xtask().env("E2E_STATE_DIR", &state).args([
@@ -312,7 +280,7 @@ fn a_private_parent_folder_moves_the_data_where_the_server_account_can_reach_it(
 
 fn nix_is_root() -> bool {
     // A file this process makes is owned by its effective uid.
-    let probe = Dir::new(&[("owner", "")]);
+    let probe = dir(&[("owner", "")]);
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(probe.path().join("owner")).unwrap()) == 0
 }
 
@@ -359,7 +327,7 @@ fn no_password_in_any_output_for_any_form_of_connection_string() {
         format!("host=127.0.0.1 port={port} password=Pw0rdA1 stray dbname=db"),
     ];
     // a state folder of its own: this checkout's setup is not to be replaced
-    let state = Dir::new(&[]);
+    let state = TempDir::new("xtask-cli-state");
     for url in &forms {
         for args in [
             vec!["migrate", "status", "--connect-timeout", "1", "--database-url", url],
@@ -386,7 +354,8 @@ fn error_text(o: &Output) -> String {
 #[test]
 fn a_database_error_says_what_was_done_then_its_sqlstate_detail_and_hint_once() {
     let rt = rt();
-    let (url, _) = fresh_db(&rt);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
     // goose's table as a view that refuses to be read, with a detail and a hint.
     rt.block_on(async {
         let c = db::connect(&url).await.unwrap();
@@ -408,9 +377,9 @@ fn a_database_error_says_what_was_done_then_its_sqlstate_detail_and_hint_once() 
 
 #[test]
 fn a_failed_migration_says_its_file_line_sqlstate_detail_and_hint_once() {
-    let rt = rt();
-    let (url, _) = fresh_db(&rt);
-    let d = Dir::new(&[
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let d = dir(&[
         ("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n"),
         (
             "002_b.sql",
@@ -431,10 +400,10 @@ fn a_failed_migration_says_its_file_line_sqlstate_detail_and_hint_once() {
 
 #[test]
 fn drift_is_refused_and_the_flag_that_accepts_it_is_named_by_the_cli() {
-    let rt = rt();
-    let (url, _) = fresh_db(&rt);
-    let d = Dir::new(&[("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n")]);
-    let up = |d: &Dir, extra: &[&str]| {
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let d = dir(&[("001_a.sql", "-- +goose Up\nCREATE TABLE a (x int);\n")]);
+    let up = |d: &TempDir, extra: &[&str]| {
         run(xtask().args(["migrate", "up", "--database-url", &url]).args(extra).arg("--migrations-dir").arg(d.path()))
     };
     assert!(up(&d, &[]).status.success());

@@ -1,8 +1,10 @@
 //! `migrate new`, `doctor` and `completions` as a user runs them: stdout holds only data, bad
 //! input is refused with nothing written, and the migrations folder stays valid.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use e2e_test_support::TempDir;
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -18,31 +20,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::io::Read;
-        let mut b = [0u8; 6];
-        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        let d = std::env::temp_dir().join(format!("xtask-{tag}-{hex}"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A copy of the project's migrations folder.
 fn project_copy() -> TempDir {
-    let d = TempDir::new("migrate-new");
+    let d = TempDir::new("xtask-migrate-new");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
     for e in std::fs::read_dir(&src).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), d.0.join(e.file_name())).unwrap();
+        std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
     }
     d
 }
@@ -66,10 +50,10 @@ fn migrate_new(dir: &Path, args: &[&str]) -> Output {
 #[test]
 fn migrate_new_writes_the_next_version_and_adds_it_to_the_set() {
     let d = project_copy();
-    let before = std::fs::read_to_string(d.0.join("sets.toml")).unwrap();
-    let o = migrate_new(&d.0, &["add_widgets", "--set", "audit"]);
+    let before = std::fs::read_to_string(d.join("sets.toml")).unwrap();
+    let o = migrate_new(d.path(), &["add_widgets", "--set", "audit"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let dir = std::fs::canonicalize(&d.0).unwrap();
+    let dir = std::fs::canonicalize(d.path()).unwrap();
     let path = dir.join("022_add_widgets.sql");
     assert_eq!(text(&o.stdout), format!("{}\n", path.display()), "stdout holds only the new file's path");
     assert!(text(&o.stderr).contains("added 022_add_widgets.sql to set audit"), "{}", text(&o.stderr));
@@ -77,7 +61,7 @@ fn migrate_new_writes_the_next_version_and_adds_it_to_the_set() {
     assert!(file.contains("\n-- +goose Up\n") && file.contains("\n-- +goose Down\n"), "{file}");
 
     // Only the set's files line changed; comments and layout are kept.
-    let after = std::fs::read_to_string(d.0.join("sets.toml")).unwrap();
+    let after = std::fs::read_to_string(d.join("sets.toml")).unwrap();
     let expected = before.replace(
         "files = [\"013_create_audit_events_table.sql\"]",
         "files = [\"013_create_audit_events_table.sql\", \"022_add_widgets.sql\"]",
@@ -86,14 +70,14 @@ fn migrate_new_writes_the_next_version_and_adds_it_to_the_set() {
     assert_eq!(after, expected);
 
     // The folder is still valid, with the new file in the set.
-    let project = e2e_migrations::Project::load(&d.0).unwrap();
+    let project = e2e_migrations::Project::load(d.path()).unwrap();
     let audit = project.select(&["audit".to_string()]).unwrap();
     let names: Vec<&str> = audit.migrations.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["013_create_audit_events_table.sql", "022_add_widgets.sql"]);
     assert!(audit.warnings.is_empty(), "{:?}", audit.warnings);
 
     // The next one follows it.
-    let o = migrate_new(&d.0, &["more_widgets", "--set", "workflow"]);
+    let o = migrate_new(d.path(), &["more_widgets", "--set", "workflow"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).trim_end().ends_with("/023_more_widgets.sql"), "{}", text(&o.stdout));
 }
@@ -101,7 +85,7 @@ fn migrate_new_writes_the_next_version_and_adds_it_to_the_set() {
 #[test]
 fn migrate_new_refuses_bad_input_and_writes_nothing() {
     let d = project_copy();
-    let before = listing(&d.0);
+    let before = listing(d.path());
     let cases: &[(&[&str], &str)] = &[
         (&["add_widgets", "--set", "audti"], r#"unknown set "audti"; known sets: all, audit, notification, workflow"#),
         (&["add_widgets"], "--set SET is required"),
@@ -109,21 +93,21 @@ fn migrate_new_refuses_bad_input_and_writes_nothing() {
         (&["add_widgets", "--set", "audit", "--version", "15"], "--version 15: version 15 already exists: "),
     ];
     for (args, want) in cases {
-        let o = migrate_new(&d.0, args);
+        let o = migrate_new(d.path(), args);
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(text(&o.stderr).contains(want), "{args:?}: {}", text(&o.stderr));
         assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o.stdout));
-        assert_eq!(listing(&d.0), before, "{args:?} changed the folder");
+        assert_eq!(listing(d.path()), before, "{args:?} changed the folder");
     }
-    let o = migrate_new(&d.0, &["from_production", "--set", "notification", "--version", "30"]);
+    let o = migrate_new(d.path(), &["from_production", "--set", "notification", "--version", "30"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).trim_end().ends_with("/030_from_production.sql"), "{}", text(&o.stdout));
 }
 
 #[test]
 fn doctor_reports_json_changes_nothing_and_fails_without_server_binaries() {
-    let state = TempDir::new("doctor");
-    let o = run(xtask().env("E2E_STATE_DIR", &state.0).args(["doctor", "--output", "json"]));
+    let state = TempDir::new("xtask-doctor");
+    let o = run(xtask().env("E2E_STATE_DIR", state.path()).args(["doctor", "--output", "json"]));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON report");
     let local = report["backends"].as_array().unwrap().iter().find(|b| b["backend"] == "local").unwrap().clone();
     assert_eq!(o.status.success(), local["ready"] == true, "exit code follows the local backend: {report}");
@@ -132,10 +116,12 @@ fn doctor_reports_json_changes_nothing_and_fails_without_server_binaries() {
     for want in ["postgresql", "kind", "container engine", "kubectl", "kube context", "disk", "previous setup"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    assert_eq!(std::fs::read_dir(&state.0).unwrap().count(), 0, "doctor writes nothing");
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0, "doctor writes nothing");
 
-    let o =
-        run(xtask().env("E2E_STATE_DIR", &state.0).env("E2E_PG_BINDIR", state.0.join("no-such-bindir")).arg("doctor"));
+    let o = run(xtask()
+        .env("E2E_STATE_DIR", state.path())
+        .env("E2E_PG_BINDIR", state.join("no-such-bindir"))
+        .arg("doctor"));
     assert!(!o.status.success());
     let out = text(&o.stdout);
     assert!(out.contains("missing  postgresql"), "{out}");

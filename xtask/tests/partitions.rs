@@ -7,8 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_migrations::db;
-use e2e_migrations::lifecycle::local::{self, StartOptions};
-use e2e_migrations::lifecycle::Workspace;
+use e2e_test_support::{FreshDb, TempDir};
 use tokio_postgres::Client;
 
 fn xtask() -> Command {
@@ -31,51 +30,13 @@ fn cut(s: &str, n: usize) -> &str {
     &s[..end]
 }
 
-fn rand_tag() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A temporary folder, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(files: &[(&str, &str)]) -> Dir {
-        let d = std::env::temp_dir().join(format!("xtask-partitions-{}", rand_tag()));
-        std::fs::create_dir_all(&d).unwrap();
-        for (n, t) in files {
-            std::fs::write(d.join(n), t).unwrap();
-        }
-        Dir(d)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary folder holding `files`.
+fn dir(files: &[(&str, &str)]) -> TempDir {
+    TempDir::with_files("xtask-partitions", files)
 }
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// A fresh database on this checkout's local server; its URL.
-fn fresh_db(rt: &tokio::runtime::Runtime) -> String {
-    let ws = Workspace::current().unwrap();
-    let s = rt.block_on(local::ensure_running(&ws, &StartOptions::default())).unwrap();
-    let name = format!("cli_part_{}", rand_tag());
-    rt.block_on(async {
-        let admin = db::connect(&s.url_for("postgres")).await.unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    });
-    s.url_for(&name)
 }
 
 fn connect(rt: &tokio::runtime::Runtime, url: &str) -> Client {
@@ -101,7 +62,8 @@ fn manifest(spec: &str) -> String {
 #[test]
 fn bad_manifests_are_refused_before_any_database_is_touched() {
     let rt = rt();
-    let url = fresh_db(&rt);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
     let c = connect(&rt, &url);
     let huge = "e".repeat(2 << 20);
     let cases: Vec<(String, &str, &str)> = vec![
@@ -134,8 +96,8 @@ fn bad_manifests_are_refused_before_any_database_is_touched() {
         ),
     ];
     for (spec, table, says) in &cases {
-        let dir = Dir::new(&[("001_events.sql", TABLE_SQL), ("sets.toml", &manifest(spec))]);
-        let state = Dir::new(&[]);
+        let dir = dir(&[("001_events.sql", TABLE_SQL), ("sets.toml", &manifest(spec))]);
+        let state = TempDir::new("xtask-partitions-state");
         let file = dir.path().join("sets.toml");
         let commands: [&[&str]; 2] = [
             &["e2e-setup", "--backend", "url", "--database-url", &url, "--migrations-dir"],
@@ -201,7 +163,8 @@ fn guarded_state(rt: &tokio::runtime::Runtime, c: &Client) -> (Vec<String>, i64)
 #[test]
 fn a_roll_killed_in_the_middle_of_moving_rows_is_completed_by_the_next() {
     let rt = rt();
-    let url = fresh_db(&rt);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
     let fixture = guarded_fixture();
     let o = run(xtask().args(["migrate", "up", "--database-url", &url, "--migrations-dir"]).arg(&fixture));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -181,6 +181,39 @@ fn scrub_parse_error(message: &str) -> String {
     message.to_string()
 }
 
+/// The same connection string naming another database (pure): a `postgres://` URL's path, or a
+/// key=value string's `dbname`; any `dbname=` query parameter is dropped, so that `database` wins.
+pub fn with_database(url: &str, database: &str) -> Result<String> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if scheme != "postgres" && scheme != "postgresql" {
+            return Err(Error::InvalidUrl { url: redact(url), reason: "expected postgres:// or postgresql://".into() });
+        }
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        // The authority ends at the first '/' after the last '@' (passwords may hold '/').
+        let auth_start = before_query.rfind('@').map(|i| i + 1).unwrap_or(0);
+        let authority_end = before_query[auth_start..].find('/').map(|i| i + auth_start).unwrap_or(before_query.len());
+        let mut out = format!("{scheme}://{}/{database}", &before_query[..authority_end]);
+        if let Some(q) = query {
+            let kept: Vec<&str> = q.split('&').filter(|kv| !kv.starts_with("dbname=")).collect();
+            if !kept.is_empty() {
+                out.push('?');
+                out.push_str(&kept.join("&"));
+            }
+        }
+        return Ok(out);
+    }
+    if url.contains('=') {
+        let mut parts: Vec<String> =
+            url.split_whitespace().filter(|kv| !kv.starts_with("dbname=")).map(str::to_string).collect();
+        parts.push(format!("dbname={database}"));
+        return Ok(parts.join(" "));
+    }
+    Err(Error::InvalidUrl { url: redact(url), reason: "expected postgres://... or key=value pairs".into() })
+}
+
 /// A connection string with its password replaced by `***`, for messages: in a URL's userinfo
 /// (also with an unencoded `@` in the password, which is why the last `@` ends the userinfo), in
 /// its `password=` query parameter, and in a key=value string (`password=x`, `password = 'a b'`,
@@ -471,6 +504,18 @@ async fn lock_holder(client: &Client, key: i64) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_swap_their_database() {
+        let s = |u: &str| with_database(u, "postgres").unwrap();
+        assert_eq!(s("postgres://u:p@127.0.0.1:5432/e2e"), "postgres://u:p@127.0.0.1:5432/postgres");
+        assert_eq!(s("postgresql://u:p/w@h/e2e?sslmode=disable"), "postgresql://u:p/w@h/postgres?sslmode=disable");
+        assert_eq!(s("postgres://h:5432"), "postgres://h:5432/postgres");
+        assert_eq!(s("postgres://h/db?dbname=x&application_name=a"), "postgres://h/postgres?application_name=a");
+        assert_eq!(s("host=h user=u dbname=e2e"), "host=h user=u dbname=postgres");
+        let e = with_database("mysql://u:secret@h/db", "x").unwrap_err().to_string();
+        assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -182,6 +182,15 @@ pub enum Error {
         #[source]
         source: Box<crate::partitions::RollError>,
     },
+    /// A test database template could not be built (see [`crate::testdb`]).
+    #[error("building the test template for sets {sets}")]
+    Template {
+        /// The sets, comma-separated.
+        sets: String,
+        /// What stopped it.
+        #[source]
+        source: Box<Error>,
+    },
     /// Where the database lives, and reaching it (see [`crate::lifecycle`]).
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),

@@ -14,7 +14,8 @@
 //! - [`testdb`]: an isolated database per test, cloned from a template;
 //! - [`lifecycle`]: where the database lives and how to reach it: this checkout's workspace and
 //!   state, the local server (a throwaway PostgreSQL from the machine's binaries), and the one
-//!   resolver from a URL and the state to a server.
+//!   resolver from a URL and the state to a server;
+//! - [`secret`]: generated passwords and ids.
 
 pub mod apply;
 pub mod batch;
@@ -32,6 +33,7 @@ pub mod partitions;
 pub mod plan;
 pub mod progress;
 pub mod scan;
+pub mod secret;
 pub mod sets;
 pub mod source;
 pub mod testdb;

@@ -88,6 +88,7 @@ pub struct Selection<'a> {
 #[derive(Debug, Clone)]
 pub struct Catalog<'a> {
     folder: &'a Folder,
+    /// The manifest file, for messages (it may not exist).
     manifest_file: PathBuf,
     sets: BTreeMap<String, SetDef>,
     warnings: Vec<String>,
@@ -152,11 +153,6 @@ impl<'a> Catalog<'a> {
     /// Every set name, `all` included, sorted.
     pub fn known(&self) -> Vec<String> {
         known(&self.sets)
-    }
-
-    /// The manifest file this catalog came from (it may not exist).
-    pub fn manifest_file(&self) -> &Path {
-        &self.manifest_file
     }
 
     /// The folder.

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use e2e_migrations::ident::quote;
 use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
 use e2e_migrations::lifecycle::Workspace;
 use serde::Serialize;
@@ -129,11 +130,13 @@ pub(crate) fn time_process(cmd: &mut Command) -> Result<f64> {
     Ok(t)
 }
 
-/// A fresh empty database on the bench server; returns its URL.
+/// A fresh empty database `name` on the bench server (replacing one of that name: the cases
+/// reuse their names run after run, and psql reaches them by name); returns its URL. The bench's
+/// server is its own and is removed at the end, so nothing is left behind.
 pub(crate) async fn fresh_db(ctx: &Ctx, name: &str) -> Result<String> {
     let admin = e2e_migrations::db::connect(&ctx.server.url_for("postgres")).await?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
-    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name))).await?;
+    admin.batch_execute(&format!("CREATE DATABASE {}", quote(name))).await?;
     Ok(ctx.server.url_for(name))
 }
 
@@ -159,15 +162,14 @@ impl Bench {
         sh.change_dir(&root);
         say!("building the release xtask binary (ours is timed as a whole process)...");
         cmd!(sh, "cargo build --release --quiet --package xtask --bin xtask").run()?;
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let state_dir = target.join("e2e-bench");
+        let state_dir = ws.target_dir.join("e2e-bench");
         let work = state_dir.join("work");
         std::fs::create_dir_all(&work)?;
         let bench_ws = Workspace { state_dir: state_dir.clone(), cache_dir: None, ..ws.clone() };
         let server = local::ensure_running(&bench_ws, &StartOptions::default()).await?;
         let psql = which("psql").context("psql is needed for the baselines (apt-get install postgresql-client)")?;
         let ctx = Ctx {
-            xtask: target.join("release/xtask"),
+            xtask: ws.target_dir.join("release/xtask"),
             server,
             root: root.clone(),
             state_dir: state_dir.clone(),

@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use e2e_migrations::testdb::{Pool, Target};
+use e2e_migrations::ident::quote;
+use e2e_migrations::testdb::Pool;
 use e2e_migrations::{apply, Options, Project};
 
 use super::{median, CaseResult, Ctx, Goal};
@@ -22,13 +23,13 @@ const SETS: &[&str] = &["all"];
 /// under 10 ms.
 pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
     let project = Project::load(&ctx.root.join("migrations")).context("loading the project's migrations")?;
-    let target = Target::url(ctx.server.url());
+    let server = ctx.server.url();
     let now = chrono::Utc::now();
 
     // The template is built once per fingerprint; build it before timing (a warm run).
     let clones: Pool = e2e_migrations::TestDatabase::builder(SETS)
         .project(project.clone())
-        .target(target.clone())
+        .server_url(server.clone())
         .now(now)
         .ready(0)
         .pool()
@@ -46,10 +47,10 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
         db.close().await.context("test_db: dropping the clone")?;
 
         let name = format!("bench_create_and_migrate_{i}");
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&name))).await?;
         let start = Instant::now();
         admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
             .await
             .context("create_and_migrate: CREATE DATABASE")?;
         let mut client = e2e_migrations::db::connect(&ctx.server.url_for(&name)).await?;
@@ -58,14 +59,19 @@ pub(crate) async fn test_db(ctx: &Ctx) -> Result<Vec<CaseResult>> {
             .context("create_and_migrate: applying")?;
         baseline.push(start.elapsed().as_secs_f64());
         drop(client);
-        admin.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await?;
+        admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(&name))).await?;
     }
     let mut results =
         vec![CaseResult::pair("test_db", "create_and_migrate", median(ours), median(baseline), Goal::RatioAtMost(0.5))];
 
     // A warm pool: wait (untimed) until it is full again, then time taking one.
-    let pool =
-        e2e_migrations::TestDatabase::builder(SETS).project(project).target(target).now(now).ready(2).pool().await?;
+    let pool = e2e_migrations::TestDatabase::builder(SETS)
+        .project(project)
+        .server_url(server)
+        .now(now)
+        .ready(2)
+        .pool()
+        .await?;
     let mut taken = Vec::with_capacity(ctx.runs);
     for _ in 0..ctx.runs {
         pool.warm().await.context("test_db_pool: filling the pool")?;

@@ -310,13 +310,6 @@ pub(crate) fn recent_events(events: &[Event], prefix: &str, n: usize) -> Vec<Str
     lines
 }
 
-/// Generates a password: 24 random bytes from the OS, hex.
-pub(crate) fn generate_password() -> Result<String> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS for the password: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Maps an API error of `need` to an error that says what was being done and, for a refusal,
 /// which right is missing and which Role grants it.
 pub(crate) fn api_error(e: kube::Error, need: Need, namespace: Option<&str>, what: &str) -> anyhow::Error {
@@ -467,7 +460,7 @@ pub(crate) async fn deploy(d: &Deploy<'_>, step: &Step) -> Result<Deployed> {
     };
     let password = match existing.as_ref().map(e2e_migrations::kube::credentials_from_secret) {
         Some(Ok(c)) => c.password,
-        _ => generate_password()?,
+        _ => e2e_migrations::secret::password()?,
     };
     let own_namespace = d.mode != NamespaceMode::Existing;
     let mut m = Manifests::new(d.pg, ns, &password, d.exposure, d.run, own_namespace);
@@ -917,7 +910,7 @@ mod tests {
 
     #[test]
     fn generated_passwords_are_long_and_differ() {
-        let (a, b) = (generate_password().unwrap(), generate_password().unwrap());
+        let (a, b) = (e2e_migrations::secret::password().unwrap(), e2e_migrations::secret::password().unwrap());
         assert_eq!(a.len(), 48);
         assert_ne!(a, b);
     }

@@ -44,9 +44,9 @@ use self::cluster::{Action, Marker, Paths, TeardownAction};
 use self::config::{E2eConfig, KindCluster, CONFIG_FILE, CONFIG_HASH_LABEL, OWNER_LABEL, OWNER_VALUE};
 use self::deploy::NamespaceMode;
 use self::manifests::{Exposure, Manifests, RunMeta};
+use crate::cli_util::Step;
 use crate::flags::{Setup, Teardown};
 use crate::progress::say;
-use crate::target::Step;
 
 /// Why kind cannot serve here, or `None` when kind and a running container engine are present.
 pub(crate) fn unavailable_reason() -> Option<String> {

@@ -25,7 +25,7 @@ impl Engine {
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Step {
+pub(crate) enum PlanStep {
     /// A command; `when` says under which condition it runs.
     Run { argv: Vec<String>, when: Option<String> },
     /// A file written with mode 0600.
@@ -131,10 +131,10 @@ pub(crate) struct Deploy<'a> {
 }
 
 /// The plan of a Kind setup.
-pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<Step> {
+pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
     let mut steps = vec![
-        Step::Run { argv: kind(strings(&["get", "clusters"])), when: None },
-        Step::Run {
+        PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
+        PlanStep::Run {
             argv: kind(kind_get_kubeconfig_args(k.cluster)),
             when: Some(format!(
                 "when the cluster exists: written to {} (0600); its node must carry {}={} (created by e2e-setup)",
@@ -143,17 +143,17 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<Step> {
                 super::config::OWNER_VALUE
             )),
         },
-        Step::Write { path: k.config_path.display().to_string(), text: k.config_yaml.to_string() },
-        Step::Do(format!(
+        PlanStep::Write { path: k.config_path.display().to_string(), text: k.config_yaml.to_string() },
+        PlanStep::Do(format!(
             "list the namespaces of other checkouts sharing the cluster (label {}); a cluster they use is never recreated",
             super::share::CHECKOUT_LABEL
         )),
         record_step(d.run_id),
-        Step::Run {
+        PlanStep::Run {
             argv: kind(kind_delete_args(k.cluster, k.kubeconfig)),
             when: Some("with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed".to_string()),
         },
-        Step::Run {
+        PlanStep::Run {
             argv: kind(kind_create_args(k.cluster, k.config_path, k.kubeconfig)),
             when: Some(format!(
                 "unless a healthy cluster {:?} that e2e-setup created exists (a same-named cluster it did not create is refused)",
@@ -162,18 +162,18 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<Step> {
         },
     ];
     let loads = image_load_commands(k.engine, k.image, k.cluster, k.archive);
-    steps.push(Step::Run {
+    steps.push(PlanStep::Run {
         argv: strings(&[k.engine.program(), "image", "inspect", "--format", "{{.Id}}", k.image]),
         when: Some("is the image present in the local engine?".to_string()),
     });
     for argv in loads {
-        steps.push(Step::Run {
+        steps.push(PlanStep::Run {
             argv,
             when: Some("when the image is present locally and not loaded into this cluster yet".to_string()),
         });
     }
     steps.extend(deploy(d));
-    steps.push(Step::Run {
+    steps.push(PlanStep::Run {
         argv: kind(kind_export_logs_args(k.cluster, Path::new("target/e2e/kind/logs-<time>"))),
         when: Some("only if a step above fails; the path is printed".to_string()),
     });
@@ -181,21 +181,21 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<Step> {
 }
 
 /// The step that saves the record before the cluster is changed.
-fn record_step(run_id: &str) -> Step {
-    Step::Do(format!(
+fn record_step(run_id: &str) -> PlanStep {
+    PlanStep::Do(format!(
         "write target/e2e/state.json (0600) with run {run_id}, phase creating, before anything is made on the \
          cluster: teardown finds what setup made even if it fails or is killed"
     ))
 }
 
 /// The plan of a setup in an existing cluster.
-pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<Step> {
+pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<PlanStep> {
     let mut steps = vec![record_step(d.run_id)];
     steps.extend(deploy(d));
     steps
 }
 
-fn deploy(d: &Deploy<'_>) -> Vec<Step> {
+fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
     use super::deploy::NamespaceMode;
     let ns = d.namespace;
     let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
@@ -218,47 +218,47 @@ fn deploy(d: &Deploy<'_>) -> Vec<Step> {
         ),
     };
     vec![
-        Step::Do(namespace_step),
-        Step::Do(format!(
+        PlanStep::Do(namespace_step),
+        PlanStep::Do(format!(
             "read secret {} in namespace {ns}: keep its password if it exists, else generate one",
             e2e_migrations::kube::secret_name(d.run_id)
         )),
-        Step::Apply { target: d.target.clone(), yaml: d.manifests_yaml.to_string() },
-        Step::Do(format!(
+        PlanStep::Apply { target: d.target.clone(), yaml: d.manifests_yaml.to_string() },
+        PlanStep::Do(format!(
             "wait (watch) until deployment {} is rolled out and its pod is Ready, at most {} s",
             e2e_migrations::kube::instance_name(d.run_id),
             d.timeout_s
         )),
-        Step::Do(format!("connect: {}", d.connect)),
-        Step::Do(format!("apply migration sets {} and roll their partitions", d.sets)),
-        Step::Do("write target/e2e/state.json (phase ready, the sets) and connection.env (0600)".to_string()),
+        PlanStep::Do(format!("connect: {}", d.connect)),
+        PlanStep::Do(format!("apply migration sets {} and roll their partitions", d.sets)),
+        PlanStep::Do("write target/e2e/state.json (phase ready, the sets) and connection.env (0600)".to_string()),
     ]
 }
 
 /// The plan of a Kind teardown.
-pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path) -> Vec<Step> {
+pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path) -> Vec<PlanStep> {
     vec![
-        Step::Run { argv: kind(strings(&["get", "clusters"])), when: None },
-        Step::Do(format!(
+        PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
+        PlanStep::Do(format!(
             "when cluster {cluster:?} exists and e2e-setup created it (node label {}): delete this checkout's \
              namespace {namespace} (labelled {}=<this checkout>), then list the namespaces other checkouts hold",
             super::config::OWNER_LABEL,
             super::share::CHECKOUT_LABEL
         )),
-        Step::Run {
+        PlanStep::Run {
             argv: kind(kind_delete_args(cluster, kubeconfig)),
             when: Some(
                 "when no other checkout's namespace remains (the cluster is shared); --keep or KEEP_CLUSTER=true keeps it"
                     .to_string(),
             ),
         },
-        Step::Do("remove target/e2e/state.json and connection.env".to_string()),
+        PlanStep::Do("remove target/e2e/state.json and connection.env".to_string()),
     ]
 }
 
 /// The plan of a teardown in an existing cluster: the namespace setup created, or only the
 /// run's objects in a namespace someone else made.
-pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>, existing: bool) -> Vec<Step> {
+pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>, existing: bool) -> Vec<PlanStep> {
     let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
     let first = if existing {
         format!(
@@ -273,7 +273,7 @@ pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>,
             "{target}: delete namespace {namespace} when it is labelled {labelled}{run} (nothing else), and wait until it is gone"
         )
     };
-    vec![Step::Do(first), Step::Do("remove target/e2e/state.json and connection.env".to_string())]
+    vec![PlanStep::Do(first), PlanStep::Do("remove target/e2e/state.json and connection.env".to_string())]
 }
 
 /// A command line as a reader would type it (arguments quoted when needed).
@@ -291,24 +291,24 @@ pub(crate) fn shell_words(argv: &[String]) -> String {
 }
 
 /// The plan as text: numbered steps, commands as command lines, manifests as YAML.
-pub(crate) fn render(steps: &[Step]) -> String {
+pub(crate) fn render(steps: &[PlanStep]) -> String {
     let mut out = String::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
         match step {
-            Step::Run { argv, when: None } => writeln!(out, "# {n}.\n{}", shell_words(argv)),
-            Step::Run { argv, when: Some(w) } => writeln!(out, "# {n}. {w}\n{}", shell_words(argv)),
-            Step::Write { path, text } => {
+            PlanStep::Run { argv, when: None } => writeln!(out, "# {n}.\n{}", shell_words(argv)),
+            PlanStep::Run { argv, when: Some(w) } => writeln!(out, "# {n}. {w}\n{}", shell_words(argv)),
+            PlanStep::Write { path, text } => {
                 writeln!(out, "# {n}. write {path} (mode 0600)\n{}", text.trim_end())
             }
-            Step::Apply { target, yaml } => {
+            PlanStep::Apply { target, yaml } => {
                 writeln!(
                     out,
                     "# {n}. server-side apply (field manager e2e-migrations) to {target}\n{}",
                     yaml.trim_end()
                 )
             }
-            Step::Do(what) => writeln!(out, "# {n}. {what}"),
+            PlanStep::Do(what) => writeln!(out, "# {n}. {what}"),
         }
         .expect("writing to a String");
     }

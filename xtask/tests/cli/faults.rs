@@ -6,12 +6,12 @@ use super::*;
 /// A private local server in its own state folder (so killing it disturbs no other test),
 /// torn down on drop.
 struct Private {
-    state: Dir,
+    state: TempDir,
 }
 
 impl Private {
     fn new() -> Private {
-        Private { state: Dir::new(&[]) }
+        Private { state: dir(&[]) }
     }
 
     fn cmd(&self) -> Command {
@@ -57,8 +57,8 @@ impl Drop for Private {
 }
 
 /// The project's migrations plus `extra` files, in a folder of their own.
-fn project_with(extra: &[(&str, &str)]) -> Dir {
-    let d = Dir::new(extra);
+fn project_with(extra: &[(&str, &str)]) -> TempDir {
+    let d = dir(extra);
     for entry in std::fs::read_dir(e2e_migrations::bundled_migrations_dir()).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
@@ -146,7 +146,7 @@ fn a_server_killed_in_the_middle_of_a_run_fails_clearly_and_the_rerun_succeeds()
 
 #[test]
 fn eight_concurrent_setups_on_a_fresh_state_folder_make_one_server_and_apply_each_migration_once() {
-    let state = Dir::new(&[]);
+    let state = dir(&[]);
     let children: Vec<_> = (0..8)
         .map(|_| {
             xtask()
@@ -175,10 +175,11 @@ fn eight_concurrent_setups_on_a_fresh_state_folder_make_one_server_and_apply_eac
 /// Runs `migrate up` on a fresh database with a good file and `bad`; returns stderr after
 /// checking that it failed and that nothing was applied (no tracking table, no table).
 fn refused(bad_name: &str, bad: &[u8]) -> String {
-    let d = Dir::new(&[("001_ok.sql", "-- +goose Up\nCREATE TABLE ok_table (x int);\n")]);
+    let d = dir(&[("001_ok.sql", "-- +goose Up\nCREATE TABLE ok_table (x int);\n")]);
     std::fs::write(d.path().join(bad_name), bad).unwrap();
     let rt = rt();
-    let (url, _) = fresh_db(&rt);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
     let o = run(xtask().args(["migrate", "up", "--database-url", &url, "--migrations-dir"]).arg(d.path()));
     assert!(!o.status.success(), "{bad_name} was accepted");
     assert_eq!(

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use e2e_migrations::db::{self, LOCK_ID};
 
-use super::{fresh_db, rt, run, stderr, stdout, xtask, Dir};
+use super::{rt, run, stderr, stdout, xtask, FreshDb, TempDir};
 
 /// `e2e-setup --backend url` of the audit set on `url`, with its state in `state`.
-fn setup(state: &Dir, url: &str) -> Command {
+fn setup(state: &TempDir, url: &str) -> Command {
     let mut c = xtask();
     c.env("E2E_STATE_DIR", state.path()).args([
         "e2e-setup",
@@ -72,9 +72,9 @@ fn step_line<'a>(text: &'a str, what: &str) -> &'a str {
 
 #[test]
 fn into_a_pipe_each_step_is_one_timed_line_and_a_wait_for_the_lock_says_who_holds_it() {
-    let rt = rt();
-    let (url, _name) = fresh_db(&rt);
-    let state = Dir::new(&[]);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let state = TempDir::new("xtask-cli-state");
     let mut holder = LockHolder::new(&url, "plain-holder");
     let child = setup(&state, &url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let_it_wait();
@@ -93,9 +93,9 @@ fn into_a_pipe_each_step_is_one_timed_line_and_a_wait_for_the_lock_says_who_hold
 
 #[test]
 fn quiet_prints_errors_only_before_or_after_the_command_and_leaves_stdout_alone() {
-    let rt = rt();
-    let (url, _name) = fresh_db(&rt);
-    let state = Dir::new(&[]);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let state = TempDir::new("xtask-cli-state");
     let o = run(setup(&state, &url).arg("--print-env"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("migrations (audit)"), "{}", stderr(&o));
@@ -167,9 +167,9 @@ fn until(so_far: &dyn Fn() -> String, want: &str) {
 
 #[test]
 fn on_a_terminal_a_spinner_shows_the_wait_for_the_lock_and_stdout_keeps_only_the_data() {
-    let rt = rt();
-    let (url, _name) = fresh_db(&rt);
-    let state = Dir::new(&[]);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let state = TempDir::new("xtask-cli-state");
     let piped = run(setup(&state, &url).arg("--print-env"));
     assert!(piped.status.success(), "{}", stderr(&piped));
 
@@ -192,9 +192,9 @@ fn on_a_terminal_a_spinner_shows_the_wait_for_the_lock_and_stdout_keeps_only_the
 
 #[test]
 fn a_dumb_terminal_or_no_color_gets_plain_lines() {
-    let rt = rt();
-    let (url, _name) = fresh_db(&rt);
-    let state = Dir::new(&[]);
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let state = TempDir::new("xtask-cli-state");
     for (key, value) in [("TERM", "dumb"), ("NO_COLOR", "1")] {
         let mut cmd = setup(&state, &url);
         cmd.env("TERM", "xterm-256color").env(key, value);

@@ -4,33 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A temporary folder, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("xtask-life-{tag}-{}", rand_tag()));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn rand_tag() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use e2e_test_support::TempDir;
 
 /// This repository's root.
 pub fn repo_root() -> PathBuf {

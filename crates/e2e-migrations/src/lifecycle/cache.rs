@@ -181,7 +181,7 @@ pub(crate) fn restore(dir: &Path, key: &str, into: &Path, owner: Option<(u32, u3
 /// stored it first, that one stays), then evicts.
 pub(crate) fn store(dir: &Path, key: &str, data: &Path, label: &str) -> Result<()> {
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let nonce = super::local::random_hex(4, "a folder name")?;
+    let nonce = crate::secret::random_hex(4, "a folder name")?;
     let tmp = dir.join(format!(".tmp-{}-{nonce}", std::process::id()));
     fs::create_dir(&tmp).map_err(io(&tmp))?;
     let stored = (|| -> Result<()> {

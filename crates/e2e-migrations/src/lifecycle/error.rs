@@ -147,3 +147,21 @@ pub enum LifecycleError {
         source: std::io::Error,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::report;
+
+    /// A wrapped cause is said once in the chain (the CLI prints the whole chain).
+    #[test]
+    fn errors_with_a_cause_say_it_once() {
+        let gone = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let spawn = LifecycleError::Spawn { program: "/usr/bin/initdb".into(), source: gone() };
+        assert_eq!(report(&spawn), "running /usr/bin/initdb: entity not found");
+        let port = LifecycleError::NoPort { source: gone() };
+        assert_eq!(report(&port), "no free port on 127.0.0.1: entity not found");
+        let lock = LifecycleError::Lock { path: "target/e2e".into(), source: nix::Error::EAGAIN };
+        assert_eq!(report(&lock), "target/e2e: cannot lock: EAGAIN: Try again");
+    }
+}

@@ -43,6 +43,7 @@ use super::workspace::Workspace;
 use crate::db::Startup;
 use crate::error::{DbContext, Error, Result};
 use crate::ident::{literal, quote};
+use crate::secret;
 
 /// The superuser and database the local server is set up with.
 pub const USER: &str = "e2e";
@@ -247,13 +248,6 @@ fn reachable_by(path: &Path, acct: &Account) -> bool {
         }
     }
     can_traverse(&modes, acct.uid, acct.gid)
-}
-
-/// `bytes` random bytes as hex.
-pub(crate) fn random_hex(bytes: usize, what: &'static str) -> Result<String> {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).map_err(|e| Error::Randomness { what, source: e.into() })?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 fn free_port() -> Result<u16> {
@@ -910,7 +904,7 @@ async fn create(
     let mut rec = Record {
         format: RECORD_FORMAT,
         made_in: here.to_path_buf(),
-        instance_id: random_hex(16, "an instance id")?,
+        instance_id: secret::random_hex(16, "an instance id")?,
         phase: Phase::Creating,
         setup: SetupState {
             backend: BackendKind::Local,
@@ -930,7 +924,7 @@ async fn create(
             place,
             port: 0,
             user: USER.to_string(),
-            password: random_hex(18, "a password")?,
+            password: secret::password()?,
             database: DATABASE.to_string(),
             bindir: bindir.clone(),
             run_as: acct.as_ref().map(|a| a.name.clone()),
@@ -940,7 +934,7 @@ async fn create(
     record::write(here, &rec)?;
     make_private_dir(&layout.root)?;
     chown(&layout.root, acct)?;
-    let init = layout.root.join(format!("data.init-{}", random_hex(4, "a folder name")?));
+    let init = layout.root.join(format!("data.init-{}", secret::random_hex(4, "a folder name")?));
     let key = match &opts.cache {
         Some(c) => cache::entry_key(c, &pg_version(&bindir).await?, &os_user(), acct.as_ref().map(|a| a.name.as_str())),
         None => String::new(),

@@ -81,7 +81,7 @@ pub async fn save_setup(ws: &Workspace, setup: SetupState, phase: Phase) -> Resu
         _ => Record {
             format: record::RECORD_FORMAT,
             made_in: here.clone(),
-            instance_id: local::random_hex(16, "an instance id")?,
+            instance_id: crate::secret::random_hex(16, "an instance id")?,
             phase,
             setup,
             local: None,

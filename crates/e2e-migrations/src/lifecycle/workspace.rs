@@ -67,6 +67,8 @@ pub struct Workspace {
     pub root: PathBuf,
     /// The migrations folder (`<root>/migrations`, or `$E2E_MIGRATIONS_DIR`).
     pub migrations: PathBuf,
+    /// The target folder: `$CARGO_TARGET_DIR`, else `<root>/target`.
+    pub target_dir: PathBuf,
     /// This checkout's state folder.
     pub state_dir: PathBuf,
     /// The server cache folder, or `None` when the cache is off.
@@ -125,6 +127,7 @@ pub(crate) fn layout(root: &Path, cwd: &Path, vars: &EnvVars) -> Workspace {
     Workspace {
         root: root.to_path_buf(),
         migrations,
+        target_dir: target,
         state_dir,
         cache_dir,
         connect_timeout: crate::db::DEFAULT_CONNECT_TIMEOUT,

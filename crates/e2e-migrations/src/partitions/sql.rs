@@ -370,7 +370,7 @@ pub fn prune(p: &Parent, prune: &Prune) -> String {
 /// each `CREATE TABLE IF NOT EXISTS`: the public equivalent of the original design's
 /// `generatePartitionSQL(table, monthsAhead)`, with the periods ahead in the spec. The parent is
 /// named as the spec names it (unqualified: the search path decides); `key` is the type of the
-/// spec's column. Rolling a live table should go through [`super::roll`] instead, which reads
+/// spec's column. Rolling a live table should go through [`super::roll()`] instead, which reads
 /// what exists and moves rows out of the default partition.
 pub fn partition_sql(spec: &PartitionSpec, key: KeyType, now: DateTime<Utc>) -> Result<String> {
     spec.validate().map_err(|e| Error::InvalidSpec { table: spec.table.clone(), source: Box::new(e) })?;

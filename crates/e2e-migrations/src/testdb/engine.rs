@@ -1,13 +1,26 @@
 //! The engine: a private runtime, per-server state, templates, the pool and reaping (I/O).
 
-use super::*;
-use crate::error::report;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use super::fingerprint::{hex, Fingerprint};
+use super::names::{owned_name, parse_name, reap_decision, DbName, Owner, Reap, ReapContext, Seen};
+use super::{DEFAULT_POOL, MAINTENANCE_DB, POOL_ENV, PREFIX, TEMPLATE_LOCK_TIMEOUT};
+use crate::error::{report, DbContext, Error, Result};
+use crate::ident::{literal, quote};
+use crate::{apply, db, Options, Project};
 
 pub(super) struct Engine {
     pub(super) rt: tokio::runtime::Runtime,
-    pub(super) me: Owner,
-    pub(super) seq: AtomicU64,
-    pub(super) servers: Mutex<HashMap<String, Arc<Server>>>,
+    servers: Mutex<HashMap<String, Arc<Server>>>,
 }
 
 pub(super) fn engine() -> &'static Engine {
@@ -19,35 +32,41 @@ pub(super) fn engine() -> &'static Engine {
             .enable_all()
             .build()
             .expect("the test database runtime");
-        let start = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Engine {
-            rt,
-            me: Owner { host: host_tag(), pid: std::process::id(), start },
-            seq: AtomicU64::new(0),
-            servers: Mutex::new(HashMap::new()),
-        }
+        Engine { rt, servers: Mutex::new(HashMap::new()) }
     })
 }
 
+/// This process, as the names of its databases carry it (the start is when it first asked).
+pub(super) fn this_process() -> &'static Owner {
+    static ME: OnceLock<Owner> = OnceLock::new();
+    ME.get_or_init(|| Owner { host: host_tag(), pid: std::process::id(), start: unix_now() })
+}
+
+/// The next number for a name of this process.
+pub(super) fn next_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
 /// 4 hex digits of the host name and pid namespace: pids are comparable only within one.
-pub(super) fn host_tag() -> String {
+fn host_tag() -> String {
     let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     hex(&Sha256::digest(format!("{}|{}", host.trim(), pid_namespace())))[..4].to_string()
 }
 
 /// The pid namespace this process is in (containers on one host may share its name, not pids).
 #[cfg(target_os = "linux")]
-pub(super) fn pid_namespace() -> String {
+fn pid_namespace() -> String {
     std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// Elsewhere (macOS) there are no pid namespaces: the host name alone tells hosts apart.
 #[cfg(not(target_os = "linux"))]
-pub(super) fn pid_namespace() -> String {
+fn pid_namespace() -> String {
     String::new()
 }
 
-pub(super) fn pid_alive(pid: u32) -> bool {
+fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -61,15 +80,15 @@ pub(super) fn pid_alive(pid: u32) -> bool {
 /// In-flight background refills, so that `Drop` can let them finish before the process exits.
 #[derive(Default)]
 pub(super) struct InFlight {
-    pub(super) count: Mutex<usize>,
-    pub(super) done: Condvar,
+    count: Mutex<usize>,
+    done: Condvar,
 }
 
 impl InFlight {
-    pub(super) fn start(&self) {
+    fn start(&self) {
         *self.count.lock().expect("lock") += 1;
     }
-    pub(super) fn finish(&self) {
+    fn finish(&self) {
         let mut c = self.count.lock().expect("lock");
         *c -= 1;
         self.done.notify_all();
@@ -87,27 +106,36 @@ impl InFlight {
     }
 }
 
+/// One server test databases are made on, and what this process knows of it.
 pub(super) struct Server {
-    pub(super) target: Target,
-    pub(super) maintenance_url: String,
-    pub(super) admin: tokio::sync::Mutex<Option<Arc<Client>>>,
-    pub(super) templates: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<String>>>>,
-    pub(super) current: Mutex<HashMap<String, String>>,
-    pub(super) refilling: Mutex<BTreeSet<String>>,
+    /// Any database URL on the server; the others are this URL naming another database.
+    pub(super) url: String,
+    maintenance_url: String,
+    admin: tokio::sync::Mutex<Option<Arc<Client>>>,
+    templates: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<String>>>>,
+    current: Mutex<HashMap<String, String>>,
+    refilling: Mutex<BTreeSet<String>>,
     pub(super) in_flight: InFlight,
-    pub(super) reaped: tokio::sync::OnceCell<()>,
+    reaped: tokio::sync::OnceCell<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("maintenance_url", &db::redact(&self.maintenance_url)).finish_non_exhaustive()
+    }
 }
 
 impl Server {
-    pub(super) fn get(target: &Target) -> Result<Arc<Server>> {
+    /// The server of `url` (one per server URL and process).
+    pub(super) fn get(url: &str) -> Result<Arc<Server>> {
         let e = engine();
         let mut servers = e.servers.lock().expect("lock");
-        if let Some(s) = servers.get(&target.url) {
+        if let Some(s) = servers.get(url) {
             return Ok(s.clone());
         }
         let s = Arc::new(Server {
-            target: target.clone(),
-            maintenance_url: target.url_for(MAINTENANCE_DB)?,
+            url: url.to_string(),
+            maintenance_url: db::with_database(url, MAINTENANCE_DB)?,
             admin: tokio::sync::Mutex::new(None),
             templates: tokio::sync::Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
@@ -115,12 +143,12 @@ impl Server {
             in_flight: InFlight::default(),
             reaped: tokio::sync::OnceCell::new(),
         });
-        servers.insert(target.url.clone(), s.clone());
+        servers.insert(url.to_string(), s.clone());
         Ok(s)
     }
 
     /// Runs statements on the cached maintenance connection (reconnecting once if it broke).
-    pub(super) async fn admin_execute(&self, sql: &str, context: impl Fn() -> String) -> Result<()> {
+    async fn admin_execute(&self, sql: &str, context: impl Fn() -> String) -> Result<()> {
         self.with_admin(
             |c| {
                 let sql = sql.to_string();
@@ -131,7 +159,7 @@ impl Server {
         .await
     }
 
-    pub(super) async fn admin_query(&self, sql: &str, param: &str) -> Result<Vec<tokio_postgres::Row>> {
+    async fn admin_query(&self, sql: &str, param: &str) -> Result<Vec<tokio_postgres::Row>> {
         let param = param.to_string();
         self.with_admin(
             |c| {
@@ -143,7 +171,7 @@ impl Server {
         .await
     }
 
-    pub(super) async fn with_admin<T, F, Fut>(&self, f: F, context: impl Fn() -> String) -> Result<T>
+    async fn with_admin<T, F, Fut>(&self, f: F, context: impl Fn() -> String) -> Result<T>
     where
         F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
@@ -187,16 +215,11 @@ impl Server {
         self.templates.lock().await.remove(hash);
     }
 
-    pub(super) async fn template_exists(&self, name: &str) -> Result<bool> {
+    async fn template_exists(&self, name: &str) -> Result<bool> {
         Ok(!self.admin_query("SELECT 1 FROM pg_database WHERE datname = $1", name).await?.is_empty())
     }
 
-    pub(super) async fn ensure_template(
-        &self,
-        fp: &Fingerprint,
-        project: &Project,
-        now: DateTime<Utc>,
-    ) -> Result<String> {
+    async fn ensure_template(&self, fp: &Fingerprint, project: &Project, now: DateTime<Utc>) -> Result<String> {
         let name = fp.template_name();
         if self.template_exists(&name).await? {
             return Ok(name);
@@ -220,22 +243,15 @@ impl Server {
         Ok(name)
     }
 
-    pub(super) async fn build_template(
-        &self,
-        fp: &Fingerprint,
-        project: &Project,
-        now: DateTime<Utc>,
-        name: &str,
-    ) -> Result<()> {
-        let e = engine();
-        let build = owned_name('b', &fp.short(), &e.me, e.seq.fetch_add(1, Ordering::Relaxed));
+    async fn build_template(&self, fp: &Fingerprint, project: &Project, now: DateTime<Utc>, name: &str) -> Result<()> {
+        let build = owned_name('b', &fp.short(), this_process(), next_seq());
         let started = Instant::now();
         self.admin_execute(&format!("CREATE DATABASE {}", quote(&build)), || {
             format!("creating {build} to build the template {name}")
         })
         .await?;
         let result = async {
-            let mut client = db::connect(&self.target.url_for(&build)?).await?;
+            let mut client = db::connect(&db::with_database(&self.url, &build)?).await?;
             apply::migrate_and_roll(&mut client, project, &fp.sets, &Options::default(), now).await?;
             drop(client);
             let comment = serde_json::json!({
@@ -267,10 +283,7 @@ impl Server {
             if let Err(e) = self.admin_execute(&cleanup, || format!("dropping the failed build {build}")).await {
                 tracing::warn!("could not drop the failed build {build}: {} (a later run reaps it)", report(&e));
             }
-            return Err(match err {
-                Error::Other(m) => Error::Other(format!("building the template for sets {}: {m}", fp.sets.join(","))),
-                other => other,
-            });
+            return Err(Error::Template { sets: fp.sets.join(","), source: Box::new(err) });
         }
         tracing::info!(
             "built the test template {name} (sets {}) in {:.0} ms",
@@ -333,9 +346,8 @@ impl Server {
         }
         // Its own session, so that claims and drops do not queue behind CREATE DATABASE.
         let client = db::connect(&self.maintenance_url).await?;
-        let e = engine();
         for _ in have..size {
-            let name = owned_name('r', hash, &e.me, e.seq.fetch_add(1, Ordering::Relaxed));
+            let name = owned_name('r', hash, this_process(), next_seq());
             client
                 .batch_execute(&format!("CREATE DATABASE {} TEMPLATE {}", quote(&name), quote(template)))
                 .await
@@ -373,7 +385,7 @@ impl Server {
         });
     }
 
-    pub(super) async fn reap(&self) -> Result<Vec<String>> {
+    async fn reap(&self) -> Result<Vec<String>> {
         let pattern = format!("{}%", PREFIX.replace('_', "\\_"));
         let rows = self
             .admin_query(
@@ -402,7 +414,7 @@ impl Server {
             .collect();
         let current = self.current.lock().expect("lock").clone();
         let ctx = ReapContext {
-            me: &engine().me,
+            me: this_process(),
             now: unix_now(),
             templates: &templates,
             current: &current,
@@ -430,8 +442,8 @@ impl Server {
 }
 
 #[derive(Deserialize)]
-pub(super) struct TemplateComment {
-    pub(super) built_at: u64,
+struct TemplateComment {
+    built_at: u64,
 }
 
 /// The SQLSTATE of a database error, if it is one.
@@ -442,23 +454,43 @@ pub(super) fn sqlstate(e: &Error) -> Option<&SqlState> {
     }
 }
 
-pub(super) fn unix_now() -> u64 {
+fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Runs `fut` on the module's runtime and awaits it from any runtime.
+/// Runs `fut` on the module's runtime and awaits it from any runtime. A panic in it is the
+/// caller's panic (the runtime lives as long as the process, so the task is never cancelled).
 pub(super) async fn on_engine<T: Send + 'static>(
     fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    engine().rt.spawn(fut).await.map_err(|e| Error::Other(format!("the test database task failed: {e}")))?
+    match engine().rt.spawn(fut).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the test database task was cancelled: {e}"),
+    }
 }
 
 /// The pool size from [`POOL_ENV`] (pure over the value).
-pub fn pool_size_from(value: Option<&str>) -> Result<usize> {
+pub(super) fn pool_size_from(value: Option<&str>) -> Result<usize> {
     match value.map(str::trim) {
         None | Some("") => Ok(DEFAULT_POOL),
-        Some(v) => v.parse().map_err(|_| {
-            Error::Other(format!("{POOL_ENV}={v:?}: expected a number of ready databases (0 turns the pool off)"))
+        Some(v) => v.parse().map_err(|_| Error::InvalidEnv {
+            var: POOL_ENV,
+            value: v.to_string(),
+            expected: "expected a number of ready databases (0 turns the pool off)",
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_size_comes_from_the_environment() {
+        assert_eq!(pool_size_from(None).unwrap(), DEFAULT_POOL);
+        assert_eq!(pool_size_from(Some("0")).unwrap(), 0);
+        let e = pool_size_from(Some("many")).unwrap_err().to_string();
+        assert_eq!(e, "E2E_TEST_DB_POOL=\"many\": expected a number of ready databases (0 turns the pool off)");
     }
 }

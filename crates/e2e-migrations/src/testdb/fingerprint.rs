@@ -1,6 +1,16 @@
 //! The fingerprint of a test database request, and the template's name (pure).
 
-use super::*;
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::names::{template_name, HASH_LEN};
+use super::FORMAT;
+use crate::error::Result;
+use crate::partitions::PartitionSpec;
+use crate::Project;
 
 /// One selected migration, as it enters the fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,24 +81,24 @@ impl Fingerprint {
     }
 
     /// The first 12 hex digits of [`Fingerprint::hash`], used in database names.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         self.hash()[..HASH_LEN].to_string()
     }
 
-    /// The advisory lock key for building this template (not goose's [`db::LOCK_ID`], so that
+    /// The advisory lock key for building this template (not goose's [`crate::db::LOCK_ID`], so that
     /// building a template never waits for a migration elsewhere on the server).
-    pub fn lock_key(&self) -> i64 {
+    pub(crate) fn lock_key(&self) -> i64 {
         let h = Sha256::digest(format!("e2e-migrations template {}", self.hash()));
         i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
     }
 
     /// The sets as they appear in names: `audit_workflow`, only `[a-z0-9_]`, at most 24 bytes.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         sets_label(&self.sets)
     }
 
     /// The template database's name.
-    pub fn template_name(&self) -> String {
+    pub(crate) fn template_name(&self) -> String {
         template_name(&self.short(), &self.label())
     }
 }
@@ -97,19 +107,94 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(super) const HASH_LEN: usize = 12;
-pub(super) const LABEL_LEN: usize = 24;
+const LABEL_LEN: usize = 24;
 
 /// The sets as they appear in template names (pure): lower-case `[a-z0-9_]`, joined by `_`,
 /// cut to 24 bytes.
-pub fn sets_label(sets: &[String]) -> String {
+pub(super) fn sets_label(sets: &[String]) -> String {
     let joined = sets.join("_").to_ascii_lowercase();
     let mut s: String = joined.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     s.truncate(LABEL_LEN);
     s
 }
 
-/// `e2e_tpl_<hash>_<label>`.
-pub fn template_name(short_hash: &str, label: &str) -> String {
-    format!("{PREFIX}tpl_{short_hash}_{label}")
+#[cfg(test)]
+pub(super) mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::source::parse_folder;
+
+    /// A project with the sets `audit` (one partitioned table) and `workflow`.
+    pub(in crate::testdb) fn project(audit_body: &str) -> Project {
+        let f = |n: &str, b: &str| (n.to_string(), format!("-- +goose Up\n{b}\n-- +goose Down\nSELECT 1;\n"));
+        let folder = parse_folder(
+            Path::new("m"),
+            vec![f("013_audit.sql", audit_body), f("015_workflow.sql", "CREATE TABLE w (id int);")],
+            &|_| None,
+        )
+        .unwrap();
+        let manifest = crate::Manifest::parse(
+            Path::new("m/sets.toml"),
+            "[sets.audit]\nfiles=[\"013_audit.sql\"]\n[[sets.audit.partitions]]\ntable=\"a\"\ncolumn=\"d\"\n\
+             [sets.workflow]\nfiles=[\"015_workflow.sql\"]\n",
+        )
+        .unwrap();
+        Project { folder, manifest: Some(manifest) }
+    }
+
+    /// Midday UTC of a date.
+    pub(in crate::testdb) fn at(day: &str) -> DateTime<Utc> {
+        NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc()
+    }
+
+    pub(in crate::testdb) fn sets(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn fingerprint_ignores_set_order_and_time_of_day() {
+        let p = project("CREATE TABLE a (d date);");
+        let a = Fingerprint::new(&p, &sets(&["workflow", "audit"]), at("2025-03-10")).unwrap();
+        let b = Fingerprint::new(
+            &p,
+            &sets(&["audit", "workflow", "audit"]),
+            at("2025-03-10") + chrono::Duration::hours(11),
+        )
+        .unwrap();
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(a.sets, ["audit", "workflow"]);
+        assert_eq!(a.migrations.len(), 2);
+        assert_eq!(a.partitions.len(), 1);
+    }
+
+    #[test]
+    fn fingerprint_changes_with_migration_day_sets_and_spec() {
+        let p = project("CREATE TABLE a (d date);");
+        let base = Fingerprint::new(&p, &sets(&["audit"]), at("2025-03-10")).unwrap();
+        let edited =
+            Fingerprint::new(&project("CREATE TABLE a (d date, x int);"), &sets(&["audit"]), at("2025-03-10")).unwrap();
+        let next_day = Fingerprint::new(&p, &sets(&["audit"]), at("2025-03-11")).unwrap();
+        let other_sets = Fingerprint::new(&p, &sets(&["audit", "workflow"]), at("2025-03-10")).unwrap();
+        let mut spec = base.clone();
+        spec.partitions[0].ahead = 6;
+        let hashes: BTreeSet<String> =
+            [&base, &edited, &next_day, &other_sets, &spec].iter().map(|f| f.hash()).collect();
+        assert_eq!(hashes.len(), 5, "every change must give a new template");
+        assert_ne!(base.lock_key(), edited.lock_key());
+        assert_ne!(base.lock_key(), crate::db::LOCK_ID);
+    }
+
+    #[test]
+    fn unknown_set_is_refused_before_any_database() {
+        let e = Fingerprint::new(&project("SELECT 1;"), &sets(&["audti"]), at("2025-03-10")).unwrap_err();
+        assert!(e.to_string().contains("unknown set \"audti\""), "{e}");
+    }
+
+    #[test]
+    fn long_set_lists_are_cut_to_a_label() {
+        let l = sets_label(&sets(&["audit", "workflow", "notification", "extra-set"]));
+        assert_eq!(l, "audit_workflow_notificat");
+        assert!(template_name(&"0".repeat(12), &l).len() <= crate::ident::MAX_LEN);
+    }
 }

@@ -25,62 +25,70 @@
 //!   process (nextest runs each test in its own process); each process tops it up in the
 //!   background to [`POOL_ENV`] (default [`DEFAULT_POOL`]) ready clones.
 //! - Names carry the creating process (host tag, pid, start time), so that the leftovers of a
-//!   crashed run are reaped by the next one ([`reap_decision`]).
+//!   crashed run are reaped by the next one: a test's database, a build or a scratch database
+//!   ([`scratch_name`]) once its process is gone and it is a minute old (a day when made on another
+//!   host); a ready clone once its template is gone; a template once another of the same sets has
+//!   replaced it for ten minutes. A database with sessions, or one this module did not name, is
+//!   never touched.
 //! - All database work of this module runs on a private runtime, so a [`TestDatabase`] can be
 //!   made in one `#[tokio::test]` and dropped anywhere; `Drop` waits for the `DROP DATABASE`.
 //!
-//! The server is handed in ([`Builder::target`]) or, when none is, resolved once per process by
-//! [`crate::lifecycle::resolve()`]: `DATABASE_URL` when set, else what this checkout's
-//! `cargo xtask e2e-setup` left (for `--backend kube`, with the `kube` feature, through a local
+//! The server is handed in ([`Builder::server_url`]) or, when none is, resolved once per process
+//! by [`crate::lifecycle::resolve()`]: `DATABASE_URL` when set, else what this checkout's
+//! `cargo xtask e2e-setup` left (for the kube backend, with the `kube` feature, through a local
 //! port-forward listener), else this checkout's local server (started on demand, shared by all
 //! test binaries). This module never decides where the database lives. The role needs
 //! `CREATEDB`.
+//!
+//! The files: `fingerprint` and `names` are pure (what a template holds, what a name says, what
+//! to reap); `engine` does the database work; `endpoint` asks the lifecycle for the server.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::error::{DbContext, Error, Result};
-use crate::ident::{literal, quote};
-use crate::partitions::PartitionSpec;
-use crate::{apply, db, Options, Project};
+use crate::error::Result;
+use crate::{db, Project};
+
+mod endpoint;
+mod engine;
+mod fingerprint;
+mod names;
+
+use engine::{engine, on_engine, pool_size_from, sqlstate, this_process, Server};
+pub use fingerprint::{Fingerprint, FingerprintMigration};
+pub use names::{parse_name, DbName, Owner};
 
 /// Environment variable: how many ready clones per fingerprint the pool keeps (0 turns it off).
 pub const POOL_ENV: &str = "E2E_TEST_DB_POOL";
 /// Ready clones kept per fingerprint when [`POOL_ENV`] is not set.
 pub const DEFAULT_POOL: usize = 2;
 /// The maintenance database used for `CREATE DATABASE`, the template lock and reaping.
-pub const MAINTENANCE_DB: &str = "postgres";
+pub(crate) const MAINTENANCE_DB: &str = "postgres";
 /// Every database this module makes starts with this prefix.
-pub const PREFIX: &str = "e2e_";
+pub(crate) const PREFIX: &str = "e2e_";
 /// Leftovers of a dead process on this host are reaped once this old.
-pub const DEAD_OWNER_MIN_AGE: Duration = Duration::from_secs(60);
+pub(crate) const DEAD_OWNER_MIN_AGE: Duration = Duration::from_secs(60);
 /// Leftovers made on another host (whose processes we cannot see) are reaped once this old.
-pub const FOREIGN_MIN_AGE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const FOREIGN_MIN_AGE: Duration = Duration::from_secs(24 * 3600);
 /// A template of the same sets but another fingerprint is reaped once this old.
-pub const OLD_TEMPLATE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
+pub(crate) const OLD_TEMPLATE_MIN_AGE: Duration = Duration::from_secs(10 * 60);
 /// How long to wait for another process building the same template.
-pub const TEMPLATE_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const TEMPLATE_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Bumped when the template layout changes, so that old templates are not reused.
 const FORMAT: u32 = 1;
 
-mod engine;
-mod fingerprint;
-mod names;
-mod target;
-
-use engine::*;
-pub use fingerprint::*;
-pub use names::*;
-pub use target::*;
+/// A name for an empty database that a test makes itself rather than clone from a template
+/// (`e2e_s_<host>_<pid>_<start>_<n>`): owned by this process like a [`TestDatabase`]'s, so that
+/// if the process dies before dropping it, the reaper of a later run drops it. Unique within the
+/// process, and across processes on one server. The name needs no quoting.
+pub fn scratch_name() -> String {
+    names::scratch_name(this_process(), engine::next_seq())
+}
 
 /// A database of its own for one test, with the requested sets applied and partitions rolled.
 /// Dropped (`DROP DATABASE ... WITH (FORCE)`) when this value is dropped.
@@ -88,14 +96,7 @@ pub use target::*;
 pub struct TestDatabase {
     name: String,
     url: String,
-    template: String,
     server: Option<Arc<Server>>,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("maintenance_url", &db::redact(&self.maintenance_url)).finish_non_exhaustive()
-    }
 }
 
 impl TestDatabase {
@@ -106,15 +107,8 @@ impl TestDatabase {
         Pool::new(sets).await?.get().await
     }
 
-    /// A pool for `sets` that keeps `ready` clones prepared ahead, shared across processes;
-    /// [`Pool::get`] then hands one out at once.
-    pub async fn pool(sets: &[&str], ready: usize) -> Result<Pool> {
-        let pool = Builder::new(sets).ready(ready).pool().await?;
-        pool.warm().await?;
-        Ok(pool)
-    }
-
-    /// For more control: another project, server, instant or pool size.
+    /// For more control: another project, server, instant or pool size; many databases of one
+    /// request from one [`Pool`].
     pub fn builder(sets: &[&str]) -> Builder {
         Builder::new(sets)
     }
@@ -127,11 +121,6 @@ impl TestDatabase {
     /// Its `postgres://` URL.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// The template it was cloned from.
-    pub fn template(&self) -> &str {
-        &self.template
     }
 
     /// Opens a connection to it on the caller's runtime.
@@ -177,7 +166,7 @@ impl Drop for TestDatabase {
 pub struct Builder {
     sets: Vec<String>,
     project: Option<Project>,
-    target: Option<Target>,
+    server_url: Option<String>,
     now: Option<DateTime<Utc>>,
     ready: Option<usize>,
 }
@@ -189,7 +178,7 @@ impl Builder {
         Builder {
             sets: sets.iter().map(|s| s.to_string()).collect(),
             project: None,
-            target: None,
+            server_url: None,
             now: None,
             ready: None,
         }
@@ -201,9 +190,10 @@ impl Builder {
         self
     }
 
-    /// Another server.
-    pub fn target(mut self, target: Target) -> Builder {
-        self.target = Some(target);
+    /// Another server: any database URL on it (`postgres://...` or key=value pairs); the others
+    /// are reached by naming another database in it. The role needs `CREATEDB`.
+    pub fn server_url(mut self, url: impl Into<String>) -> Builder {
+        self.server_url = Some(url.into());
         self
     }
 
@@ -231,11 +221,11 @@ impl Builder {
             Some(n) => n,
             None => pool_size_from(std::env::var(POOL_ENV).ok().as_deref())?,
         };
-        let target = match self.target {
-            Some(t) => t,
-            None => target::default_target().await?,
+        let url = match self.server_url {
+            Some(u) => u,
+            None => endpoint::default_server_url().await?,
         };
-        let server = Server::get(&target)?;
+        let server = Server::get(&url)?;
         let project = Arc::new(project);
         let (s, fp2, p) = (server.clone(), fp.clone(), project.clone());
         let template = on_engine(async move {
@@ -245,11 +235,6 @@ impl Builder {
         })
         .await?;
         Ok(Pool { server, fp, template, ready, project, now })
-    }
-
-    /// One database.
-    pub async fn build(self) -> Result<TestDatabase> {
-        self.pool().await?.get().await
     }
 }
 
@@ -276,16 +261,6 @@ impl Pool {
         Builder::new(sets).pool().await
     }
 
-    /// The fingerprint its databases are built from.
-    pub fn fingerprint(&self) -> &Fingerprint {
-        &self.fp
-    }
-
-    /// The template's name.
-    pub fn template(&self) -> &str {
-        &self.template
-    }
-
     /// Waits until the pool holds its ready clones.
     pub async fn warm(&self) -> Result<()> {
         let (s, t, h, n) = (self.server.clone(), self.template.clone(), self.fp.short(), self.ready);
@@ -295,16 +270,15 @@ impl Pool {
     /// A database: a ready clone if there is one (a rename, about a millisecond), else a fresh
     /// clone of the template; then the pool is topped up in the background.
     pub async fn get(&self) -> Result<TestDatabase> {
-        let e = engine();
         let hash = self.fp.short();
-        let name = owned_name('t', &hash, &e.me, e.seq.fetch_add(1, Ordering::Relaxed));
+        let name = names::owned_name('t', &hash, this_process(), engine::next_seq());
         let (s, n, h, ready) = (self.server.clone(), name.clone(), hash.clone(), self.ready);
         let (fp, project, now) = (self.fp.clone(), self.project.clone(), self.now);
-        let template = on_engine(async move {
+        on_engine(async move {
             let mut template = fp.template_name();
             if ready > 0 && s.claim(&h, &n).await? {
-                s.refill(template.clone(), h, ready);
-                return Ok(template);
+                s.refill(template, h, ready);
+                return Ok(());
             }
             match s.clone_template(&template, &n).await {
                 Ok(()) => {}
@@ -316,204 +290,11 @@ impl Pool {
                 }
                 Err(e) => return Err(e),
             }
-            s.refill(template.clone(), h, ready);
-            Ok(template)
+            s.refill(template, h, ready);
+            Ok(())
         })
         .await?;
-        let url = self.server.target.url_for(&name)?;
-        Ok(TestDatabase { name, url, template, server: Some(self.server.clone()) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::parse_folder;
-    use std::path::Path;
-
-    fn project(audit_body: &str) -> Project {
-        let f = |n: &str, b: &str| (n.to_string(), format!("-- +goose Up\n{b}\n-- +goose Down\nSELECT 1;\n"));
-        let folder = parse_folder(
-            Path::new("m"),
-            vec![f("013_audit.sql", audit_body), f("015_workflow.sql", "CREATE TABLE w (id int);")],
-            &|_| None,
-        )
-        .unwrap();
-        let manifest = crate::Manifest::parse(
-            Path::new("m/sets.toml"),
-            "[sets.audit]\nfiles=[\"013_audit.sql\"]\n[[sets.audit.partitions]]\ntable=\"a\"\ncolumn=\"d\"\n\
-             [sets.workflow]\nfiles=[\"015_workflow.sql\"]\n",
-        )
-        .unwrap();
-        Project { folder, manifest: Some(manifest) }
-    }
-
-    fn at(day: &str) -> DateTime<Utc> {
-        NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc()
-    }
-
-    fn sets(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn fingerprint_ignores_set_order_and_time_of_day() {
-        let p = project("CREATE TABLE a (d date);");
-        let a = Fingerprint::new(&p, &sets(&["workflow", "audit"]), at("2025-03-10")).unwrap();
-        let b = Fingerprint::new(
-            &p,
-            &sets(&["audit", "workflow", "audit"]),
-            at("2025-03-10") + chrono::Duration::hours(11),
-        )
-        .unwrap();
-        assert_eq!(a.hash(), b.hash());
-        assert_eq!(a.sets, ["audit", "workflow"]);
-        assert_eq!(a.migrations.len(), 2);
-        assert_eq!(a.partitions.len(), 1);
-    }
-
-    #[test]
-    fn fingerprint_changes_with_migration_day_sets_and_spec() {
-        let p = project("CREATE TABLE a (d date);");
-        let base = Fingerprint::new(&p, &sets(&["audit"]), at("2025-03-10")).unwrap();
-        let edited =
-            Fingerprint::new(&project("CREATE TABLE a (d date, x int);"), &sets(&["audit"]), at("2025-03-10")).unwrap();
-        let next_day = Fingerprint::new(&p, &sets(&["audit"]), at("2025-03-11")).unwrap();
-        let other_sets = Fingerprint::new(&p, &sets(&["audit", "workflow"]), at("2025-03-10")).unwrap();
-        let mut spec = base.clone();
-        spec.partitions[0].ahead = 6;
-        let hashes: BTreeSet<String> =
-            [&base, &edited, &next_day, &other_sets, &spec].iter().map(|f| f.hash()).collect();
-        assert_eq!(hashes.len(), 5, "every change must give a new template");
-        assert_ne!(base.lock_key(), edited.lock_key());
-        assert_ne!(base.lock_key(), db::LOCK_ID);
-    }
-
-    #[test]
-    fn unknown_set_is_refused_before_any_database() {
-        let e = Fingerprint::new(&project("SELECT 1;"), &sets(&["audti"]), at("2025-03-10")).unwrap_err();
-        assert!(e.to_string().contains("unknown set \"audti\""), "{e}");
-    }
-
-    #[test]
-    fn names_fit_postgres_and_parse_back() {
-        let fp = Fingerprint::new(&project("SELECT 1;"), &sets(&["audit", "workflow"]), at("2025-03-10")).unwrap();
-        let tpl = fp.template_name();
-        assert!(tpl.starts_with("e2e_tpl_") && tpl.ends_with("_audit_workflow"), "{tpl}");
-        assert_eq!(parse_name(&tpl), Some(DbName::Template { hash: fp.short(), label: "audit_workflow".into() }));
-        let owner = Owner { host: "ab12".into(), pid: 4_194_304, start: 1_760_000_000 };
-        let t = owned_name('t', &fp.short(), &owner, u64::MAX);
-        assert!(t.len() <= crate::ident::MAX_LEN, "{t} is {} bytes", t.len());
-        crate::ident::validate(&t).unwrap();
-        assert_eq!(parse_name(&t), Some(DbName::Test { hash: fp.short(), owner: owner.clone() }));
-        assert_eq!(
-            parse_name(&owned_name('r', &fp.short(), &owner, 7)),
-            Some(DbName::Ready { hash: fp.short(), owner: owner.clone() })
-        );
-        assert_eq!(
-            parse_name(&owned_name('b', &fp.short(), &owner, 0)),
-            Some(DbName::Build { hash: fp.short(), owner })
-        );
-        for foreign in
-            ["e2e", "postgres", "e2e_tpl_xyz_audit", "e2e_t_0123456789ab_zz12_1_1_1", "e2e_q_0123456789ab_ab12_1_1_1"]
-        {
-            assert_eq!(parse_name(foreign), None, "{foreign}");
-        }
-    }
-
-    #[test]
-    fn long_set_lists_are_cut_to_a_label() {
-        let l = sets_label(&sets(&["audit", "workflow", "notification", "extra-set"]));
-        assert_eq!(l, "audit_workflow_notificat");
-        assert!(template_name(&"0".repeat(12), &l).len() <= crate::ident::MAX_LEN);
-    }
-
-    struct Fixture {
-        me: Owner,
-        templates: BTreeSet<String>,
-        current: HashMap<String, String>,
-    }
-
-    const NOW: u64 = 1_760_000_000;
-    const H1: &str = "aaaaaaaaaaaa";
-    const H2: &str = "bbbbbbbbbbbb";
-
-    fn fixture() -> Fixture {
-        Fixture {
-            me: Owner { host: "ab12".into(), pid: 100, start: NOW - 5 },
-            templates: [H1.to_string()].into(),
-            current: [("audit".to_string(), H1.to_string())].into(),
-        }
-    }
-
-    fn decide(f: &Fixture, name: &str, sessions: i64, built_at: Option<u64>, alive: &[u32]) -> Option<Reap> {
-        let alive = alive.to_vec();
-        let pid_alive = move |p: u32| alive.contains(&p);
-        let ctx =
-            ReapContext { me: &f.me, now: NOW, templates: &f.templates, current: &f.current, pid_alive: &pid_alive };
-        reap_decision(&Seen { name: name.into(), sessions, built_at }, &ctx)
-    }
-
-    #[test]
-    fn reaps_test_databases_of_dead_processes_on_this_host_once_old_enough() {
-        let f = fixture();
-        let dead_old = owned_name('t', H1, &Owner { host: "ab12".into(), pid: 7, start: NOW - 3600 }, 0);
-        assert_eq!(decide(&f, &dead_old, 0, None, &[]), Some(Reap::DeadOwner));
-        assert_eq!(decide(&f, &dead_old, 1, None, &[]), None, "a session is connected");
-        assert_eq!(decide(&f, &dead_old, 0, None, &[7]), None, "the process is alive");
-        let dead_young = owned_name('b', H1, &Owner { host: "ab12".into(), pid: 7, start: NOW - 10 }, 0);
-        assert_eq!(decide(&f, &dead_young, 0, None, &[]), None, "too young to be sure");
-        let mine = owned_name('t', H1, &f.me, 3);
-        assert_eq!(decide(&f, &mine, 0, None, &[]), None, "this process's own");
-    }
-
-    #[test]
-    fn foreign_hosts_are_reaped_only_after_a_day() {
-        let f = fixture();
-        let hour = owned_name('t', H1, &Owner { host: "ffff".into(), pid: 7, start: NOW - 3600 }, 0);
-        assert_eq!(decide(&f, &hour, 0, None, &[]), None);
-        let days = owned_name('t', H1, &Owner { host: "ffff".into(), pid: 7, start: NOW - 2 * 86400 }, 0);
-        assert_eq!(decide(&f, &days, 0, None, &[]), Some(Reap::ForeignAndOld));
-    }
-
-    #[test]
-    fn ready_clones_live_as_long_as_their_template() {
-        let f = fixture();
-        let dead = Owner { host: "ab12".into(), pid: 7, start: NOW - 3600 };
-        assert_eq!(
-            decide(&f, &owned_name('r', H1, &dead, 0), 0, None, &[]),
-            None,
-            "a pool is shared: its maker may be gone"
-        );
-        assert_eq!(decide(&f, &owned_name('r', H2, &dead, 0), 0, None, &[]), Some(Reap::OrphanReady));
-    }
-
-    #[test]
-    fn superseded_templates_of_the_same_sets_are_reaped() {
-        let f = fixture();
-        let old = template_name(H2, "audit");
-        assert_eq!(decide(&f, &old, 0, Some(NOW - 3600), &[]), Some(Reap::Superseded));
-        assert_eq!(decide(&f, &old, 0, Some(NOW - 30), &[]), None, "just built by another run");
-        assert_eq!(decide(&f, &template_name(H1, "audit"), 0, None, &[]), None, "the current one");
-        assert_eq!(decide(&f, &template_name(H2, "workflow"), 0, None, &[]), None, "sets this process does not use");
-        assert_eq!(decide(&f, "e2e", 0, None, &[]), None, "not ours");
-    }
-
-    #[test]
-    fn database_urls_swap_their_database() {
-        let s = |u: &str| swap_database(u, "postgres").unwrap();
-        assert_eq!(s("postgres://u:p@127.0.0.1:5432/e2e"), "postgres://u:p@127.0.0.1:5432/postgres");
-        assert_eq!(s("postgresql://u:p/w@h/e2e?sslmode=disable"), "postgresql://u:p/w@h/postgres?sslmode=disable");
-        assert_eq!(s("postgres://h:5432"), "postgres://h:5432/postgres");
-        assert_eq!(s("postgres://h/db?dbname=x&application_name=a"), "postgres://h/postgres?application_name=a");
-        assert_eq!(s("host=h user=u dbname=e2e"), "host=h user=u dbname=postgres");
-        assert!(swap_database("mysql://h/db", "x").unwrap_err().to_string().contains("postgres://"));
-    }
-
-    #[test]
-    fn pool_size_comes_from_the_environment() {
-        assert_eq!(pool_size_from(None).unwrap(), DEFAULT_POOL);
-        assert_eq!(pool_size_from(Some("0")).unwrap(), 0);
-        assert!(pool_size_from(Some("many")).unwrap_err().to_string().contains(POOL_ENV));
+        let url = db::with_database(&self.server.url, &name)?;
+        Ok(TestDatabase { name, url, server: Some(self.server.clone()) })
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use e2e_migrations::{bundled_migrations_dir, migrator, Error, Options, Project};
 
-use crate::support::{count, FreshDb, TempDir};
+use crate::support::{count, folder, FreshDb};
 
 fn up_down(up: &str, down: &str) -> String {
     format!("-- +goose Up\n{up}\n-- +goose Down\n{down}\n")
@@ -18,7 +18,7 @@ async fn up_all(db: &FreshDb, project: &Project) -> e2e_migrations::Result<migra
 
 #[tokio::test]
 async fn fresh_apply_then_rerun_applies_nothing() {
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let project = Project::load(&bundled_migrations_dir()).unwrap();
     let first = up_all(&db, &project).await.unwrap();
     let names: Vec<&str> = first.applied.iter().map(|a| a.name.as_str()).collect();
@@ -47,12 +47,11 @@ async fn fresh_apply_then_rerun_applies_nothing() {
     assert_eq!(second.already_applied, 3);
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version").await, 4);
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn every_down_section_reverts_cleanly() {
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let project = Project::load(&bundled_migrations_dir()).unwrap();
     up_all(&db, &project).await.unwrap();
     let mut c = db.connect().await;
@@ -64,13 +63,12 @@ async fn every_down_section_reverts_cleanly() {
     // And up again: the Down sections left nothing behind that blocks a reapply.
     assert_eq!(up_all(&db, &project).await.unwrap().applied.len(), 3);
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn drift_is_refused_unless_accepted() {
-    let dir = TempDir::new(&[("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"))]);
-    let db = FreshDb::new().await;
+    let dir = folder(&[("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"))]);
+    let db = FreshDb::new();
     up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     dir.write("001_a.sql", &up_down("CREATE TABLE a (x bigint);", "DROP TABLE a;"));
     let changed = Project::load(dir.path()).unwrap();
@@ -91,12 +89,11 @@ async fn drift_is_refused_unless_accepted() {
     assert_eq!(r.drift_accepted.len(), 1);
     up_all(&db, &changed).await.unwrap();
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn failing_migration_is_located_and_leaves_nothing_behind() {
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         ("001_ok.sql", &up_down("CREATE TABLE ok (x int);", "DROP TABLE ok;")),
         (
             "002_bad.sql",
@@ -104,7 +101,7 @@ async fn failing_migration_is_located_and_leaves_nothing_behind() {
         ),
         ("003_later.sql", &up_down("CREATE TABLE later (x int);", "DROP TABLE later;")),
     ]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let err = up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap_err();
     let Error::Migration { failure, applied, .. } = &err else { panic!("unexpected error: {err}") };
     assert_eq!(failure.file, dir.path().join("002_bad.sql"));
@@ -120,29 +117,27 @@ async fn failing_migration_is_located_and_leaves_nothing_behind() {
     assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname IN ('half', 'broken', 'later')").await, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id > 0").await, 1);
     // The session is usable and the lock was released: a later run gets it at once.
-    let fixed = TempDir::new(&[("001_ok.sql", &up_down("CREATE TABLE ok (x int);", "DROP TABLE ok;"))]);
+    let fixed = folder(&[("001_ok.sql", &up_down("CREATE TABLE ok (x int);", "DROP TABLE ok;"))]);
     up_all(&db, &Project::load(fixed.path()).unwrap()).await.unwrap();
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn runtime_error_without_position_names_the_statement_line() {
-    let dir = TempDir::new(&[(
+    let dir = folder(&[(
         "001_dup.sql",
         "-- +goose Up\nCREATE TABLE u (x int UNIQUE);\nINSERT INTO u VALUES (1);\nINSERT INTO u VALUES (1);\n",
     )]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let err = up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap_err();
     let Error::Migration { failure, .. } = &err else { panic!("{err}") };
     assert_eq!((failure.line, failure.sqlstate.as_str()), (4, "23505"));
     assert!(failure.detail.as_deref().unwrap_or("").contains("(x)=(1)"), "{err}");
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn goose_edge_cases_apply() {
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         // Numeric order: 20 before 100, although "100" < "20" as text.
         ("100_alter.sql", &up_down("ALTER TABLE base ADD COLUMN y int;", "ALTER TABLE base DROP COLUMN y;")),
         ("20_base.sql", &up_down("CREATE TABLE base (x int);", "DROP TABLE base;")),
@@ -167,7 +162,7 @@ async fn goose_edge_cases_apply() {
     let project = Project::load(dir.path()).unwrap();
     assert!(project.folder.warnings.iter().any(|w| w.contains("104_plain.sql") && w.contains("goose itself rejects")));
     assert!(project.folder.warnings.iter().any(|w| w.contains("101_do.sql:4")), "{:?}", project.folder.warnings);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let r = up_all(&db, &project).await.unwrap();
     let order: Vec<i64> = r.applied.iter().map(|a| a.version).collect();
     assert_eq!(order, [20, 100, 101, 102, 103, 104]);
@@ -176,18 +171,16 @@ async fn goose_edge_cases_apply() {
     let s: String = c.query_one("SELECT semi()", &[]).await.unwrap().get(0);
     assert_eq!(s, "a;b");
     assert_eq!(count(&c, "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'base_x' AND i.indisvalid").await, 1);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn lower_version_applied_after_higher_is_not_skipped() {
-    let dir = TempDir::new(&[("005_b.sql", &up_down("CREATE TABLE b (x int);", "DROP TABLE b;"))]);
-    let db = FreshDb::new().await;
+    let dir = folder(&[("005_b.sql", &up_down("CREATE TABLE b (x int);", "DROP TABLE b;"))]);
+    let db = FreshDb::new();
     up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     dir.write("003_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"));
     let r = up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     assert_eq!(r.applied.iter().map(|a| a.version).collect::<Vec<_>>(), [3]);
-    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -208,13 +201,13 @@ async fn eight_concurrent_runners_apply_each_migration_once() {
         )))
         .collect();
     let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let dir = TempDir::new(&refs);
-    let db = FreshDb::new().await;
+    let dir = folder(&refs);
+    let db = FreshDb::new();
     let project = std::sync::Arc::new(Project::load(dir.path()).unwrap());
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let project = project.clone();
-        let url = db.url.clone();
+        let url = db.url().to_string();
         tasks.push(tokio::spawn(async move {
             let mut c = e2e_migrations::db::connect(&url).await.unwrap();
             let sel = project.select(&[]).unwrap();
@@ -231,7 +224,6 @@ async fn eight_concurrent_runners_apply_each_migration_once() {
     let c = db.connect().await;
     assert_eq!(count(&c, "SELECT count(*) FROM (SELECT version_id FROM goose_db_version WHERE version_id > 0 GROUP BY version_id HAVING count(*) = 1) v").await, 31);
     assert_eq!(count(&c, "SELECT count(*) FROM t30").await, 100);
-    db.drop_db().await;
 }
 
 async fn down_one(db: &FreshDb, project: &Project) -> e2e_migrations::Result<migrator::Report> {
@@ -242,8 +234,8 @@ async fn down_one(db: &FreshDb, project: &Project) -> e2e_migrations::Result<mig
 
 #[tokio::test]
 async fn down_reverts_the_most_recently_applied_version_as_goose_does() {
-    let dir = TempDir::new(&[("005_b.sql", &up_down("CREATE TABLE b (x int);", "DROP TABLE b;"))]);
-    let db = FreshDb::new().await;
+    let dir = folder(&[("005_b.sql", &up_down("CREATE TABLE b (x int);", "DROP TABLE b;"))]);
+    let db = FreshDb::new();
     up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     dir.write("003_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"));
     let project = Project::load(dir.path()).unwrap();
@@ -255,16 +247,15 @@ async fn down_reverts_the_most_recently_applied_version_as_goose_does() {
     assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b')").await, 1);
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id = 5").await, 1);
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn down_refuses_when_the_newest_applied_version_has_no_file() {
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         ("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;")),
         ("002_b.sql", &up_down("CREATE TABLE b (x int);", "DROP TABLE b;")),
     ]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     std::fs::remove_file(dir.path().join("002_b.sql")).unwrap();
     let err = down_one(&db, &Project::load(dir.path()).unwrap()).await.unwrap_err().to_string();
@@ -273,27 +264,25 @@ async fn down_refuses_when_the_newest_applied_version_has_no_file() {
     assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname IN ('a', 'b')").await, 2, "nothing reverted");
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id > 0").await, 2);
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn a_symlinked_migration_is_applied() {
-    let shared = TempDir::new(&[("table.sql", &up_down("CREATE TABLE linked (x int);", "DROP TABLE linked;"))]);
-    let dir = TempDir::new(&[("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"))]);
+    let shared = folder(&[("table.sql", &up_down("CREATE TABLE linked (x int);", "DROP TABLE linked;"))]);
+    let dir = folder(&[("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"))]);
     std::os::unix::fs::symlink(shared.path().join("table.sql"), dir.path().join("002_linked.sql")).unwrap();
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let r = up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     assert_eq!(r.applied.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["001_a.sql", "002_linked.sql"]);
     let c = db.connect().await;
     assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'linked'").await, 1);
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn a_sequence_behind_its_tracking_rows_is_repaired() {
-    let dir = TempDir::new(&[("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"))]);
-    let db = FreshDb::new().await;
+    let dir = folder(&[("001_a.sql", &up_down("CREATE TABLE a (x int);", "DROP TABLE a;"))]);
+    let db = FreshDb::new();
     up_all(&db, &Project::load(dir.path()).unwrap()).await.unwrap();
     let c = db.connect().await;
     // What a crash with wal_level = minimal left: the sequence back at 1, the rows at 2.
@@ -303,5 +292,4 @@ async fn a_sequence_behind_its_tracking_rows_is_repaired() {
     assert_eq!(r.applied.len(), 1);
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id = 2").await, 1);
     drop(c);
-    db.drop_db().await;
 }

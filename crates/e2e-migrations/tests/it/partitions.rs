@@ -10,80 +10,14 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use e2e_migrations::partitions::{
     self, calendar, Interval, KeyType, PartitionSpec, Retention, RetentionAction, RollOptions, RollReport,
 };
-use e2e_migrations::{bundled_migrations_dir, db, migrator, Options, Project};
+use e2e_migrations::{bundled_migrations_dir, migrator, Options, Project};
 use tokio_postgres::Client;
 
-use crate::support::{count, server, FreshDb};
-
-/// A fresh database for one test, dropped when the fixture goes out of scope: at the end of the
-/// test, and also when it panics. The drop runs on a thread of its own with a runtime of its own
-/// (the test's runtime may be gone by then), and forces off the sessions still connected.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let FreshDb { name, url } = FreshDb::new().await;
-        TestDb { name, url }
-    }
-
-    async fn connect(&self) -> Client {
-        db::connect(&self.url).await.expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin = server().url_for("postgres");
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", e2e_migrations::ident::quote(&self.name));
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let c = db::connect(&admin).await.map_err(|e| e2e_migrations::error::report(&e))?;
-                c.batch_execute(&sql).await.map_err(|e| e2e_migrations::error::describe_db_error(&e))
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            // Never a panic in a drop (it would abort a test that is already panicking).
-            Ok(Err(e)) => eprintln!("warning: could not drop the test database {}: {e}", self.name),
-            Err(_) => eprintln!("warning: dropping the test database {} panicked", self.name),
-        }
-    }
-}
+use crate::support::{count, FreshDb};
 
 /// The whole error chain, as the CLI shows it.
 fn report(e: &(dyn std::error::Error + 'static)) -> String {
     e2e_migrations::error::report(e)
-}
-
-async fn database_exists(name: &str) -> bool {
-    let admin = db::connect(&server().url_for("postgres")).await.unwrap();
-    admin.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name]).await.unwrap().get::<_, i64>(0)
-        == 1
-}
-
-#[tokio::test]
-async fn the_test_database_is_dropped_even_when_the_test_panics() {
-    let (name_tx, name_rx) = std::sync::mpsc::channel();
-    let failed = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let t = TestDb::new().await;
-            let _c = t.connect().await;
-            name_tx.send(t.name.clone()).unwrap();
-            panic!("a failing test");
-        })
-    })
-    .join();
-    assert!(failed.is_err(), "the test panicked");
-    let name = name_rx.recv().unwrap();
-    assert!(!database_exists(&name).await, "{name} is left behind");
-    let kept = TestDb::new().await;
-    assert!(database_exists(&kept.name).await);
 }
 
 fn day(s: &str) -> NaiveDate {
@@ -101,8 +35,8 @@ async fn roll_at(c: &mut Client, spec: &PartitionSpec, date: &str) -> e2e_migrat
 }
 
 /// A fresh database with the project's `audit` set applied; and its spec from the manifest.
-async fn audit_db() -> (TestDb, Client, PartitionSpec) {
-    let db = TestDb::new().await;
+async fn audit_db() -> (FreshDb, Client, PartitionSpec) {
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     let project = Project::load(&bundled_migrations_dir()).unwrap();
     let sel = project.select(&["audit".into()]).unwrap();
@@ -289,7 +223,7 @@ async fn small_table(c: &Client, name: &str, key_type: &str) {
 #[tokio::test]
 async fn retention_detaches_or_drops_only_what_it_should() {
     for action in [RetentionAction::Detach, RetentionAction::Drop] {
-        let db = TestDb::new().await;
+        let db = FreshDb::new();
         let mut c = db.connect().await;
         small_table(&c, "metrics", "date").await;
         let spec =
@@ -390,7 +324,7 @@ async fn foreign_named_partition_is_respected_and_overlap_reported() {
 
 #[tokio::test]
 async fn legacy_name_pattern_and_partition_sql_agree_with_roll() {
-    let db = TestDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     small_table(&c, "events", "date").await;
     let spec = PartitionSpec { name: Some("{table}_y{yyyy}m{mm}".into()), ..PartitionSpec::monthly("events", "k") };
@@ -403,7 +337,7 @@ async fn legacy_name_pattern_and_partition_sql_agree_with_roll() {
 
 #[tokio::test]
 async fn timestamptz_bounds_are_utc_whatever_the_session_zone() {
-    let db = TestDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     small_table(&c, "ticks", "timestamptz").await;
     c.batch_execute("SET TimeZone = 'America/New_York'").await.unwrap();
@@ -544,7 +478,7 @@ async fn roll_waits_out_a_long_transaction_by_retrying_and_gives_up_clearly() {
 
 #[tokio::test]
 async fn specs_that_do_not_fit_their_table_are_clear_errors() {
-    let db = TestDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     c.batch_execute(
         "CREATE TABLE plain (k date);
@@ -798,7 +732,7 @@ async fn retention_on_audit_events_detaches_or_drops_despite_its_self_reference(
 
 #[tokio::test]
 async fn rows_move_by_column_name_from_a_default_partition_in_another_column_order() {
-    let db = TestDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     c.batch_execute(
         "CREATE TABLE readings (k date NOT NULL, a text, gone int, b text, n int GENERATED ALWAYS AS (length(a)) STORED)
@@ -821,7 +755,7 @@ async fn rows_move_by_column_name_from_a_default_partition_in_another_column_ord
 
 #[tokio::test]
 async fn a_name_pattern_making_names_longer_than_63_bytes_is_refused() {
-    let db = TestDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     small_table(&c, "events", "date").await;
     let pattern = format!("{{table}}_{}_{{yyyy}}_{{mm}}", "x".repeat(50));
@@ -844,8 +778,8 @@ async fn a_name_pattern_making_names_longer_than_63_bytes_is_refused() {
 /// The guarded audit table of `tests/fixtures/guarded` (triggers that derive, forbid and
 /// protect; a self-referencing key; a key to its actors; a generated column), applied to a fresh
 /// database with two actors; and its spec.
-async fn guarded_db() -> (TestDb, Client, PartitionSpec) {
-    let db = TestDb::new().await;
+async fn guarded_db() -> (FreshDb, Client, PartitionSpec) {
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     let project = Project::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guarded")).unwrap();
     let sel = project.select(&["guarded".into()]).unwrap();
@@ -1179,15 +1113,15 @@ async fn a_roll_blocked_by_a_lock_names_its_holder() {
 }
 
 /// The fresh database's connection string in key=value form (so that settings can be appended).
-fn keyword_url(db: &TestDb) -> String {
-    let config: tokio_postgres::Config = db.url.parse().unwrap();
+fn keyword_url(db: &FreshDb) -> String {
+    let config: tokio_postgres::Config = db.url().parse().unwrap();
     let tokio_postgres::config::Host::Tcp(host) = &config.get_hosts()[0] else { panic!("a TCP host") };
     format!(
         "host={host} port={} user={} password={} dbname={}",
         config.get_ports()[0],
         config.get_user().unwrap(),
         String::from_utf8_lossy(config.get_password().unwrap()),
-        db.name
+        db.name()
     )
 }
 

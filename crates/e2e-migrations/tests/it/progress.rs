@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use e2e_migrations::progress::{Event, Observer};
 use e2e_migrations::{bundled_migrations_dir, migrator, partitions, Options, Project};
 
-use crate::support::{FreshDb, TempDir};
+use crate::support::{folder, FreshDb};
 
 /// An observer that keeps every event.
 fn recorder() -> (Observer, Arc<Mutex<Vec<Event>>>) {
@@ -37,11 +37,11 @@ fn migration(up: &str) -> String {
 
 #[tokio::test]
 async fn the_observer_sees_the_plan_then_each_migration_of_the_folder_in_order() {
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         ("001_a.sql", &migration("CREATE TABLE a (x int);\nCREATE INDEX a_x ON a (x);")),
         ("002_b.sql", &migration("CREATE TABLE b (x int);")),
     ]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     let (o, seen) = recorder();
 
@@ -84,16 +84,15 @@ async fn the_observer_sees_the_plan_then_each_migration_of_the_folder_in_order()
         ["2 to run, 0 already applied", "reverting 003_c.sql (1 of 2)", "reverting 002_b.sql (2 of 2)"]
     );
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn a_failed_migration_is_announced_but_never_reported_applied() {
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         ("001_a.sql", &migration("CREATE TABLE a (x int);")),
         ("002_bad.sql", &migration("CREATE TABLE a (x int);")),
     ]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     let (o, seen) = recorder();
     let project = Project::load(dir.path()).unwrap();
@@ -109,20 +108,19 @@ async fn a_failed_migration_is_announced_but_never_reported_applied() {
         ]
     );
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn a_wait_for_the_migration_lock_says_who_holds_it_then_that_it_is_over() {
-    let dir = TempDir::new(&[("001_a.sql", &migration("CREATE TABLE a (x int);"))]);
-    let db = FreshDb::new().await;
+    let dir = folder(&[("001_a.sql", &migration("CREATE TABLE a (x int);"))]);
+    let db = FreshDb::new();
     let holder = db.connect().await;
     holder.batch_execute("SET application_name = 'lock-holder'").await.unwrap();
     holder.query_one("SELECT pg_advisory_lock($1)", &[&e2e_migrations::db::LOCK_ID]).await.unwrap();
     let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
 
     let (o, seen) = recorder();
-    let url = db.url.clone();
+    let url = db.url().to_string();
     let run = tokio::spawn(async move {
         let mut c = e2e_migrations::db::connect(&url).await.unwrap();
         let project = Project::load(dir.path()).unwrap();
@@ -155,12 +153,11 @@ async fn a_wait_for_the_migration_lock_says_who_holds_it_then_that_it_is_over() 
         ]
     );
     drop(holder);
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn a_roll_names_each_table_it_moves_on_to() {
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let mut c = db.connect().await;
     let project = Project::load(&bundled_migrations_dir()).unwrap();
     let sel = project.select(&[]).unwrap();
@@ -178,7 +175,6 @@ async fn a_roll_names_each_table_it_moves_on_to() {
     assert!(!want.is_empty(), "the bundled sets declare partitioned tables");
     assert_eq!(shape(&seen.lock().unwrap()), want);
     drop(c);
-    db.drop_db().await;
 }
 
 /// Advisory locks belong to a database: a session holding the same key in another database of
@@ -187,8 +183,8 @@ async fn a_roll_names_each_table_it_moves_on_to() {
 /// across databases would name one of them nearly always.
 #[tokio::test]
 async fn the_holder_named_for_a_lock_wait_is_the_one_in_this_database() {
-    let here = FreshDb::new().await;
-    let elsewhere = FreshDb::new().await;
+    let here = FreshDb::new();
+    let elsewhere = FreshDb::new();
     let mut others = Vec::new();
     for _ in 0..8 {
         let c = elsewhere.connect().await;
@@ -206,6 +202,4 @@ async fn the_holder_named_for_a_lock_wait_is_the_one_in_this_database() {
     let e2e_migrations::Error::LockTimeout { holder: who, .. } = &e else { panic!("{e}") };
     assert!(who.starts_with(&format!("pid {pid} (this-database, idle")), "{who}");
     drop((c, holder, others));
-    here.drop_db().await;
-    elsewhere.drop_db().await;
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use e2e_migrations::source::{checksum, Folder, Migration};
 use e2e_migrations::{goose, migrator, txblock, Error, Options, Project};
 
-use crate::support::{count, server, FreshDb, TempDir};
+use crate::support::{count, folder, local_server, FreshDb};
 
 async fn up(db: &FreshDb, folder: &Folder) -> e2e_migrations::Result<migrator::Report> {
     let mut c = db.connect().await;
@@ -32,7 +32,7 @@ const ISSUE_FILE: &str = "-- +goose Up\nCREATE TABLE r (id int);\nCREATE INDEX C
 
 #[tokio::test]
 async fn a_failed_migration_with_its_own_commit_is_refused_before_connecting() {
-    let dir = TempDir::new(&[("001_r.sql", ISSUE_FILE)]);
+    let dir = folder(&[("001_r.sql", ISSUE_FILE)]);
     let err = Project::load(dir.path()).unwrap_err();
     let Error::Core(e2e_migrations::core::Error::Refused { file, line, message, more, .. }) = &err else {
         panic!("{err}")
@@ -44,9 +44,9 @@ async fn a_failed_migration_with_its_own_commit_is_refused_before_connecting() {
 
 #[tokio::test]
 async fn a_failed_migration_is_never_recorded_even_past_the_check() {
-    let tmp = TempDir::new(&[]);
+    let tmp = folder(&[]);
     let folder = unchecked_folder(tmp.path(), &[("001_r.sql", ISSUE_FILE)]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let err = up(&db, &folder).await.unwrap_err();
     let Error::Migration { failure, .. } = &err else { panic!("{err}") };
     assert_eq!((failure.line, failure.sqlstate.as_str()), (3, "25001"), "{err}");
@@ -58,7 +58,6 @@ async fn a_failed_migration_is_never_recorded_even_past_the_check() {
     let fixed = unchecked_folder(tmp.path(), &[("001_r.sql", "-- +goose Up\nCREATE TABLE r (id int);\n")]);
     up(&db, &fixed).await.unwrap();
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -66,7 +65,7 @@ async fn a_commit_the_check_cannot_see_is_never_recorded() {
     // The first migration turns standard_conforming_strings off for the session; in the second,
     // PostgreSQL then reads `'x\''` as a whole string and runs the COMMIT after it, where the
     // check (reading quotes as standard) sees one string up to `--'`.
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         ("001_legacy_strings.sql", "-- +goose Up\nSET standard_conforming_strings = off;\n"),
         (
             "002_hidden_commit.sql",
@@ -74,7 +73,7 @@ async fn a_commit_the_check_cannot_see_is_never_recorded() {
         ),
     ]);
     let project = Project::load(dir.path()).expect("the check cannot see the COMMIT");
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let err = up(&db, &project.folder).await.unwrap_err();
     let Error::Migration { failure, applied, .. } = &err else { panic!("{err}") };
     assert_eq!(applied, &["001_legacy_strings.sql".to_string()]);
@@ -90,7 +89,6 @@ async fn a_commit_the_check_cannot_see_is_never_recorded() {
         "after the COMMIT: rolled back"
     );
     drop(c);
-    db.drop_db().await;
 }
 
 #[tokio::test]
@@ -99,30 +97,29 @@ async fn nothing_is_sent_after_a_failed_statement() {
     let file = format!(
         "-- +goose Up\nCREATE TABLE f (x int);\nDO $$ BEGIN RAISE EXCEPTION '{marker}'; END $$;\nINSERT INTO f VALUES (1);\nINSERT INTO f VALUES (2);\n"
     );
-    let dir = TempDir::new(&[("001_f.sql", &file)]);
-    let db = FreshDb::new().await;
+    let dir = folder(&[("001_f.sql", &file)]);
+    let db = FreshDb::new();
     let err = up(&db, &Project::load(dir.path()).unwrap().folder).await.unwrap_err();
     let Error::Migration { failure, .. } = &err else { panic!("{err}") };
     assert_eq!(failure.line, 3, "{err}");
     // The server's log: after the failure, the same backend logged no "current transaction is
     // aborted" for statements sent behind the failed one.
-    let log = std::fs::read_to_string(&server().layout.log).unwrap();
+    let log = std::fs::read_to_string(&local_server().layout.log).unwrap();
     let at = log.find(&marker).expect("the failure is in the server log");
     let line_start = log[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let pid =
         log[line_start..].split('[').nth(1).and_then(|s| s.split(']').next()).expect("log line has a pid").to_string();
     let after: Vec<&str> = log[at..].lines().filter(|l| l.contains(&format!("[{pid}]"))).collect();
     assert!(!after.iter().any(|l| l.contains("current transaction is aborted")), "{after:#?}");
-    db.drop_db().await;
 }
 
 #[tokio::test]
 async fn duration_ms_is_recorded_for_each_kind_of_migration() {
-    let dir = TempDir::new(&[
+    let dir = folder(&[
         ("001_tx.sql", "-- +goose Up\nSELECT pg_sleep(0.05);\n"),
         ("002_nt.sql", "-- +goose Up\n-- +goose NO TRANSACTION\nSELECT pg_sleep(0.05);\n"),
     ]);
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     up(&db, &Project::load(dir.path()).unwrap().folder).await.unwrap();
     let c = db.connect().await;
     let rows =
@@ -134,14 +131,13 @@ async fn duration_ms_is_recorded_for_each_kind_of_migration() {
         assert!((50.0..60_000.0).contains(&d), "version {v}: duration_ms {d}");
     }
     drop(c);
-    db.drop_db().await;
 }
 
 /// Every statement the check refuses as "not in a transaction block" is refused by PostgreSQL
 /// there too (SQLSTATE 25001), and every look-alike it lets through runs in a transaction block.
 #[tokio::test]
 async fn the_check_agrees_with_postgresql_on_what_runs_in_a_transaction_block() {
-    let db = FreshDb::new().await;
+    let db = FreshDb::new();
     let c = db.connect().await;
     c.batch_execute(
         "CREATE TABLE cc (x int PRIMARY KEY); CREATE INDEX cc_x ON cc (x);
@@ -152,7 +148,7 @@ async fn the_check_agrees_with_postgresql_on_what_runs_in_a_transaction_block() 
     )
     .await
     .unwrap();
-    let name = &db.name;
+    let name = db.name();
     let refused = [
         "VACUUM".to_string(),
         "VACUUM (ANALYZE) cc".to_string(),
@@ -211,5 +207,4 @@ async fn the_check_agrees_with_postgresql_on_what_runs_in_a_transaction_block() 
         result.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
     drop(c);
-    db.drop_db().await;
 }

@@ -1,7 +1,8 @@
-//! What every command needs: this checkout's workspace, its migrations, the server to reach,
-//! and the steps' progress on stderr ([`Step`], from [`crate::progress`]).
+//! What the commands share: this checkout's workspace, its migrations, the server to reach,
+//! the `--now` date, and the steps' progress on stderr ([`Step`], from [`crate::progress`]).
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDate, Utc};
 use e2e_migrations::lifecycle::{self, Access, Endpoint, Saved, Workspace};
 use e2e_migrations::Project;
 
@@ -79,6 +80,18 @@ pub(crate) async fn connect(url: &str, timeout: std::time::Duration) -> Result<t
     Ok(e2e_migrations::db::connect_within(url, timeout).await?)
 }
 
+/// Parses `--now YYYY-MM-DD` (midday UTC of that date), or the clock.
+pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
+    match now {
+        None => Ok(Utc::now()),
+        Some(s) => {
+            let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .with_context(|| format!("--now {s:?}: expected YYYY-MM-DD"))?;
+            Ok(d.and_hms_opt(12, 0, 0).expect("valid time").and_utc())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +119,12 @@ mod tests {
             },
             local: None,
         })
+    }
+
+    #[test]
+    fn now_is_midday_utc_of_the_date() {
+        assert_eq!(parse_now(Some("2024-02-29")).unwrap().to_rfc3339(), "2024-02-29T12:00:00+00:00");
+        assert!(parse_now(Some("2024-02-30")).unwrap_err().to_string().contains("--now"));
     }
 
     #[test]
