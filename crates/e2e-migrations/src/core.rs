@@ -94,7 +94,7 @@ pub enum Error {
     #[error(
         "{}:{line}:{column}: {message}{}",
         file.display(),
-        if *more == 0 { String::new() } else { format!(" (and {more} more such statements in this file)") }
+        match more { 0 => String::new(), 1 => " (and 1 more such statement in this file)".to_string(), n => format!(" (and {n} more such statements in this file)") }
     )]
     Refused {
         /// The file at fault.

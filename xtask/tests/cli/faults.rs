@@ -266,5 +266,5 @@ fn the_issue_reproduction_is_refused_and_never_recorded() {
         b"-- +goose Up\nCREATE TABLE r (id int);\nCREATE INDEX CONCURRENTLY r_i ON r (id);\nCOMMIT;\n",
     );
     assert!(e.contains("002_r.sql:3:1: CREATE INDEX CONCURRENTLY cannot run inside a transaction block"), "{e}");
-    assert!(e.contains("(and 1 more such statements in this file)"), "{e}");
+    assert!(e.contains("(and 1 more such statement in this file)"), "{e}");
 }
