@@ -375,6 +375,9 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
             if let Some(why) = i.stale {
                 r.warnings.push(format!("a stale postmaster.pid in {}: {why}", i.layout.data.display()));
             }
+            if let Some(why) = i.hung {
+                r.warnings.push(format!("the server of {} does not answer: {why}", i.layout.data.display()));
+            }
             if !i.up {
                 return Ok(r);
             }
