@@ -15,8 +15,13 @@ mod progress;
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env_remove("E2E_BACKEND").env("E2E_LOG", "info");
+    xtask_env(&mut c);
     c
+}
+
+/// The environment `xtask` runs in here, also for a shell that runs it.
+fn xtask_env(c: &mut Command) -> &mut Command {
+    c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env_remove("E2E_BACKEND").env("E2E_LOG", "info")
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -231,6 +236,45 @@ fn local_setup_is_reused_and_teardown_is_idempotent() {
     let o = down();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("nothing is set up in this checkout"), "{}", stderr(&o));
+}
+
+#[test]
+fn print_env_shell_is_eval_safe_and_exports() {
+    // A URL no shell may read unquoted: `&` (a background job), spaces, a command substitution,
+    // both quotes. `eval` of plain KEY=VALUE lines neither exported it nor kept it whole.
+    let db = FreshDb::new();
+    let url = format!("{}?application_name=it's a \"b\" $(touch pwned) `touch pwned2`&connect_timeout=10", db.url());
+    let state = dir(&[]);
+    // The URL reaches setup as a flag; the shells' environment holds no DATABASE_URL.
+    let script = format!(
+        "env=$('{}' e2e-setup --backend url --sets notification --database-url \"$URL\" --print-env=shell) || exit 1
+         eval \"$env\" && sh -c 'printf %s \"$DATABASE_URL\"'",
+        env!("CARGO_BIN_EXE_xtask")
+    );
+    // Run in a folder of the workspace (where a substitution that ran would leave its file).
+    let cwd = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("print-env-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let o = run(xtask_env(Command::new("sh").current_dir(&cwd).args(["-c", &script]))
+        .env("E2E_STATE_DIR", state.path())
+        .env("URL", &url));
+    let ran = cwd.join("pwned").exists() || cwd.join("pwned2").exists();
+    std::fs::remove_dir_all(&cwd).unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), url, "the child shell sees the URL, exported and whole");
+    assert!(!ran, "a command substitution in the value ran");
+    // The plain form is what nextest's $NEXTEST_ENV reads: KEY=VALUE, as it is.
+    let o = run(xtask().env("E2E_STATE_DIR", state.path()).args([
+        "e2e-setup",
+        "--backend",
+        "url",
+        "--sets",
+        "notification",
+        "--print-env",
+        "--database-url",
+        &url,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("DATABASE_URL={url}\n"));
 }
 
 #[test]
