@@ -1,16 +1,18 @@
 //! `cargo xtask migrate up|status|plan|down` (and the dispatch of `new`, in `migrate_new`).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
 use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::plan::State;
-use e2e_migrations::{migrator, Options};
+use e2e_migrations::{migrator, Migration, Options};
 use serde_json::json;
 
 use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint, Step};
 use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
 use crate::progress::say;
+use crate::status::listed;
 
 impl Migrate {
     pub(crate) async fn run(mut self) -> Result<()> {
@@ -125,7 +127,12 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
     let selection = project.select(&sets)?;
     // Read-only: never starts a server.
     let (_forward, client) = open(&a.db, Access::ReadOnly).await?;
-    let plan = migrator::status(&client, &project.folder, &selection.migrations).await?;
+    // `plan` is the sets' own; `status` lists them and every other migration that is applied.
+    let all: Vec<&Migration> = project.folder.migrations.iter().collect();
+    let mut plan =
+        migrator::status(&client, &project.folder, if plan_only { &selection.migrations } else { &all }).await?;
+    let wanted: BTreeSet<i64> = selection.migrations.iter().map(|m| m.version).collect();
+    plan.migrations.retain(|(m, s)| listed(m.version, *s, &wanted, !sets.is_empty()));
     if plan_only {
         let pending = plan.pending();
         match a.output {
