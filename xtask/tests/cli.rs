@@ -305,6 +305,33 @@ fn print_env_shell_is_eval_safe_and_exports() {
 }
 
 #[test]
+fn a_dependency_s_log_does_not_repeat_the_error() {
+    // kube-rs logs its own ERROR line for a failed request, which the error then says again.
+    let state = dir(&[(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+         contexts:\n- name: ctx\n  context:\n    cluster: c\n    user: u\ncurrent-context: ctx\n\
+         users:\n- name: u\n  user:\n    token: t\n",
+    )]);
+    let o = run(xtask()
+        .env_remove("E2E_LOG")
+        .env("KUBECONFIG", state.path().join("kubeconfig"))
+        .env("E2E_STATE_DIR", state.path().join("state"))
+        .args(["e2e-setup", "--backend", "kube", "--context", "ctx", "--namespace", "e2e-logs"]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("error: reaching the API server of context ctx"), "{e}");
+    assert!(!e.contains("ERROR"), "a dependency's log line: {e}");
+    // E2E_LOG still chooses: asked for, the dependency's logs are there.
+    let o = run(xtask()
+        .env("E2E_LOG", "info")
+        .env("KUBECONFIG", state.path().join("kubeconfig"))
+        .env("E2E_STATE_DIR", state.path().join("state"))
+        .args(["e2e-setup", "--backend", "kube", "--context", "ctx", "--namespace", "e2e-logs"]));
+    assert!(stderr(&o).contains("ERROR"), "{}", stderr(&o));
+}
+
+#[test]
 fn missing_server_binaries_say_what_to_install() {
     let state = dir(&[]);
     let o = run(xtask()
