@@ -1,5 +1,6 @@
 //! The command line as a user runs it: exit codes, stdout/stderr, bad input, a killed run.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -329,6 +330,26 @@ fn a_dependency_s_log_does_not_repeat_the_error() {
         .env("E2E_STATE_DIR", state.path().join("state"))
         .args(["e2e-setup", "--backend", "kube", "--context", "ctx", "--namespace", "e2e-logs"]));
     assert!(stderr(&o).contains("ERROR"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_fault_hook_kills_only_its_own_process_outside_a_group_of_its_own() {
+    // A shell leads the group and runs setup in it, as an interactive shell without job control
+    // or a harness does: the hook must not take the shell down with setup.
+    let db = FreshDb::new();
+    let state = dir(&[]);
+    let script = format!(
+        "'{}' e2e-setup --backend url --sets notification --database-url \"$URL\"; echo \"survived: $?\"",
+        env!("CARGO_BIN_EXE_xtask")
+    );
+    let cwd = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run(xtask_env(Command::new("sh").current_dir(cwd).args(["-c", &script]))
+        .env("E2E_FAULT_AT", "migrations")
+        .env("E2E_STATE_DIR", state.path())
+        .env("URL", db.url())
+        .process_group(0));
+    assert!(stderr(&o).contains("E2E_FAULT_AT=migrations"), "the hook fired: {}", stderr(&o));
+    assert_eq!(stdout(&o), "survived: 137\n", "the shell survived; setup died of SIGKILL: {o:?}");
 }
 
 #[test]

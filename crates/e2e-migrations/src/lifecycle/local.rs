@@ -660,8 +660,8 @@ async fn initdb(bindir: &Path, into: &Path, root: &Path, acct: &Option<Account>)
     if !super::fault::armed(FaultStep::Initdb) {
         return run(&program, &mut cmd).await;
     }
-    // The test hook: kill this process group while initdb is half-way.
-    let _child = cmd
+    // The test hook: kill this process (and initdb) while initdb is half-way.
+    let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -670,7 +670,7 @@ async fn initdb(bindir: &Path, into: &Path, root: &Path, acct: &Option<Account>)
     while !into.join("PG_VERSION").exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    fault_point(FaultStep::Initdb);
+    super::fault::fault_point_with(FaultStep::Initdb, &child.id().into_iter().collect::<Vec<_>>());
     unreachable!("the fault hook kills this process")
 }
 
