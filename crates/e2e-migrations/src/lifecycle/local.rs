@@ -20,7 +20,7 @@
 //! - a server is reused, stopped or its folder deleted only after it proved to be ours
 //!   (a question asked on a live connection over the private socket).
 //!
-//! A server that answers nothing is judged by what is left of it ([`postmaster::fate`]): its
+//! A server that answers nothing is judged by what is left of it (`postmaster::fate`): its
 //! lock files are removed only once its postmaster and every process of it have exited (a
 //! killed postmaster may linger as a zombie until its parent reaps it); one that lives on is
 //! left alone, and the error names its pid.

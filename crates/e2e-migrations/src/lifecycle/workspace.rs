@@ -8,8 +8,8 @@
 //! The state folder belongs to this checkout alone:
 //! - `$E2E_STATE_DIR` when set (relative to the root), shared on purpose by whoever sets it;
 //! - else `$CARGO_TARGET_DIR/e2e/<checkout>-<hash of the root>` when a target folder is shared
-//!   by several checkouts (worktrees; a relative one is taken against the root, see
-//!   [`target_dir`]);
+//!   by several checkouts (worktrees; a relative one is taken against the root, as the test
+//!   binaries, run from their crate's folders, would otherwise each find another);
 //! - else `<root>/target/e2e`.
 
 use std::path::{Path, PathBuf};
