@@ -425,6 +425,9 @@ fn a_port_that_is_not_postgresql_fails_within_the_connect_timeout() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains(&format!("connecting to 127.0.0.1:{port}")) && e.contains("within 1 s"), "{e}");
+    // What to do is said once, by the hint, with the flag.
+    assert_eq!(e.matches("raise").count(), 1, "{e}");
+    assert!(e.contains("\nhint: raise the limit with --connect-timeout SECONDS"), "{e}");
     // The environment variable sets it too (and partitions share the flag).
     let o = run(xtask().env("E2E_CONNECT_TIMEOUT", "1").args(["partitions", "list", "--database-url", &url]));
     assert!(!o.status.success());
