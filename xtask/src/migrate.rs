@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
+use e2e_migrations::error::counted;
 use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Migration, Options};
@@ -57,7 +58,7 @@ impl MigrateUp {
             Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             Output::Text => {
                 for a in &report.applied {
-                    say!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+                    say!("    {}", done_line("applied", a));
                 }
                 if let Some(w) = unknown_warning(&report.unknown, &project.folder.dir) {
                     say!("    warning: {w}");
@@ -86,10 +87,15 @@ impl MigrateDown {
             format!("{} reverted", report.applied.len())
         });
         for a in &report.applied {
-            say!("    reverted {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+            say!("    {}", done_line("reverted", a));
         }
         Ok(())
     }
+}
+
+/// What was done to one migration (pure): `applied 030_new.sql (1 statement, 2 ms)`.
+pub(crate) fn done_line(verb: &str, a: &migrator::Applied) -> String {
+    format!("{verb} {} ({}, {:.0} ms)", a.name, counted(a.statements as u64, "statement", "statements"), a.duration_ms)
 }
 
 /// The sets of a run, for a step's name: `audit,workflow`, or `all` (pure).
@@ -195,6 +201,14 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_migration_of_one_statement_says_statement() {
+        let a =
+            |statements| migrator::Applied { version: 30, name: "030_new.sql".into(), statements, duration_ms: 2.4 };
+        assert_eq!(done_line("applied", &a(1)), "applied 030_new.sql (1 statement, 2 ms)");
+        assert_eq!(done_line("reverted", &a(3)), "reverted 030_new.sql (3 statements, 2 ms)");
+    }
 
     #[test]
     fn unknown_versions_are_one_short_line() {

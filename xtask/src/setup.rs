@@ -208,7 +208,7 @@ impl Setup {
         let m = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
         step.done(format!("{} applied, {} already applied", m.applied.len(), m.already_applied));
         for a in &m.applied {
-            say!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+            say!("    {}", crate::migrate::done_line("applied", a));
         }
         if let Some(w) = crate::migrate::unknown_warning(&m.unknown, &project.folder.dir) {
             say!("    warning: {w}");
@@ -225,9 +225,9 @@ impl Setup {
         };
         let p = partitions::roll(&mut client, &selection.partitions, now, &roll_opts).await?;
         step.done(format!(
-            "{} created, {} rows moved from default partitions{}",
+            "{} created, {} moved from default partitions{}",
             p.created.len(),
-            p.moved_rows,
+            e2e_migrations::error::counted(p.moved_rows, "row", "rows"),
             if p.pruned.is_empty() { String::new() } else { format!(", {} pruned", p.pruned.len()) }
         ));
         for n in &p.notes {

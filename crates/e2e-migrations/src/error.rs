@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::core::{cut_list, cut_list_with, report, LISTED};
+pub use crate::core::{counted, cut_list, cut_list_with, report, LISTED};
 
 /// A failed migration statement, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
