@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use e2e_migrations::error::counted;
-use e2e_migrations::lifecycle::{Access, Endpoint};
+use e2e_migrations::lifecycle::Access;
 use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Migration, Options};
 use serde_json::json;
 
-use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint, Step};
-use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
+use crate::cli_util::{follow_setup_sets, load_project, open, Step};
+use crate::flags::{Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
 use crate::progress::say;
 use crate::status::listed;
 
@@ -33,12 +33,6 @@ impl Migrate {
             MigrateAction::New(a) => a.run(),
         }
     }
-}
-
-/// Connects to the server the flags (or this checkout's setup) name; the first value keeps a
-/// port-forward alive where one is needed.
-async fn open(db: &DbArgs, access: Access) -> Result<(Endpoint, tokio_postgres::Client)> {
-    open_endpoint(db, access).await
 }
 
 impl MigrateUp {
