@@ -58,7 +58,7 @@ pub(crate) fn cluster_hints(st: &SetupState) -> Vec<String> {
         "other tools: cargo xtask port-forward   (holds a forward on a free local port; prints DATABASE_URL)"
             .to_string(),
         "from Rust:   test crates find it through this checkout's state (or KUBECONFIG, E2E_KUBE_CONTEXT, \
-         E2E_NAMESPACE and E2E_RUN_ID from --print-env, with e2e_migrations::kube::Target::from_env())"
+         E2E_NAMESPACE and E2E_RUN_ID from --print-env, with e2e_migrations::kube::Server::from_env())"
             .to_string(),
         format!(
             "by hand:     kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432   \

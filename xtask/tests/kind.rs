@@ -379,7 +379,7 @@ fn kube_setup_connect_query_teardown() {
     assert_eq!(get(&env, "E2E_NAMESPACE"), namespace);
     let run_id = get(&env, "E2E_RUN_ID").to_string();
 
-    let target = e2e_migrations::kube::Target {
+    let server = e2e_migrations::kube::Server {
         kubeconfig: std::env::var_os("KUBECONFIG").map(PathBuf::from),
         context: Some(context.clone()),
         namespace: namespace.clone(),
@@ -387,12 +387,14 @@ fn kube_setup_connect_query_teardown() {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (tables, report) = rt.block_on(async {
-        let (client, forward) = target.connect().await.unwrap();
+        let (client, forward) = server.connect().await.unwrap();
         let tables = migrated_tables(&client).await;
         drop(client);
         forward.abort();
         // the library entry point: the same sets again through the port-forward apply nothing
-        let report = target.apply_sets(&["audit".to_string(), "workflow".to_string()]).await.unwrap();
+        let project = e2e_migrations::Project::load_default().unwrap();
+        let sets = ["audit".to_string(), "workflow".to_string()];
+        let report = server.migrate_and_roll(&project, &sets, &Default::default()).await.unwrap();
         (tables, report)
     });
     assert_eq!(tables, ["audit_events", "goose_db_version", "remediation_workflow_catalog"]);

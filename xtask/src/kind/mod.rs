@@ -300,12 +300,13 @@ async fn marker(kubeconfig: &Path, name: &str) -> Marker {
     let ask = async {
         let client: Client = e2e_migrations::kube::client(Some(kubeconfig), Some(&format!("kind-{name}"))).await?;
         let nodes: Api<Node> = Api::all(client);
-        let list = nodes.list(&ListParams::default()).await.map_err(|e| e2e_migrations::Error::Other(e.to_string()))?;
-        Ok::<_, e2e_migrations::Error>(list.items)
+        // kube-rs's message says its causes itself
+        let list = nodes.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("listing the nodes: {e}"))?;
+        Ok::<_, anyhow::Error>(list.items)
     };
     let nodes = match tokio::time::timeout(Duration::from_secs(10), ask).await {
         Ok(Ok(nodes)) => nodes,
-        Ok(Err(e)) => return Marker::Unreachable(e.to_string()),
+        Ok(Err(e)) => return Marker::Unreachable(format!("{e:#}")),
         Err(_) => return Marker::Unreachable("no answer in 10 s".to_string()),
     };
     let ours: Vec<&Node> = nodes

@@ -165,8 +165,8 @@ pub async fn resolve(ws: &Workspace, given_url: Option<&str>, access: Access) ->
         }
         #[cfg(feature = "kube")]
         Route::Kube { kubeconfig, context, namespace, run_id } => {
-            let target = crate::kube::Target { kubeconfig, context, namespace: namespace.clone(), run_id };
-            let forward = target.local_forward().await?;
+            let server = crate::kube::Server { kubeconfig, context, namespace: namespace.clone(), run_id };
+            let forward = server.local_forward().await?;
             Ok(Endpoint {
                 url: forward.url.clone(),
                 origin: Origin::Kube { namespace },
