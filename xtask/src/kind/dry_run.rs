@@ -111,7 +111,7 @@ pub(crate) struct KindSetup<'a> {
 
 /// What both setups share after the cluster exists.
 #[derive(Debug, Clone)]
-pub(crate) struct Deploy<'a> {
+pub(crate) struct DeployPlan<'a> {
     /// Manifests as YAML (password redacted).
     pub(crate) manifests_yaml: &'a str,
     /// Where they go (e.g. `context kind-e2e-migrations, namespace e2e`).
@@ -131,7 +131,7 @@ pub(crate) struct Deploy<'a> {
 }
 
 /// The plan of a Kind setup.
-pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
+pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &DeployPlan<'_>) -> Vec<PlanStep> {
     let mut steps = vec![
         PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
         PlanStep::Run {
@@ -189,13 +189,13 @@ fn record_step(run_id: &str) -> PlanStep {
 }
 
 /// The plan of a setup in an existing cluster.
-pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<PlanStep> {
+pub(crate) fn kube_setup(d: &DeployPlan<'_>) -> Vec<PlanStep> {
     let mut steps = vec![record_step(d.run_id)];
     steps.extend(deploy(d));
     steps
 }
 
-fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
+fn deploy(d: &DeployPlan<'_>) -> Vec<PlanStep> {
     use super::deploy::NamespaceMode;
     let ns = d.namespace;
     let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
@@ -320,8 +320,8 @@ mod tests {
     use super::*;
     use expect_test::expect;
 
-    fn deploy_input() -> Deploy<'static> {
-        Deploy {
+    fn deploy_input() -> DeployPlan<'static> {
+        DeployPlan {
             manifests_yaml: "apiVersion: v1\nkind: Namespace\n",
             target: "context kind-e2e, namespace e2e".to_string(),
             namespace: "e2e",
