@@ -169,6 +169,32 @@ fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_obj
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
 
+/// What a dry run says it writes, removes or exports lies in the state folder in use
+/// (`E2E_STATE_DIR` here), not in the default `target/e2e` (issue #11).
+#[test]
+fn dry_runs_name_the_state_folder_in_use() {
+    let state = TempDir::new("dry-state");
+    let record = state.0.join("state.json").display().to_string();
+    let kube = ["--backend", "kube", "--context", "ci", "--namespace", "e2e-pr-42", "--dry-run"];
+    let runs: [Vec<&str>; 4] = [
+        vec!["e2e-setup", "--backend", "kind", "--dry-run"],
+        vec!["e2e-teardown", "--backend", "kind", "--dry-run"],
+        [&["e2e-setup"][..], &kube].concat(),
+        [&["e2e-teardown"][..], &kube].concat(),
+    ];
+    for args in runs {
+        let o = run(xtask(&state.0).args(&args));
+        let out = text(&o.stdout);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        assert!(out.contains(&record), "{args:?} does not name {record}:\n{out}");
+        assert!(!out.contains("target/e2e"), "{args:?} names target/e2e, not the state folder in use:\n{out}");
+    }
+    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--dry-run"]));
+    let logs = state.0.join("kind/logs-<time>").display().to_string();
+    assert!(text(&o.stdout).contains(&logs), "the logs go to {logs}:\n{}", text(&o.stdout));
+    assert_eq!(state.entries(), 0, "a dry run writes nothing");
+}
+
 #[test]
 fn stale_cleanup_flags_are_checked_before_any_cluster_is_asked() {
     let state = TempDir::new("stale-flags");

@@ -350,7 +350,7 @@ fn child_failure(line: &str, status: std::process::ExitStatus, stderr: &[u8]) ->
 
 /// Exports the cluster's logs under `dir/logs-<time>`; returns a line for the error message.
 pub(crate) fn export_logs(sh: &Shell, name: &str, dir: &Path) -> String {
-    let out = dir.join(format!("logs-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
+    let out = dry_run::logs_dir(dir, &chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
     let args = dry_run::kind_export_logs_args(name, &out);
     match cmd!(sh, "kind {args...}").quiet().ignore_stdout().run() {
         Ok(()) => format!("\n  cluster logs exported to {}", out.display()),

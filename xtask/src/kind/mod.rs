@@ -233,6 +233,7 @@ async fn setup_kube(
                 e2e_migrations::kube::POSTGRES_PORT
             ),
             sets: sets_label(args),
+            state_dir: &ws.state_dir,
         };
         print!("{}", dry_run::render(&dry_run::kube_setup(&d)));
         return Ok(None);
@@ -417,6 +418,7 @@ async fn setup_kind(
             engine,
             image: &pg.image,
             archive: &paths.archive,
+            kind_dir: &paths.dir,
         };
         let d = dry_run::DeployPlan {
             manifests_yaml: &yaml,
@@ -432,6 +434,7 @@ async fn setup_kind(
                 share::SLOTS - 1
             ),
             sets: sets_label(args),
+            state_dir: &ws.state_dir,
         };
         print!("{}", dry_run::render(&dry_run::kind_setup(&k, &d)));
         return Ok(None);
@@ -570,7 +573,7 @@ pub(crate) async fn teardown(
         .unwrap_or_else(|| kind_namespace(args.cluster.namespace.as_deref(), &config.postgres.namespace, &tag));
     let paths = Paths::new(&ws.state_dir, &name);
     if args.dry_run {
-        print!("{}", dry_run::render(&dry_run::kind_teardown(&name, &namespace, &paths.kubeconfig)));
+        print!("{}", dry_run::render(&dry_run::kind_teardown(&name, &namespace, &paths.kubeconfig, &ws.state_dir)));
         return Ok(false);
     }
     if args.keep {
@@ -651,7 +654,10 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspa
     let run_id = args.run_id.clone().or(recorded.clone());
     if args.dry_run {
         let target = format!("context {}", t.context);
-        print!("{}", dry_run::render(&dry_run::kube_teardown(&target, &t.namespace, run_id.as_deref(), existing)));
+        print!(
+            "{}",
+            dry_run::render(&dry_run::kube_teardown(&target, &t.namespace, run_id.as_deref(), existing, &ws.state_dir))
+        );
         return Ok(false);
     }
     if args.keep {
