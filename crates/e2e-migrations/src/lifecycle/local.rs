@@ -1152,7 +1152,7 @@ mod tests {
 
     #[test]
     fn a_planted_symlink_is_replaced_not_followed() {
-        let base = std::env::temp_dir().join(format!("e2e-local-test-{}", std::process::id()));
+        let base = e2e_test_support::TempDir::new("e2e-local-test");
         let target = base.join("victim");
         fs::create_dir_all(&target).unwrap();
         let link = base.join("fallback");
@@ -1162,7 +1162,6 @@ mod tests {
         assert!(m.is_dir() && !m.file_type().is_symlink());
         assert_eq!(m.mode() & 0o777, 0o700);
         assert!(target.is_dir(), "the symlink's target is left alone");
-        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -392,15 +392,15 @@ mod tests {
 
     #[test]
     fn an_earlier_versions_files_are_read_only_to_clean_up_after_them() {
-        let here = std::env::temp_dir().join(format!("e2e-record-legacy-{}", std::process::id()));
+        let tmp = e2e_test_support::TempDir::new("e2e-record-legacy");
+        let here = tmp.path();
         fs::create_dir_all(here.join("local")).unwrap();
-        assert_eq!(read(&here).unwrap(), Saved::Missing);
+        assert_eq!(read(here).unwrap(), Saved::Missing);
         fs::write(here.join("connection.json"), "{}").unwrap();
         fs::write(here.join("local/state.json"), r#"{"port": 5, "user": "e2e", "password": "pw"}"#).unwrap();
-        assert_eq!(read(&here).unwrap(), Saved::Legacy { password: Some("pw".into()), user: Some("e2e".into()) });
-        remove(&here).unwrap();
-        assert_eq!(read(&here).unwrap(), Saved::Missing);
-        fs::remove_dir_all(&here).unwrap();
+        assert_eq!(read(here).unwrap(), Saved::Legacy { password: Some("pw".into()), user: Some("e2e".into()) });
+        remove(here).unwrap();
+        assert_eq!(read(here).unwrap(), Saved::Missing);
     }
 
     #[test]
