@@ -129,20 +129,7 @@ impl Setup {
                 let client = connect(&s.url(), self.connect_timeout).await?;
                 let reused = (s.started == local::Started::Reused)
                     .then(|| format!("local server on 127.0.0.1:{}", s.local.port));
-                let st = SetupState {
-                    backend: BackendKind::Local,
-                    database_url: Some(s.url()),
-                    kubeconfig: None,
-                    context: None,
-                    namespace: None,
-                    cluster: None,
-                    owned: true,
-                    sets: Vec::new(),
-                    run_id: None,
-                    run_created_at: None,
-                    existing_namespace: false,
-                    settings_file: None,
-                };
+                let st = SetupState { database_url: Some(s.url()), ..SetupState::local() };
                 server = Some(s);
                 (st, client, reused)
             }
@@ -153,20 +140,8 @@ impl Setup {
                 let step = Step::start("connect");
                 let client = connect(&url, self.connect_timeout).await?;
                 step.done(e2e_migrations::db::redact(&url));
-                let st = SetupState {
-                    backend: BackendKind::Url,
-                    database_url: Some(url),
-                    kubeconfig: None,
-                    context: None,
-                    namespace: None,
-                    cluster: None,
-                    owned: false,
-                    sets: Vec::new(),
-                    run_id: None,
-                    run_created_at: None,
-                    existing_namespace: false,
-                    settings_file: None,
-                };
+                // a server given by URL: setup made nothing and owns nothing
+                let st = SetupState { database_url: Some(url), ..SetupState::new(BackendKind::Url) };
                 let reused =
                     Some(format!("server {}", e2e_migrations::db::redact(st.database_url.as_deref().unwrap_or(""))));
                 (st, client, reused)
@@ -278,18 +253,11 @@ mod tests {
     #[test]
     fn the_by_hand_hint_names_the_context_a_free_port_and_the_secret() {
         let st = SetupState {
-            backend: BackendKind::Kube,
-            database_url: None,
-            kubeconfig: None,
             context: Some("lab".into()),
             namespace: Some("e2e-a".into()),
-            cluster: None,
             owned: true,
-            sets: vec![],
             run_id: Some("3f9a1c2b".into()),
-            run_created_at: None,
-            existing_namespace: false,
-            settings_file: None,
+            ..SetupState::new(BackendKind::Kube)
         };
         let hints = cluster_hints(&st).join("\n");
         assert!(hints.contains("cargo xtask psql"), "{hints}");

@@ -252,18 +252,16 @@ async fn setup_kube(
     step.done(format!("Kubernetes {}.{}", version.major, version.minor));
     let run = run_meta(saved, false)?;
     let st = SetupState {
-        backend: BackendKind::Kube,
-        database_url: None,
         kubeconfig: Some(kubeconfig),
         context: Some(t.context.clone()),
         namespace: Some(t.namespace.clone()),
-        cluster: None,
         owned: !existing,
         sets: recorded(saved, BackendKind::Kube).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
         existing_namespace: existing,
         settings_file,
+        ..SetupState::new(BackendKind::Kube)
     };
     save_creating(ws, &st).await?;
     let whose = if existing { ", made by someone else" } else { "" };
@@ -470,8 +468,6 @@ async fn setup_kind(
         Action::Create | Action::Reuse => {}
     }
     let mut st = SetupState {
-        backend: BackendKind::Kind,
-        database_url: None,
         kubeconfig: Some(paths.kubeconfig.clone()),
         context: Some(context.clone()),
         namespace: Some(namespace.clone()),
@@ -481,8 +477,8 @@ async fn setup_kind(
         sets: recorded(saved, BackendKind::Kind).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
-        existing_namespace: false,
         settings_file,
+        ..SetupState::new(BackendKind::Kind)
     };
     save_creating(ws, &st).await?;
     let fresh = match &action {
@@ -813,18 +809,11 @@ mod tests {
 
     fn saved(context: &str, namespace: &str) -> SetupState {
         SetupState {
-            backend: BackendKind::Kube,
-            database_url: None,
-            kubeconfig: None,
             context: Some(context.into()),
             namespace: Some(namespace.into()),
-            cluster: None,
             owned: true,
-            sets: vec![],
             run_id: Some("r1".into()),
-            run_created_at: None,
-            existing_namespace: false,
-            settings_file: None,
+            ..SetupState::new(BackendKind::Kube)
         }
     }
 

@@ -93,6 +93,31 @@ pub struct SetupState {
 }
 
 impl SetupState {
+    /// A setup of `backend` that has made nothing yet and owns nothing: no URL, no kubeconfig,
+    /// context, namespace, cluster or run, no sets. Setup fills in what it makes and owns.
+    pub fn new(backend: BackendKind) -> SetupState {
+        SetupState {
+            backend,
+            database_url: None,
+            kubeconfig: None,
+            context: None,
+            namespace: None,
+            cluster: None,
+            owned: false,
+            sets: Vec::new(),
+            run_id: None,
+            run_created_at: None,
+            existing_namespace: false,
+            settings_file: None,
+        }
+    }
+
+    /// A setup of the local backend: this checkout's own server, which teardown removes; its
+    /// URL is filled in once the server listens.
+    pub fn local() -> SetupState {
+        SetupState { owned: true, ..SetupState::new(BackendKind::Local) }
+    }
+
     /// The KEY=VALUE pairs that `--print-env` prints and `connection.env` holds.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
@@ -362,6 +387,14 @@ mod tests {
             },
             local: None,
         }
+    }
+
+    #[test]
+    fn a_new_setup_owns_nothing_and_a_local_one_owns_its_server() {
+        let url = SetupState::new(BackendKind::Url);
+        assert!(!url.owned && url.env().is_empty() && url.sets.is_empty());
+        let local = SetupState::local();
+        assert_eq!((local.backend, local.owned), (BackendKind::Local, true));
     }
 
     #[test]

@@ -191,18 +191,12 @@ mod tests {
             instance_id: "i".into(),
             phase: Phase::Ready,
             setup: SetupState {
-                backend,
                 database_url: url.map(str::to_string),
-                kubeconfig: None,
                 context: Some("ctx".into()),
                 namespace: Some("ns".into()),
-                cluster: None,
                 owned: true,
-                sets: vec![],
                 run_id: Some("3f9a1c2b".into()),
-                run_created_at: None,
-                existing_namespace: false,
-                settings_file: None,
+                ..SetupState::new(backend)
             },
             local: None,
         }
