@@ -10,7 +10,7 @@ use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
 use e2e_migrations::lifecycle::record::{self, shell_quote};
 use e2e_migrations::lifecycle::{BackendKind, Phase, Saved, SetupState, Workspace};
 use e2e_migrations::testdb::Fingerprint;
-use e2e_migrations::{migrator, partitions, Options, Project};
+use e2e_migrations::{partitions, Project};
 
 use crate::cli_util::{connect, load_project, parse_now, workspace, Step};
 use crate::flags::{Backend, Setup};
@@ -153,32 +153,24 @@ impl Setup {
             Backend::Auto => unreachable!("resolved above"),
         };
 
-        let label = crate::migrate::sets_label(&sets);
         let selection = project.select(&sets)?;
-        let step = Step::start(format!("migrations ({label})"));
-        let opts = Options {
-            accept_drift: self.accept_drift,
-            lock_timeout: Duration::from_secs(self.lock_timeout),
-            observer: Some(step.observer()),
-        };
-        let m = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
-        step.done(format!("{} applied, {} already applied", m.applied.len(), m.already_applied));
-        for a in &m.applied {
-            say!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
-        }
-        if let Some(w) = crate::migrate::unknown_warning(&m.unknown, &project.folder.dir) {
-            say!("    warning: {w}");
-        }
+        let lock_timeout = Duration::from_secs(self.lock_timeout);
+        let m = crate::migrate::up_in_step(
+            &mut client,
+            &project,
+            &selection.migrations,
+            &sets,
+            self.accept_drift,
+            lock_timeout,
+        )
+        .await?;
+        crate::migrate::say_applied(&m, &project.folder.dir);
         for f in &m.drift_accepted {
             say!("    warning: accepted drift of {f}");
         }
         fault_point(FaultStep::Migrations);
         let step = Step::start("partitions");
-        let roll_opts = partitions::RollOptions {
-            lock_timeout: opts.lock_timeout,
-            observer: Some(step.observer()),
-            ..Default::default()
-        };
+        let roll_opts = partitions::RollOptions { lock_timeout, observer: Some(step.observer()), ..Default::default() };
         let p = partitions::roll(&mut client, &selection.partitions, now, &roll_opts).await?;
         step.done(format!(
             "{} created, {} rows moved from default partitions{}",

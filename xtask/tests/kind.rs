@@ -12,7 +12,7 @@
 //! teardown; and a setup that fails (an image the node lacks), then a plain teardown.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_test_support::process::{env_lines, on_path, run, stderr, stdout};
@@ -27,6 +27,15 @@ fn xtask(state: &Path) -> Command {
         .env_remove("KEEP_CLUSTER")
         .env("E2E_STATE_DIR", state);
     c
+}
+
+/// `command` (`e2e-setup` or `e2e-teardown`) `--backend kube --context ci --namespace
+/// namespace --dry-run`, then `extra`; it must succeed.
+fn kube_dry_run(state: &TempDir, command: &str, namespace: &str, extra: &[&str]) -> Output {
+    let args = [command, "--backend", "kube", "--context", "ci", "--namespace", namespace, "--dry-run"];
+    let o = run(xtask(state.path()).args(args).args(extra));
+    assert!(o.status.success(), "{args:?} {extra:?}: {}", stderr(&o));
+    o
 }
 
 #[test]
@@ -61,51 +70,19 @@ fn kind_dry_run_prints_commands_and_manifests_in_order_and_changes_nothing() {
 #[test]
 fn kube_dry_run_needs_no_cluster_and_uses_a_port_forward() {
     let state = TempDir::new("xtask-kube-dry");
-    let o = run(xtask(state.path()).args([
-        "e2e-setup",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "e2e-pr-42",
-        "--dry-run",
-    ]));
-    let out = stdout(&o);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let out = stdout(&kube_dry_run(&state, "e2e-setup", "e2e-pr-42", &[]));
     assert!(out.contains("to context ci, namespace e2e-pr-42"), "{out}");
     assert!(out.contains("type: ClusterIP") && !out.contains("nodePort"), "{out}");
     assert!(out.contains("connect: port-forward"), "{out}");
-    let o = run(xtask(state.path()).args([
-        "e2e-teardown",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "e2e-pr-42",
-        "--dry-run",
-    ]));
-    assert!(stdout(&o).contains("delete namespace e2e-pr-42 when it is labelled"), "{}", stdout(&o));
+    let out = stdout(&kube_dry_run(&state, "e2e-teardown", "e2e-pr-42", &[]));
+    assert!(out.contains("delete namespace e2e-pr-42 when it is labelled"), "{out}");
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
 
 #[test]
 fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_object() {
     let state = TempDir::new("xtask-kube-dry-existing");
-    let o = run(xtask(state.path()).args([
-        "e2e-setup",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "team-a",
-        "--existing-namespace",
-        "--dry-run",
-    ]));
-    let out = stdout(&o);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let out = stdout(&kube_dry_run(&state, "e2e-setup", "team-a", &["--existing-namespace"]));
     assert!(
         out.contains("namespace team-a was made by someone else (--existing-namespace): not read, created or deleted"),
         "{out}"
@@ -119,21 +96,8 @@ fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_obj
     for field in ["runAsNonRoot: true", "allowPrivilegeEscalation: false", "- ALL", "type: RuntimeDefault", "limits:"] {
         assert!(out.contains(field), "{field} missing in:\n{out}");
     }
-    let o = run(xtask(state.path()).args([
-        "e2e-teardown",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "team-a",
-        "--existing-namespace",
-        "--run-id",
-        "3f9a1c2b",
-        "--dry-run",
-    ]));
-    let out = stdout(&o);
-    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let extra = ["--existing-namespace", "--run-id", "3f9a1c2b"];
+    let out = stdout(&kube_dry_run(&state, "e2e-teardown", "team-a", &extra));
     assert!(out.contains("e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels)"), "{out}");
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
@@ -144,23 +108,27 @@ fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_obj
 fn dry_runs_name_the_state_folder_in_use() {
     let state = TempDir::new("xtask-dry-state");
     let record = state.path().join("state.json").display().to_string();
-    let kube = ["--backend", "kube", "--context", "ci", "--namespace", "e2e-pr-42", "--dry-run"];
-    let runs: [Vec<&str>; 4] = [
-        vec!["e2e-setup", "--backend", "kind", "--dry-run"],
-        vec!["e2e-teardown", "--backend", "kind", "--dry-run"],
-        [&["e2e-setup"][..], &kube].concat(),
-        [&["e2e-teardown"][..], &kube].concat(),
+    let kind = |command: &str| {
+        let o = run(xtask(state.path()).args([command, "--backend", "kind", "--dry-run"]));
+        assert!(o.status.success(), "{command}: {}", stderr(&o));
+        o
+    };
+    let runs = [
+        ("kind setup", kind("e2e-setup")),
+        ("kind teardown", kind("e2e-teardown")),
+        ("kube setup", kube_dry_run(&state, "e2e-setup", "e2e-pr-42", &[])),
+        ("kube teardown", kube_dry_run(&state, "e2e-teardown", "e2e-pr-42", &[])),
     ];
-    for args in runs {
-        let o = run(xtask(state.path()).args(&args));
-        let out = stdout(&o);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        assert!(out.contains(&record), "{args:?} does not name {record}:\n{out}");
-        assert!(!out.contains("target/e2e"), "{args:?} names target/e2e, not the state folder in use:\n{out}");
+    for (what, o) in &runs {
+        let out = stdout(o);
+        assert!(out.contains(&record), "the {what} dry run does not name {record}:\n{out}");
+        assert!(
+            !out.contains("target/e2e"),
+            "the {what} dry run names target/e2e, not the state folder in use:\n{out}"
+        );
     }
-    let o = run(xtask(state.path()).args(["e2e-setup", "--backend", "kind", "--dry-run"]));
     let logs = state.path().join("kind/logs-<time>").display().to_string();
-    assert!(stdout(&o).contains(&logs), "the logs go to {logs}:\n{}", stdout(&o));
+    assert!(stdout(&runs[0].1).contains(&logs), "the logs go to {logs}:\n{}", stdout(&runs[0].1));
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
 
