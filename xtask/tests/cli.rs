@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use e2e_migrations::db;
 use e2e_migrations::lifecycle::local;
-use e2e_test_support::{FreshDb, TempDir};
+use e2e_test_support::process::{run, stderr, stdout};
+use e2e_test_support::{rt, FreshDb, TempDir};
 
 #[path = "cli/faults.rs"]
 mod faults;
@@ -19,18 +20,6 @@ fn xtask() -> Command {
     c
 }
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run xtask")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A temporary folder holding `files`.
 fn dir(files: &[(&str, &str)]) -> TempDir {
     TempDir::with_files("xtask-cli", files)
@@ -41,10 +30,6 @@ fn query_i64(rt: &tokio::runtime::Runtime, url: &str, sql: &str) -> i64 {
         let c = db::connect(url).await.unwrap();
         c.query_one(sql, &[]).await.unwrap().get(0)
     })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 const UNREACHABLE: &str = "postgres://nobody:x@127.0.0.1:1/none";
