@@ -95,7 +95,7 @@ pub(crate) fn parse_now(now: Option<&str>) -> Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use e2e_migrations::lifecycle::{BackendKind, Phase, Record, SetupState};
+    use e2e_migrations::lifecycle::{Phase, Record, SetupState};
 
     fn saved(sets: &[&str]) -> Saved {
         Saved::Ours(Record {
@@ -104,18 +104,9 @@ mod tests {
             instance_id: "i".into(),
             phase: Phase::Ready,
             setup: SetupState {
-                backend: BackendKind::Local,
                 database_url: Some("postgres://e2e:pw@127.0.0.1:5/e2e".into()),
-                kubeconfig: None,
-                context: None,
-                namespace: None,
-                cluster: None,
-                owned: true,
                 sets: sets.iter().map(|s| s.to_string()).collect(),
-                run_id: None,
-                run_created_at: None,
-                existing_namespace: false,
-                settings_file: None,
+                ..SetupState::local()
             },
             local: None,
         })

@@ -3,26 +3,32 @@
 //! flags and commands.
 
 use e2e_migrations::core::Error as CoreError;
+use e2e_migrations::kube::rbac::Scope;
+use e2e_migrations::kube::KubeError;
 use e2e_migrations::lifecycle::LifecycleError;
 use e2e_migrations::Error;
 
 /// A hint naming the flag, setting or command that changes the outcome of `e`, if one does.
-pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
+pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
     e.chain().find_map(|cause| {
         if let Some(e) = cause.downcast_ref::<Error>() {
             return library(e);
         }
         if let Some(e) = cause.downcast_ref::<LifecycleError>() {
-            return lifecycle(e);
+            return lifecycle(e).map(str::to_string);
         }
-        cause.downcast_ref::<CoreError>().and_then(core)
+        if let Some(e) = cause.downcast_ref::<KubeError>() {
+            return kube(e);
+        }
+        cause.downcast_ref::<CoreError>().and_then(core).map(str::to_string)
     })
 }
 
-fn library(e: &Error) -> Option<&'static str> {
-    match e {
+fn library(e: &Error) -> Option<String> {
+    let hint = match e {
         Error::Core(e) => core(e),
         Error::Lifecycle(e) => lifecycle(e),
+        Error::Kube(e) => return kube(e),
         Error::LockTimeout { .. } => Some("wait longer with --lock-timeout SECONDS, or stop the other run"),
         Error::ConnectTimeout { .. } | Error::NoAnswer { .. } => {
             Some("raise the limit with --connect-timeout SECONDS (or E2E_CONNECT_TIMEOUT) if the server is slow")
@@ -35,6 +41,42 @@ fn library(e: &Error) -> Option<&'static str> {
             "is a PostgreSQL server running there, on this port? (the server is --database-url, else DATABASE_URL, \
              else what e2e-setup left)",
         ),
+        _ => None,
+    };
+    hint.map(str::to_string)
+}
+
+/// What gets past a failure of the Kubernetes side: the command that sets up in a namespace, and
+/// the flags that pick the context or a namespace the account's Role covers.
+fn kube(e: &KubeError) -> Option<String> {
+    let set_up = |ns: &str| {
+        format!("set it up first: `cargo xtask e2e-setup --backend kube --context CONTEXT --namespace {ns}`")
+    };
+    match e {
+        KubeError::NoRun { namespace }
+        | KubeError::NoSecret { namespace, .. }
+        | KubeError::NoReadyPod { namespace, .. } => Some(set_up(namespace)),
+        KubeError::ManyRuns { .. } => Some(
+            "`cargo xtask e2e-setup --print-env` prints a setup's E2E_RUN_ID (and `connection.env` holds it)".into(),
+        ),
+        KubeError::NoNamespaceEnv => Some(
+            "`eval \"$(cargo xtask e2e-setup --backend kube --context CONTEXT --namespace NAMESPACE --print-env)\"` \
+             sets it"
+                .into(),
+        ),
+        KubeError::MissingSecretKey { .. } | KubeError::SecretKeyNotUtf8 { .. } => {
+            Some("`cargo xtask e2e-setup` writes the secret again".into())
+        }
+        KubeError::Kubeconfig { context: Some(_), .. } => {
+            Some("--context names the kubeconfig context; `kubectl config get-contexts` lists them".into())
+        }
+        // A refusal outside one namespace: the Role covers a namespace, only the ClusterRole more.
+        KubeError::Forbidden { need, namespace: None, .. } => match need.rights()[0].scope {
+            Scope::Cluster => Some(
+                "without cluster rights, work in a namespace made for you: --namespace N --existing-namespace".into(),
+            ),
+            Scope::Namespace => Some("with the Role alone, clean up one namespace: --namespace N".into()),
+        },
         _ => None,
     }
 }
@@ -97,6 +139,27 @@ mod tests {
         assert!(hint(&slow.into()).unwrap().contains("--connect-timeout"));
         let other: anyhow::Error = CoreError::UnknownSet { name: "x".into(), known: vec![] }.into();
         assert_eq!(hint(&other), None);
+    }
+
+    #[test]
+    fn the_kube_errors_say_the_command_and_flags_that_get_past_them() {
+        use e2e_migrations::kube::rbac::Need;
+        let no_pod: anyhow::Error = KubeError::NoReadyPod { namespace: "e2e-a".into(), run_id: "ab".into() }.into();
+        assert_eq!(
+            hint(&no_pod.context("psql")).as_deref(),
+            Some("set it up first: `cargo xtask e2e-setup --backend kube --context CONTEXT --namespace e2e-a`")
+        );
+        let wrapped: anyhow::Error = Error::from(KubeError::NoRun { namespace: "e2e-b".into() }).into();
+        assert!(hint(&wrapped).unwrap().ends_with("--namespace e2e-b`"));
+        let refused = |need, namespace: Option<&str>| -> anyhow::Error {
+            KubeError::Forbidden { doing: "x".into(), need, namespace: namespace.map(Into::into), said: "no".into() }
+                .into()
+        };
+        let h = hint(&refused(Need::ApplyNamespaces, None)).unwrap();
+        assert!(h.contains("--namespace N --existing-namespace"), "{h}");
+        let h = hint(&refused(Need::ListDeployments, None)).unwrap();
+        assert!(h.contains("--namespace N"), "{h}");
+        assert_eq!(hint(&refused(Need::GetSecrets, Some("team-a"))), None, "the Role is named in the message");
     }
 
     #[test]

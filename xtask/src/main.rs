@@ -91,7 +91,7 @@ fn render_error(e: &anyhow::Error) -> String {
     let mut out = e2e_migrations::error::report(e.as_ref());
     if let Some(hint) = hints::hint(e) {
         out.push_str("\nhint: ");
-        out.push_str(hint);
+        out.push_str(&hint);
     }
     out
 }

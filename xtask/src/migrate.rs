@@ -7,7 +7,7 @@ use anyhow::Result;
 use e2e_migrations::error::counted;
 use e2e_migrations::lifecycle::Access;
 use e2e_migrations::plan::State;
-use e2e_migrations::{migrator, Migration, Options};
+use e2e_migrations::{migrator, Migration, Options, Project, Report};
 use serde_json::json;
 
 use crate::cli_util::{follow_setup_sets, load_project, open, Step};
@@ -35,29 +35,44 @@ impl Migrate {
     }
 }
 
+/// Applies `migrations` of `project` (the selection of `sets`) under a progress step that says
+/// how many it applied: what `migrate up` and `e2e-setup` do alike.
+pub(crate) async fn up_in_step(
+    client: &mut tokio_postgres::Client,
+    project: &Project,
+    migrations: &[&Migration],
+    sets: &[String],
+    accept_drift: bool,
+    lock_timeout: Duration,
+) -> Result<Report> {
+    let step = Step::start(format!("migrations ({})", sets_label(sets)));
+    let opts = Options { accept_drift, lock_timeout, observer: Some(step.observer()) };
+    let report = migrator::up(client, &project.folder, migrations, &opts).await?;
+    step.done(format!("{} applied, {} already applied", report.applied.len(), report.already_applied));
+    Ok(report)
+}
+
+/// Says each migration `report` applied, and warns of applied versions without a file in `dir`.
+pub(crate) fn say_applied(report: &Report, dir: &std::path::Path) {
+    for a in &report.applied {
+        say!("    {}", done_line("applied", a));
+    }
+    if let Some(w) = unknown_warning(&report.unknown, dir) {
+        say!("    warning: {w}");
+    }
+}
+
 impl MigrateUp {
     async fn run(self) -> Result<()> {
         let (project, sets) = load_project(&self.sets)?;
         let selection = project.select(&sets)?;
         let (_forward, mut client) = open(&self.db, Access::StartIfNeeded).await?;
-        let step = Step::start(format!("migrations ({})", sets_label(&sets)));
-        let opts = Options {
-            accept_drift: self.accept_drift,
-            lock_timeout: Duration::from_secs(self.lock_timeout),
-            observer: Some(step.observer()),
-        };
-        let report = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
-        step.done(format!("{} applied, {} already applied", report.applied.len(), report.already_applied));
+        let lock_timeout = Duration::from_secs(self.lock_timeout);
+        let report =
+            up_in_step(&mut client, &project, &selection.migrations, &sets, self.accept_drift, lock_timeout).await?;
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            Output::Text => {
-                for a in &report.applied {
-                    say!("    {}", done_line("applied", a));
-                }
-                if let Some(w) = unknown_warning(&report.unknown, &project.folder.dir) {
-                    say!("    warning: {w}");
-                }
-            }
+            Output::Text => say_applied(&report, &project.folder.dir),
         }
         Ok(())
     }

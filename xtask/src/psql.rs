@@ -169,8 +169,8 @@ impl PortForward {
         let file = record::record_file(&ws.state_dir);
         match lifecycle::resolve::route(None, &saved, Access::ReadOnly, &file)? {
             Route::Kube { kubeconfig, context, namespace, run_id } => {
-                let target = e2e_migrations::kube::Target { kubeconfig, context, namespace: namespace.clone(), run_id };
-                let forward = target.local_forward_on(self.port).await?;
+                let server = e2e_migrations::kube::Server { kubeconfig, context, namespace: namespace.clone(), run_id };
+                let forward = server.local_forward_on(self.port).await?;
                 println!("DATABASE_URL={}", forward.url);
                 say!(
                     "forwarding 127.0.0.1:{} to PostgreSQL in namespace {namespace}; Ctrl-C stops it",

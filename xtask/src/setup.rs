@@ -10,7 +10,7 @@ use e2e_migrations::lifecycle::local::{self, LocalServer, StartOptions};
 use e2e_migrations::lifecycle::record::{self, shell_quote};
 use e2e_migrations::lifecycle::{BackendKind, Phase, Saved, SetupState, Workspace};
 use e2e_migrations::testdb::Fingerprint;
-use e2e_migrations::{migrator, partitions, Options, Project};
+use e2e_migrations::{partitions, Project};
 
 use crate::cli_util::{connect, load_project, parse_now, workspace, Step};
 use crate::flags::{Backend, EnvFormat, Setup};
@@ -58,7 +58,7 @@ pub(crate) fn cluster_hints(st: &SetupState) -> Vec<String> {
         "other tools: cargo xtask port-forward   (holds a forward on a free local port; prints DATABASE_URL)"
             .to_string(),
         "from Rust:   test crates find it through this checkout's state (or KUBECONFIG, E2E_KUBE_CONTEXT, \
-         E2E_NAMESPACE and E2E_RUN_ID from --print-env, with e2e_migrations::kube::Target::from_env())"
+         E2E_NAMESPACE and E2E_RUN_ID from --print-env, with e2e_migrations::kube::Server::from_env())"
             .to_string(),
         format!(
             "by hand:     kubectl --context {ctx} --namespace {ns} port-forward service/{service} :5432   \
@@ -148,20 +148,7 @@ impl Setup {
                 let client = connect(&s.url(), self.connect_timeout).await?;
                 let reused = (s.started == local::Started::Reused)
                     .then(|| format!("local server on 127.0.0.1:{}", s.local.port));
-                let st = SetupState {
-                    backend: BackendKind::Local,
-                    database_url: Some(s.url()),
-                    kubeconfig: None,
-                    context: None,
-                    namespace: None,
-                    cluster: None,
-                    owned: true,
-                    sets: Vec::new(),
-                    run_id: None,
-                    run_created_at: None,
-                    existing_namespace: false,
-                    settings_file: None,
-                };
+                let st = SetupState { database_url: Some(s.url()), ..SetupState::local() };
                 server = Some(s);
                 (st, client, reused)
             }
@@ -172,20 +159,8 @@ impl Setup {
                 let step = Step::start("connect");
                 let client = connect(&url, self.connect_timeout).await?;
                 step.done(e2e_migrations::db::redact(&url));
-                let st = SetupState {
-                    backend: BackendKind::Url,
-                    database_url: Some(url),
-                    kubeconfig: None,
-                    context: None,
-                    namespace: None,
-                    cluster: None,
-                    owned: false,
-                    sets: Vec::new(),
-                    run_id: None,
-                    run_created_at: None,
-                    existing_namespace: false,
-                    settings_file: None,
-                };
+                // a server given by URL: setup made nothing and owns nothing
+                let st = SetupState { database_url: Some(url), ..SetupState::new(BackendKind::Url) };
                 let reused =
                     Some(format!("server {}", e2e_migrations::db::redact(st.database_url.as_deref().unwrap_or(""))));
                 (st, client, reused)
@@ -197,32 +172,24 @@ impl Setup {
             Backend::Auto => unreachable!("resolved above"),
         };
 
-        let label = crate::migrate::sets_label(&sets);
         let selection = project.select(&sets)?;
-        let step = Step::start(format!("migrations ({label})"));
-        let opts = Options {
-            accept_drift: self.accept_drift,
-            lock_timeout: Duration::from_secs(self.lock_timeout),
-            observer: Some(step.observer()),
-        };
-        let m = migrator::up(&mut client, &project.folder, &selection.migrations, &opts).await?;
-        step.done(format!("{} applied, {} already applied", m.applied.len(), m.already_applied));
-        for a in &m.applied {
-            say!("    {}", crate::migrate::done_line("applied", a));
-        }
-        if let Some(w) = crate::migrate::unknown_warning(&m.unknown, &project.folder.dir) {
-            say!("    warning: {w}");
-        }
+        let lock_timeout = Duration::from_secs(self.lock_timeout);
+        let m = crate::migrate::up_in_step(
+            &mut client,
+            &project,
+            &selection.migrations,
+            &sets,
+            self.accept_drift,
+            lock_timeout,
+        )
+        .await?;
+        crate::migrate::say_applied(&m, &project.folder.dir);
         for f in &m.drift_accepted {
             say!("    warning: accepted drift of {f}");
         }
         fault_point(FaultStep::Migrations);
         let step = Step::start("partitions");
-        let roll_opts = partitions::RollOptions {
-            lock_timeout: opts.lock_timeout,
-            observer: Some(step.observer()),
-            ..Default::default()
-        };
+        let roll_opts = partitions::RollOptions { lock_timeout, observer: Some(step.observer()), ..Default::default() };
         let p = partitions::roll(&mut client, &selection.partitions, now, &roll_opts).await?;
         step.done(format!(
             "{} created, {} moved from default partitions{}",
@@ -295,18 +262,11 @@ mod tests {
     #[test]
     fn the_by_hand_hint_names_the_context_a_free_port_and_the_secret() {
         let st = SetupState {
-            backend: BackendKind::Kube,
-            database_url: None,
-            kubeconfig: None,
             context: Some("lab".into()),
             namespace: Some("e2e-a".into()),
-            cluster: None,
             owned: true,
-            sets: vec![],
             run_id: Some("3f9a1c2b".into()),
-            run_created_at: None,
-            existing_namespace: false,
-            settings_file: None,
+            ..SetupState::new(BackendKind::Kube)
         };
         let hints = cluster_hints(&st).join("\n");
         assert!(hints.contains("cargo xtask psql"), "{hints}");

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use e2e_migrations::db;
 use e2e_migrations::lifecycle::local;
-use e2e_test_support::{FreshDb, TempDir};
+use e2e_test_support::process::{run, stderr, stdout};
+use e2e_test_support::{rt, FreshDb, TempDir};
 
 #[path = "cli/faults.rs"]
 mod faults;
@@ -25,18 +26,6 @@ fn xtask_env(c: &mut Command) -> &mut Command {
     c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env_remove("E2E_BACKEND").env("E2E_LOG", "info")
 }
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run xtask")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A temporary folder holding `files`.
 fn dir(files: &[(&str, &str)]) -> TempDir {
     TempDir::with_files("xtask-cli", files)
@@ -47,10 +36,6 @@ fn query_i64(rt: &tokio::runtime::Runtime, url: &str, sql: &str) -> i64 {
         let c = db::connect(url).await.unwrap();
         c.query_one(sql, &[]).await.unwrap().get(0)
     })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 const UNREACHABLE: &str = "postgres://nobody:x@127.0.0.1:1/none";

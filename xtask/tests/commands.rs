@@ -4,20 +4,13 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use e2e_test_support::process::{run, stderr, stdout};
 use e2e_test_support::TempDir;
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").stdin(Stdio::null());
     c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run xtask")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A copy of the project's migrations folder.
@@ -52,11 +45,11 @@ fn migrate_new_writes_the_next_version_and_adds_it_to_the_set() {
     let d = project_copy();
     let before = std::fs::read_to_string(d.join("sets.toml")).unwrap();
     let o = migrate_new(d.path(), &["add_widgets", "--set", "audit"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let dir = std::fs::canonicalize(d.path()).unwrap();
     let path = dir.join("022_add_widgets.sql");
-    assert_eq!(text(&o.stdout), format!("{}\n", path.display()), "stdout holds only the new file's path");
-    assert!(text(&o.stderr).contains("added 022_add_widgets.sql to set audit"), "{}", text(&o.stderr));
+    assert_eq!(stdout(&o), format!("{}\n", path.display()), "stdout holds only the new file's path");
+    assert!(stderr(&o).contains("added 022_add_widgets.sql to set audit"), "{}", stderr(&o));
     let file = std::fs::read_to_string(&path).unwrap();
     assert!(file.contains("\n-- +goose Up\n") && file.contains("\n-- +goose Down\n"), "{file}");
 
@@ -78,8 +71,8 @@ fn migrate_new_writes_the_next_version_and_adds_it_to_the_set() {
 
     // The next one follows it.
     let o = migrate_new(d.path(), &["more_widgets", "--set", "workflow"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).trim_end().ends_with("/023_more_widgets.sql"), "{}", text(&o.stdout));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).trim_end().ends_with("/023_more_widgets.sql"), "{}", stdout(&o));
 }
 
 #[test]
@@ -95,13 +88,13 @@ fn migrate_new_refuses_bad_input_and_writes_nothing() {
     for (args, want) in cases {
         let o = migrate_new(d.path(), args);
         assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(text(&o.stderr).contains(want), "{args:?}: {}", text(&o.stderr));
-        assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o.stdout));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}: {}", stdout(&o));
         assert_eq!(listing(d.path()), before, "{args:?} changed the folder");
     }
     let o = migrate_new(d.path(), &["from_production", "--set", "notification", "--version", "30"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).trim_end().ends_with("/030_from_production.sql"), "{}", text(&o.stdout));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).trim_end().ends_with("/030_from_production.sql"), "{}", stdout(&o));
 }
 
 #[test]
@@ -123,23 +116,23 @@ fn doctor_reports_json_changes_nothing_and_fails_without_server_binaries() {
         .env("E2E_PG_BINDIR", state.join("no-such-bindir"))
         .arg("doctor"));
     assert!(!o.status.success());
-    let out = text(&o.stdout);
+    let out = stdout(&o);
     assert!(out.contains("missing  postgresql"), "{out}");
     assert!(out.contains("fix: "), "{out}");
-    assert!(text(&o.stderr).contains("the local default cannot run on this machine"), "{}", text(&o.stderr));
+    assert!(stderr(&o).contains("the local default cannot run on this machine"), "{}", stderr(&o));
 }
 
 #[test]
 fn completions_print_a_script_per_shell_on_stdout() {
     for shell in ["bash", "zsh", "fish"] {
         let o = run(xtask().args(["completions", shell]));
-        assert!(o.status.success(), "{shell}: {}", text(&o.stderr));
-        let script = text(&o.stdout);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
         for sub in ["e2e-setup", "e2e-teardown", "migrate", "partitions", "doctor", "completions"] {
             assert!(script.contains(sub), "{shell} script lacks {sub}");
         }
     }
     let o = run(xtask().args(["completions", "powershell"]));
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("possible values: bash, zsh, fish"), "{}", text(&o.stderr));
+    assert!(stderr(&o).contains("possible values: bash, zsh, fish"), "{}", stderr(&o));
 }

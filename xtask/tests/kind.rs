@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use e2e_test_support::process::{env_lines, on_path, run, stderr, stdout};
+use e2e_test_support::{rt, TempDir};
+
 fn xtask(state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.env_remove("DATABASE_URL")
@@ -26,46 +29,21 @@ fn xtask(state: &Path) -> Command {
     c
 }
 
-/// Whether `psql` is on PATH.
-fn has_psql() -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("psql").is_file()))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run xtask")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let mut b = [0u8; 6];
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        let d = std::env::temp_dir().join(format!("xtask-{tag}-{hex}"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn entries(&self) -> usize {
-        std::fs::read_dir(&self.0).unwrap().count()
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `command` (`e2e-setup` or `e2e-teardown`) `--backend kube --context ci --namespace
+/// namespace --dry-run`, then `extra`; it must succeed.
+fn kube_dry_run(state: &TempDir, command: &str, namespace: &str, extra: &[&str]) -> Output {
+    let args = [command, "--backend", "kube", "--context", "ci", "--namespace", namespace, "--dry-run"];
+    let o = run(xtask(state.path()).args(args).args(extra));
+    assert!(o.status.success(), "{args:?} {extra:?}: {}", stderr(&o));
+    o
 }
 
 #[test]
 fn kind_dry_run_prints_commands_and_manifests_in_order_and_changes_nothing() {
-    let state = TempDir::new("kind-dry");
-    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--dry-run", "--sets", "audit,workflow"]));
-    let out = text(&o.stdout);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let state = TempDir::new("xtask-kind-dry");
+    let o = run(xtask(state.path()).args(["e2e-setup", "--backend", "kind", "--dry-run", "--sets", "audit,workflow"]));
+    let out = stdout(&o);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
     let order = [
         "kind get clusters",
         "apiVersion: kind.x-k8s.io/v1alpha4",
@@ -91,52 +69,20 @@ fn kind_dry_run_prints_commands_and_manifests_in_order_and_changes_nothing() {
 
 #[test]
 fn kube_dry_run_needs_no_cluster_and_uses_a_port_forward() {
-    let state = TempDir::new("kube-dry");
-    let o = run(xtask(&state.0).args([
-        "e2e-setup",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "e2e-pr-42",
-        "--dry-run",
-    ]));
-    let out = text(&o.stdout);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let state = TempDir::new("xtask-kube-dry");
+    let out = stdout(&kube_dry_run(&state, "e2e-setup", "e2e-pr-42", &[]));
     assert!(out.contains("to context ci, namespace e2e-pr-42"), "{out}");
     assert!(out.contains("type: ClusterIP") && !out.contains("nodePort"), "{out}");
     assert!(out.contains("connect: port-forward"), "{out}");
-    let o = run(xtask(&state.0).args([
-        "e2e-teardown",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "e2e-pr-42",
-        "--dry-run",
-    ]));
-    assert!(text(&o.stdout).contains("delete namespace e2e-pr-42 when it is labelled"), "{}", text(&o.stdout));
+    let out = stdout(&kube_dry_run(&state, "e2e-teardown", "e2e-pr-42", &[]));
+    assert!(out.contains("delete namespace e2e-pr-42 when it is labelled"), "{out}");
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
 
 #[test]
 fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_object() {
-    let state = TempDir::new("kube-dry-existing");
-    let o = run(xtask(&state.0).args([
-        "e2e-setup",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "team-a",
-        "--existing-namespace",
-        "--dry-run",
-    ]));
-    let out = text(&o.stdout);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let state = TempDir::new("xtask-kube-dry-existing");
+    let out = stdout(&kube_dry_run(&state, "e2e-setup", "team-a", &["--existing-namespace"]));
     assert!(
         out.contains("namespace team-a was made by someone else (--existing-namespace): not read, created or deleted"),
         "{out}"
@@ -150,32 +96,49 @@ fn kube_dry_run_in_an_existing_namespace_makes_no_namespace_and_labels_every_obj
     for field in ["runAsNonRoot: true", "allowPrivilegeEscalation: false", "- ALL", "type: RuntimeDefault", "limits:"] {
         assert!(out.contains(field), "{field} missing in:\n{out}");
     }
-    let o = run(xtask(&state.0).args([
-        "e2e-teardown",
-        "--backend",
-        "kube",
-        "--context",
-        "ci",
-        "--namespace",
-        "team-a",
-        "--existing-namespace",
-        "--run-id",
-        "3f9a1c2b",
-        "--dry-run",
-    ]));
-    let out = text(&o.stdout);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let extra = ["--existing-namespace", "--run-id", "3f9a1c2b"];
+    let out = stdout(&kube_dry_run(&state, "e2e-teardown", "team-a", &extra));
     assert!(out.contains("e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels)"), "{out}");
+    assert_eq!(state.entries(), 0, "a dry run writes nothing");
+}
+
+/// What a dry run says it writes, removes or exports lies in the state folder in use
+/// (`E2E_STATE_DIR` here), not in the default `target/e2e` (issue #11).
+#[test]
+fn dry_runs_name_the_state_folder_in_use() {
+    let state = TempDir::new("xtask-dry-state");
+    let record = state.path().join("state.json").display().to_string();
+    let kind = |command: &str| {
+        let o = run(xtask(state.path()).args([command, "--backend", "kind", "--dry-run"]));
+        assert!(o.status.success(), "{command}: {}", stderr(&o));
+        o
+    };
+    let runs = [
+        ("kind setup", kind("e2e-setup")),
+        ("kind teardown", kind("e2e-teardown")),
+        ("kube setup", kube_dry_run(&state, "e2e-setup", "e2e-pr-42", &[])),
+        ("kube teardown", kube_dry_run(&state, "e2e-teardown", "e2e-pr-42", &[])),
+    ];
+    for (what, o) in &runs {
+        let out = stdout(o);
+        assert!(out.contains(&record), "the {what} dry run does not name {record}:\n{out}");
+        assert!(
+            !out.contains("target/e2e"),
+            "the {what} dry run names target/e2e, not the state folder in use:\n{out}"
+        );
+    }
+    let logs = state.path().join("kind/logs-<time>").display().to_string();
+    assert!(stdout(&runs[0].1).contains(&logs), "the logs go to {logs}:\n{}", stdout(&runs[0].1));
     assert_eq!(state.entries(), 0, "a dry run writes nothing");
 }
 
 #[test]
 fn stale_cleanup_flags_are_checked_before_any_cluster_is_asked() {
-    let state = TempDir::new("stale-flags");
+    let state = TempDir::new("xtask-stale-flags");
     let teardown = |args: &[&str]| {
-        let o = run(xtask(&state.0).arg("e2e-teardown").args(args));
+        let o = run(xtask(state.path()).arg("e2e-teardown").args(args));
         assert!(!o.status.success(), "{args:?} must fail");
-        text(&o.stderr)
+        stderr(&o)
     };
     let e = teardown(&["--stale", "2", "--context", "ci", "--namespace", "team-a"]);
     assert!(e.contains("--stale \"2\": expected an age such as 2h, 90m, 1h30m or 2d"), "{e}");
@@ -194,20 +157,20 @@ fn stale_cleanup_flags_are_checked_before_any_cluster_is_asked() {
 
 #[test]
 fn existing_namespace_is_refused_for_kind() {
-    let state = TempDir::new("kind-existing");
-    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--existing-namespace", "--dry-run"]));
+    let state = TempDir::new("xtask-kind-existing");
+    let o = run(xtask(state.path()).args(["e2e-setup", "--backend", "kind", "--existing-namespace", "--dry-run"]));
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("--existing-namespace is for --backend kube"), "{}", text(&o.stderr));
+    assert!(stderr(&o).contains("--existing-namespace is for --backend kube"), "{}", stderr(&o));
 }
 
 #[test]
 fn a_root_uid_in_the_config_names_the_file_and_field() {
-    let state = TempDir::new("root-uid");
-    let file = state.0.join("e2e.toml");
+    let state = TempDir::new("xtask-root-uid");
+    let file = state.path().join("e2e.toml");
     std::fs::write(&file, "[postgres]\nrun_as_user = 0\n").unwrap();
     let args = ["e2e-setup", "--backend", "kube", "--context", "ci", "--namespace", "n", "--dry-run", "--config"];
-    let o = run(xtask(&state.0).args(args).arg(&file));
-    let err = text(&o.stderr);
+    let o = run(xtask(state.path()).args(args).arg(&file));
+    let err = stderr(&o);
     assert!(!o.status.success());
     assert!(
         err.contains("e2e.toml: postgres.run_as_user 0 is root, which the restricted Pod Security Standard forbids"),
@@ -217,11 +180,12 @@ fn a_root_uid_in_the_config_names_the_file_and_field() {
 
 #[test]
 fn missing_kind_fails_within_seconds_saying_what_to_install() {
-    let state = TempDir::new("no-kind");
-    let empty = TempDir::new("empty-path");
+    let state = TempDir::new("xtask-no-kind");
+    let empty = TempDir::new("xtask-empty-path");
     let start = Instant::now();
-    let o = run(xtask(&state.0).env("PATH", &empty.0).args(["e2e-setup", "--backend", "kind", "--sets", "audit"]));
-    let err = text(&o.stderr);
+    let o =
+        run(xtask(state.path()).env("PATH", empty.path()).args(["e2e-setup", "--backend", "kind", "--sets", "audit"]));
+    let err = stderr(&o);
     assert!(!o.status.success());
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     assert!(err.contains("--backend kind: `kind` is not on PATH: install kind"), "{err}");
@@ -231,19 +195,19 @@ fn missing_kind_fails_within_seconds_saying_what_to_install() {
 
 #[test]
 fn kube_without_context_names_the_flag() {
-    let state = TempDir::new("kube-noctx");
-    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kube", "--namespace", "x"]));
+    let state = TempDir::new("xtask-kube-noctx");
+    let o = run(xtask(state.path()).args(["e2e-setup", "--backend", "kube", "--namespace", "x"]));
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("needs --context CONTEXT"), "{}", text(&o.stderr));
+    assert!(stderr(&o).contains("needs --context CONTEXT"), "{}", stderr(&o));
 }
 
 #[test]
 fn a_bad_config_file_names_the_file_and_field() {
-    let state = TempDir::new("bad-config");
-    let file = state.0.join("e2e.toml");
+    let state = TempDir::new("xtask-bad-config");
+    let file = state.path().join("e2e.toml");
     std::fs::write(&file, "[postgres]\nnode_port = 80\n").unwrap();
-    let o = run(xtask(&state.0).args(["e2e-setup", "--backend", "kind", "--dry-run"]).arg("--config").arg(&file));
-    let err = text(&o.stderr);
+    let o = run(xtask(state.path()).args(["e2e-setup", "--backend", "kind", "--dry-run"]).arg("--config").arg(&file));
+    let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("e2e.toml: postgres.node_port 80: a NodePort must be in 30000-32767"), "{err}");
 }
@@ -252,10 +216,7 @@ fn a_bad_config_file_names_the_file_and_field() {
 
 /// Why the real kind test cannot run here, if it cannot.
 fn kind_missing() -> Option<String> {
-    let has = |p: &str| {
-        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file())).unwrap_or(false)
-    };
-    if !has("kind") {
+    if !on_path("kind") {
         return Some("`kind` is not on PATH: install kind and start docker or podman to run it".to_string());
     }
     let engine =
@@ -271,10 +232,6 @@ fn skip_or_fail(why: &str) {
         panic!("E2E_REQUIRE_KIND=1 but {why}");
     }
     eprintln!("skipped: {why} (how to run it: docs/kind.md)");
-}
-
-fn env_lines(stdout: &str) -> Vec<(String, String)> {
-    stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
@@ -305,26 +262,26 @@ fn kind_setup_connect_query_teardown() {
     if let Some(why) = kind_missing() {
         return skip_or_fail(&why);
     }
-    let state = TempDir::new("kind-e2e");
-    let config = state.0.join("e2e.toml");
+    let state = TempDir::new("xtask-kind-e2e");
+    let config = state.path().join("e2e.toml");
     std::fs::write(
         &config,
         "[cluster]\nname = \"e2e-migrations-test\"\n[postgres]\nhost_port = 25432\nnode_port = 30433\n",
     )
     .unwrap();
     let setup = || {
-        run(xtask(&state.0)
+        run(xtask(state.path())
             .args(["e2e-setup", "--backend", "kind", "--sets", "audit,workflow", "--print-env", "--config"])
             .arg(&config))
     };
     let o = setup();
-    assert!(o.status.success(), "setup failed: {}", text(&o.stderr));
-    let env = env_lines(&text(&o.stdout));
+    assert!(o.status.success(), "setup failed: {}", stderr(&o));
+    let env = env_lines(&stdout(&o));
     let url = get(&env, "DATABASE_URL").to_string();
     assert!(url.contains("@127.0.0.1:25432/"), "{url}");
     assert!(Path::new(get(&env, "KUBECONFIG")).is_file());
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = rt();
     let tables = rt.block_on(async {
         let client = e2e_migrations::db::connect(&url).await.unwrap();
         migrated_tables(&client).await
@@ -333,16 +290,16 @@ fn kind_setup_connect_query_teardown() {
 
     let warm = Instant::now();
     let o = setup();
-    assert!(o.status.success(), "warm setup failed: {}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("reused"), "{}", text(&o.stderr));
+    assert!(o.status.success(), "warm setup failed: {}", stderr(&o));
+    assert!(stderr(&o).contains("reused"), "{}", stderr(&o));
     eprintln!("warm setup: {:?}", warm.elapsed());
 
-    let o = run(xtask(&state.0).args(["e2e-teardown", "--config"]).arg(&config));
-    assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
+    let o = run(xtask(state.path()).args(["e2e-teardown", "--config"]).arg(&config));
+    assert!(o.status.success(), "teardown failed: {}", stderr(&o));
     let clusters = Command::new("kind").args(["get", "clusters"]).output().unwrap();
-    assert!(!text(&clusters.stdout).lines().any(|l| l == "e2e-migrations-test"), "cluster still there");
-    let o = run(xtask(&state.0).args(["e2e-teardown", "--backend", "kind", "--config"]).arg(&config));
-    assert!(o.status.success(), "a second teardown is a no-op: {}", text(&o.stderr));
+    assert!(!stdout(&clusters).lines().any(|l| l == "e2e-migrations-test"), "cluster still there");
+    let o = run(xtask(state.path()).args(["e2e-teardown", "--backend", "kind", "--config"]).arg(&config));
+    assert!(o.status.success(), "a second teardown is a no-op: {}", stderr(&o));
 }
 
 #[test]
@@ -350,8 +307,8 @@ fn kube_setup_connect_query_teardown() {
     let Ok(context) = std::env::var("E2E_KUBE_CONTEXT") else {
         return skip_or_fail("E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)");
     };
-    let state = TempDir::new("kube-e2e");
-    let dir_name = state.0.file_name().unwrap().to_string_lossy().into_owned();
+    let state = TempDir::new("xtask-kube-e2e");
+    let dir_name = state.path().file_name().unwrap().to_string_lossy().into_owned();
     // E2E_KUBE_NAMESPACE: a namespace made beforehand (--existing-namespace), for a Role-only account
     let existing = std::env::var("E2E_KUBE_NAMESPACE").ok().filter(|n| !n.is_empty());
     let namespace = existing.clone().unwrap_or_else(|| format!("e2e-test-{}", dir_name.rsplit('-').next().unwrap()));
@@ -360,7 +317,7 @@ fn kube_setup_connect_query_teardown() {
     if existing.is_some() {
         config_args.push("--existing-namespace".to_string());
     }
-    let o = run(xtask(&state.0)
+    let o = run(xtask(state.path())
         .args([
             "e2e-setup",
             "--backend",
@@ -374,25 +331,27 @@ fn kube_setup_connect_query_teardown() {
             "--print-env",
         ])
         .args(&config_args));
-    assert!(o.status.success(), "setup failed: {}", text(&o.stderr));
-    let env = env_lines(&text(&o.stdout));
+    assert!(o.status.success(), "setup failed: {}", stderr(&o));
+    let env = env_lines(&stdout(&o));
     assert_eq!(get(&env, "E2E_NAMESPACE"), namespace);
     let run_id = get(&env, "E2E_RUN_ID").to_string();
 
-    let target = e2e_migrations::kube::Target {
+    let server = e2e_migrations::kube::Server {
         kubeconfig: std::env::var_os("KUBECONFIG").map(PathBuf::from),
         context: Some(context.clone()),
         namespace: namespace.clone(),
         run_id: Some(run_id.clone()),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = rt();
     let (tables, report) = rt.block_on(async {
-        let (client, forward) = target.connect().await.unwrap();
+        let (client, forward) = server.connect().await.unwrap();
         let tables = migrated_tables(&client).await;
         drop(client);
         forward.abort();
         // the library entry point: the same sets again through the port-forward apply nothing
-        let report = target.apply_sets(&["audit".to_string(), "workflow".to_string()]).await.unwrap();
+        let project = e2e_migrations::Project::load_default().unwrap();
+        let sets = ["audit".to_string(), "workflow".to_string()];
+        let report = server.migrate_and_roll(&project, &sets, &Default::default()).await.unwrap();
         (tables, report)
     });
     assert_eq!(tables, ["audit_events", "goose_db_version", "remediation_workflow_catalog"]);
@@ -401,34 +360,34 @@ fn kube_setup_connect_query_teardown() {
     // the nextest setup script (`cargo xtask e2e-setup --print-env`, no flags) follows the
     // cluster setup: same namespace and run, nothing created, no DATABASE_URL of another server
     let warm = Instant::now();
-    let o = run(xtask(&state.0).args(["e2e-setup", "--print-env"]));
-    assert!(o.status.success(), "the setup script failed: {}", text(&o.stderr));
-    let said = text(&o.stderr);
+    let o = run(xtask(state.path()).args(["e2e-setup", "--print-env"]));
+    assert!(o.status.success(), "the setup script failed: {}", stderr(&o));
+    let said = stderr(&o);
     assert!(said.contains("backend: kube (following this checkout's kube setup"), "{said}");
     assert!(said.contains(&format!("reused: namespace {namespace}, pod postgres-{run_id}-")), "{said}");
     assert!(said.contains(", 0 applied"), "{said}");
-    let env = env_lines(&text(&o.stdout));
+    let env = env_lines(&stdout(&o));
     assert_eq!((get(&env, "E2E_NAMESPACE"), get(&env, "E2E_RUN_ID")), (namespace.as_str(), run_id.as_str()));
     assert!(!env.iter().any(|(k, _)| k == "DATABASE_URL"), "{env:?}");
     eprintln!("warm setup (the nextest setup script): {:?}", warm.elapsed());
 
-    if has_psql() {
-        let o = run(xtask(&state.0).args(["psql", "--", "-tAc", "select 1"]));
-        assert!(o.status.success(), "psql failed: {}", text(&o.stderr));
-        assert_eq!(text(&o.stdout).trim(), "1");
+    if on_path("psql") {
+        let o = run(xtask(state.path()).args(["psql", "--", "-tAc", "select 1"]));
+        assert!(o.status.success(), "psql failed: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), "1");
     }
 
-    let o = run(xtask(&state.0).args(["e2e-teardown"]));
-    assert!(o.status.success(), "teardown failed: {}", text(&o.stderr));
-    let said = text(&o.stderr);
+    let o = run(xtask(state.path()).args(["e2e-teardown"]));
+    assert!(o.status.success(), "teardown failed: {}", stderr(&o));
+    let said = stderr(&o);
     assert!(said.contains("deleted"), "{said}");
     if existing.is_some() {
         assert!(said.contains(&format!("deployment postgres-{run_id}")), "{said}");
         assert!(said.contains("the namespace is left as it was"), "{said}");
     }
-    let o = run(xtask(&state.0).args(["e2e-teardown"]));
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).starts_with("nothing is set up in this checkout"), "{}", text(&o.stderr));
+    let o = run(xtask(state.path()).args(["e2e-teardown"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("nothing is set up in this checkout"), "{}", stderr(&o));
 }
 
 #[test]
@@ -436,12 +395,12 @@ fn kube_failed_setup_then_teardown() {
     let Ok(context) = std::env::var("E2E_KUBE_CONTEXT") else {
         return skip_or_fail("E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)");
     };
-    let state = TempDir::new("kube-fail");
-    let dir_name = state.0.file_name().unwrap().to_string_lossy().into_owned();
+    let state = TempDir::new("xtask-kube-fail");
+    let dir_name = state.path().file_name().unwrap().to_string_lossy().into_owned();
     let existing = std::env::var("E2E_KUBE_NAMESPACE").ok().filter(|n| !n.is_empty());
     let namespace = existing.clone().unwrap_or_else(|| format!("e2e-fail-{}", dir_name.rsplit('-').next().unwrap()));
     // an image the node does not have, never pulled: the pod never becomes ready
-    let config = state.0.join("e2e.toml");
+    let config = state.path().join("e2e.toml");
     std::fs::write(
         &config,
         "[postgres]\nimage = \"k8slab/no-such-image:0\"\nimage_pull_policy = \"Never\"\nready_timeout_s = 15\n",
@@ -456,8 +415,8 @@ fn kube_failed_setup_then_teardown() {
         args.push("--existing-namespace".to_string());
     }
     let started = Instant::now();
-    let o = run(xtask(&state.0).args(&args));
-    let said = text(&o.stderr);
+    let o = run(xtask(state.path()).args(&args));
+    let said = stderr(&o);
     assert!(!o.status.success(), "the setup must fail: {said}");
     assert!(said.contains("was not ready after 15 s"), "{said}");
     assert!(said.contains("ErrImageNeverPull"), "{said}");
@@ -465,17 +424,17 @@ fn kube_failed_setup_then_teardown() {
     assert!(said.lines().count() <= 40, "the diagnosis stays short:\n{said}");
     eprintln!("failed setup: {:?}", started.elapsed());
     let rec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.0.join("state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(state.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(rec["phase"], "creating", "{rec}");
     assert_eq!(rec["setup"]["namespace"], namespace.as_str());
 
     // plain teardown finds what the failed setup made, from the record
-    let o = run(xtask(&state.0).args(["e2e-teardown"]));
-    let said = text(&o.stderr);
+    let o = run(xtask(state.path()).args(["e2e-teardown"]));
+    let said = stderr(&o);
     assert!(o.status.success(), "teardown failed: {said}");
     assert!(said.contains("deleted"), "{said}");
     assert!(!said.contains("local PostgreSQL"), "{said}");
-    assert!(!state.0.join("state.json").exists());
-    let o = run(xtask(&state.0).args(["e2e-teardown"]));
-    assert!(text(&o.stderr).starts_with("nothing is set up in this checkout"), "{}", text(&o.stderr));
+    assert!(!state.path().join("state.json").exists());
+    let o = run(xtask(state.path()).args(["e2e-teardown"]));
+    assert!(stderr(&o).starts_with("nothing is set up in this checkout"), "{}", stderr(&o));
 }

@@ -3,25 +3,18 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_migrations::db;
-use e2e_test_support::{FreshDb, TempDir};
+use e2e_test_support::process::{run, stderr};
+use e2e_test_support::{rt, FreshDb, TempDir};
 use tokio_postgres::Client;
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env("E2E_LOG", "info");
     c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("run xtask")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// At most the first `n` bytes of `s` (whole characters), for failure messages.
@@ -33,10 +26,6 @@ fn cut(s: &str, n: usize) -> &str {
 /// A temporary folder holding `files`.
 fn dir(files: &[(&str, &str)]) -> TempDir {
     TempDir::with_files("xtask-partitions", files)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 fn connect(rt: &tokio::runtime::Runtime, url: &str) -> Client {

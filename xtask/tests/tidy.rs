@@ -459,11 +459,6 @@ fn core_purity_check_sees_imports_in_every_form() {
 const FOREIGN_FLAGS: &[(&str, &[&str])] =
     &[("psql", &["--single-transaction", "--no-psqlrc", "--file", "--variable"]), ("pg_config", &["--bindir"])];
 
-/// Library files whose messages still name xtask's flags (issue #11, phase B): the kube backend's
-/// "run `cargo xtask e2e-setup --backend kube ...` first". Matched by the end of their path, so
-/// that they may move. The check fails when such a file no longer needs its place here.
-const PENDING: &[&str] = &["kube.rs", "kube/rbac.rs"];
-
 /// The CLI flags (`--word`) a string literal names, unless the literal is one process argument
 /// (`--auth-local=scram-sha-256`: no space) or the flag is another tool's that the literal
 /// names.
@@ -499,18 +494,12 @@ fn library_messages_name_no_cli_flag() {
     let mut files = Vec::new();
     files_under(&src, &mut files);
     let mut found = Vec::new();
-    let mut pending_used = Vec::new();
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
         let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
-        let pending = PENDING.iter().find(|p| rel == **p || rel.ends_with(&format!("/{p}")));
         for (line, literal) in lex(&std::fs::read_to_string(f).unwrap()).literals {
             let flags = flags_named(&literal);
-            if flags.is_empty() {
-                continue;
-            }
-            match pending {
-                Some(p) => pending_used.push(*p),
-                None => found.push(format!("src/{rel}:{line}: {} in {literal:?}", flags.join(", "))),
+            if !flags.is_empty() {
+                found.push(format!("src/{rel}:{line}: {} in {literal:?}", flags.join(", ")));
             }
         }
     }
@@ -520,9 +509,6 @@ fn library_messages_name_no_cli_flag() {
          xtask/src/hints.rs:\n{}",
         found.join("\n")
     );
-    for p in PENDING {
-        assert!(pending_used.contains(p), "src/{p} names no CLI flag any more: remove it from PENDING");
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //!   database has applied against what a selection wants;
 //! - [`crate::ident`]: identifiers validated and quoted;
 //! - [`crate::progress`]: the events a run reports to an observer;
-//! - [`crate::partitions::spec`], [`crate::partitions::calendar`], [`crate::partitions::plan`],
+//! - [`crate::partitions::spec`], [`crate::partitions::calendar`], [`crate::partitions::reconcile`],
 //!   [`crate::partitions::sql`], [`crate::partitions::bounds`]: partitions declared, dated,
 //!   planned, written as SQL, and their bounds read as the catalog prints them;
 //! - this module: [`Error`], and cutting long lists (and counting nouns) for messages.
@@ -23,7 +23,7 @@
 use std::path::PathBuf;
 
 use crate::ident::excerpt;
-use crate::partitions::plan::PlanError;
+use crate::partitions::reconcile::PlanError;
 use crate::partitions::spec::SpecError;
 
 /// The core's source files, relative to the library's `src/`: the one list of what must stay
@@ -42,7 +42,7 @@ pub const MODULES: &[&str] = &[
     "progress.rs",
     "partitions/spec.rs",
     "partitions/calendar.rs",
-    "partitions/plan.rs",
+    "partitions/reconcile.rs",
     "partitions/sql.rs",
     "partitions/bounds.rs",
 ];

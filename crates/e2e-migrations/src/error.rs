@@ -194,10 +194,11 @@ pub enum Error {
     /// Where the database lives, and reaching it (see [`crate::lifecycle`]).
     #[error(transparent)]
     Lifecycle(#[from] crate::lifecycle::LifecycleError),
-    /// Anything else, with a message that says what. (Only the Kubernetes client code still uses
-    /// it; the engine, the core and the lifecycle do not.)
-    #[error("{0}")]
-    Other(String),
+    /// The Kubernetes side of a kube setup: the kubeconfig, the API server, the run, the
+    /// port-forward (see [`crate::kube`]).
+    #[cfg(feature = "kube")]
+    #[error(transparent)]
+    Kube(#[from] crate::kube::KubeError),
 }
 
 /// Why an entry named like a migration is not a file goose can read ([`Error::NotAFile`]).

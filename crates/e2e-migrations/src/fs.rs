@@ -60,31 +60,19 @@ pub fn load_manifest(dir: &Path) -> Result<Option<Manifest>> {
 mod tests {
     use super::*;
 
-    /// A temporary folder, removed on drop.
-    struct Tmp(PathBuf);
-    impl Tmp {
-        fn new() -> Tmp {
-            let mut b = [0u8; 6];
-            getrandom::fill(&mut b).unwrap();
-            let d = std::env::temp_dir()
-                .join(format!("e2e-source-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()));
-            std::fs::create_dir_all(&d).unwrap();
-            Tmp(d)
-        }
-    }
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    use e2e_test_support::TempDir;
+
+    fn tmp() -> TempDir {
+        TempDir::new("e2e-source")
     }
 
     #[test]
     fn a_symlinked_migration_is_read_as_goose_reads_it() {
-        let t = Tmp::new();
-        let elsewhere = t.0.join("shared");
+        let t = tmp();
+        let elsewhere = t.join("shared");
         std::fs::create_dir(&elsewhere).unwrap();
         std::fs::write(elsewhere.join("base.sql"), "-- +goose Up\nCREATE TABLE linked (x int);\n").unwrap();
-        let dir = t.0.join("migrations");
+        let dir = t.join("migrations");
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::symlink(elsewhere.join("base.sql"), dir.join("001_linked.sql")).unwrap();
         let f = load_folder(&dir).unwrap();
@@ -95,46 +83,46 @@ mod tests {
 
     #[test]
     fn entries_named_like_migrations_that_are_not_files_are_errors_naming_them() {
-        let t = Tmp::new();
-        std::fs::create_dir(t.0.join("002_dir.sql")).unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
+        let t = tmp();
+        std::fs::create_dir(t.join("002_dir.sql")).unwrap();
+        let e = load_folder(t.path()).unwrap_err().to_string();
         assert!(e.contains("002_dir.sql: a directory named like a migration file"), "{e}");
 
-        let t = Tmp::new();
-        std::os::unix::fs::symlink(t.0.join("gone.sql"), t.0.join("003_dangling.sql")).unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
+        let t = tmp();
+        std::os::unix::fs::symlink(t.join("gone.sql"), t.join("003_dangling.sql")).unwrap();
+        let e = load_folder(t.path()).unwrap_err().to_string();
         assert!(e.contains("003_dangling.sql: a dangling symlink to ") && e.contains("gone.sql"), "{e}");
 
-        let t = Tmp::new();
-        std::os::unix::fs::symlink(t.0.join("004_b.sql"), t.0.join("004_a.sql")).unwrap();
-        std::os::unix::fs::symlink(t.0.join("004_a.sql"), t.0.join("004_b.sql")).unwrap();
-        let e = load_folder(&t.0).unwrap_err().to_string();
+        let t = tmp();
+        std::os::unix::fs::symlink(t.join("004_b.sql"), t.join("004_a.sql")).unwrap();
+        std::os::unix::fs::symlink(t.join("004_a.sql"), t.join("004_b.sql")).unwrap();
+        let e = load_folder(t.path()).unwrap_err().to_string();
         assert!(e.contains(": a symlink loop; goose lists every *.sql entry"), "{e}");
 
         // Other entries (a folder of notes, a README) are not goose's business.
-        let t = Tmp::new();
-        std::fs::create_dir(t.0.join("notes")).unwrap();
-        std::fs::write(t.0.join("README.md"), "x").unwrap();
-        assert!(load_folder(&t.0).unwrap().migrations.is_empty());
+        let t = tmp();
+        std::fs::create_dir(t.join("notes")).unwrap();
+        std::fs::write(t.join("README.md"), "x").unwrap();
+        assert!(load_folder(t.path()).unwrap().migrations.is_empty());
     }
 
     #[test]
     fn a_file_that_is_not_utf8_is_an_error_with_its_line() {
-        let t = Tmp::new();
-        std::fs::write(t.0.join("001_latin1.sql"), b"-- +goose Up\nINSERT INTO t VALUES ('caf\xe9');\n").unwrap();
-        let e = load_folder(&t.0).unwrap_err();
+        let t = tmp();
+        std::fs::write(t.join("001_latin1.sql"), b"-- +goose Up\nINSERT INTO t VALUES ('caf\xe9');\n").unwrap();
+        let e = load_folder(t.path()).unwrap_err();
         assert!(matches!(e, Error::Core(crate::core::Error::NotUtf8 { line: 2, column: 27, byte: 0xe9, .. })), "{e}");
         assert!(e.to_string().contains("001_latin1.sql:2: not UTF-8 (byte 0xe9 at column 27)"), "{e}");
     }
 
     #[test]
     fn a_manifest_is_read_when_present() {
-        let t = Tmp::new();
-        assert_eq!(load_manifest(&t.0).unwrap(), None);
-        std::fs::write(t.0.join(MANIFEST), "[sets.a]\nfiles = []\n").unwrap();
-        assert_eq!(load_manifest(&t.0).unwrap().unwrap().sets.len(), 1);
-        std::fs::write(t.0.join(MANIFEST), "[sets.all]\n").unwrap();
-        let e = load_manifest(&t.0).unwrap_err().to_string();
+        let t = tmp();
+        assert_eq!(load_manifest(t.path()).unwrap(), None);
+        std::fs::write(t.join(MANIFEST), "[sets.a]\nfiles = []\n").unwrap();
+        assert_eq!(load_manifest(t.path()).unwrap().unwrap().sets.len(), 1);
+        std::fs::write(t.join(MANIFEST), "[sets.all]\n").unwrap();
+        let e = load_manifest(t.path()).unwrap_err().to_string();
         assert!(e.ends_with("sets.toml: the set \"all\" is implicit (every file) and cannot be defined"), "{e}");
     }
 }

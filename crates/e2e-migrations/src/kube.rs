@@ -6,20 +6,26 @@
 //!
 //! ```no_run
 //! # async fn demo() -> e2e_migrations::Result<()> {
-//! use e2e_migrations::kube::Target;
-//! // KUBECONFIG, E2E_NAMESPACE and E2E_RUN_ID as `cargo xtask e2e-setup --print-env` prints them
-//! let target = Target::from_env()?;
-//! let report = target.apply_sets(&["audit".to_string()]).await?;
-//! let (client, _forward) = target.connect().await?;
+//! use e2e_migrations::kube::Server;
+//! use e2e_migrations::{Options, Project};
+//! // KUBECONFIG, E2E_NAMESPACE and E2E_RUN_ID as the setup's connection settings give them
+//! let server = Server::from_env()?;
+//! let sets = ["audit".to_string()];
+//! let report = server.migrate_and_roll(&Project::load_default()?, &sets, &Options::default()).await?;
+//! let (client, _forward) = server.connect().await?;
 //! # let _ = (report, client); Ok(()) }
 //! ```
+//!
+//! The one call for the simplest case (the current context, the namespace's only run) is
+//! [`apply_sets`].
 //!
 //! Each setup is one *run* (an id such as `3f9a1c2b`): its objects are named after it
 //! ([`instance_name`], [`secret_name`]) and carry its labels ([`RUN_ID_LABEL`],
 //! [`CREATED_AT_LABEL`]), so that runs side by side in one namespace never share an object. The
 //! password comes from the run's Secret; the migrations run through the same engine as every
 //! other backend ([`crate::apply::migrate_and_roll`]). A refused API call names the verb, the resource
-//! and the Role that grants it ([`rbac`]).
+//! and the Role that grants it ([`rbac`]); every failure is a [`KubeError`] that carries what it
+//! is about.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,7 +42,10 @@ use crate::apply::ApplyReport;
 use crate::error::{Error, Result};
 use crate::{Options, Project};
 
+mod error;
 pub mod rbac;
+
+pub use error::{KubeCause, KubeError, RUN_ID_RULE};
 
 /// The label that marks what setup made (namespace, objects); setup refuses to adopt anything
 /// without it, and teardown deletes nothing without it.
@@ -68,7 +77,7 @@ pub const RENEWED_AT_LABEL: &str = "e2e-migrations/renewed-at";
 /// The annotation saying who ran setup (a CI job's URL, else the user), for people.
 pub const CREATED_BY_ANNOTATION: &str = "e2e-migrations/created-by";
 
-/// Environment variable naming the run (as `connection.env` and `--print-env` write it).
+/// Environment variable naming the run (as the setup's connection settings give it).
 pub const RUN_ID_ENV: &str = "E2E_RUN_ID";
 
 /// Secret key: the database user.
@@ -93,7 +102,7 @@ pub fn secret_name(run_id: &str) -> String {
 
 /// Checks a run id (pure): 1-32 lower-case letters, digits and `-`, starting and ending with a
 /// letter or digit, so that it is a label value and `postgres-<run id>` a Service name.
-pub fn check_run_id(run_id: &str) -> Result<()> {
+pub fn check_run_id(run_id: &str) -> Result<(), KubeError> {
     let ok = !run_id.is_empty()
         && run_id.len() <= 32
         && run_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -102,9 +111,7 @@ pub fn check_run_id(run_id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Other(format!(
-            "run id {run_id:?}: use 1-32 lower-case letters, digits and '-', starting and ending with a letter or digit"
-        )))
+        Err(KubeError::BadRunId { run_id: run_id.to_string() })
     }
 }
 
@@ -122,7 +129,7 @@ pub fn parse_label_time(s: &str) -> Option<chrono::DateTime<Utc>> {
 /// The port PostgreSQL listens on inside the pod.
 pub const POSTGRES_PORT: u16 = 5432;
 
-/// Environment variable naming the namespace (as `connection.env` and `--print-env` write it).
+/// Environment variable naming the namespace (as the setup's connection settings give it).
 pub const NAMESPACE_ENV: &str = "E2E_NAMESPACE";
 
 /// Environment variable naming the kubeconfig context (optional; default: the current context).
@@ -150,13 +157,15 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// Reads the credentials out of a Secret's data (pure).
-pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials> {
-    let name = secret.metadata.name.as_deref().unwrap_or("(unnamed)");
-    let get = |key: &str| -> Result<String> {
-        let data = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| {
-            Error::Other(format!("secret {name} has no key {key}; rerun `cargo xtask e2e-setup` to recreate it"))
-        })?;
-        String::from_utf8(data.0.clone()).map_err(|_| Error::Other(format!("secret {name}: key {key} is not UTF-8")))
+pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, KubeError> {
+    let name = || secret.metadata.name.clone().unwrap_or_else(|| "(unnamed)".to_string());
+    let get = |key: &'static str| -> Result<String, KubeError> {
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .ok_or_else(|| KubeError::MissingSecretKey { secret: name(), key })?;
+        String::from_utf8(data.0.clone()).map_err(|_| KubeError::SecretKeyNotUtf8 { secret: name(), key })
     };
     Ok(Credentials { user: get(USER_KEY)?, password: get(PASSWORD_KEY)?, database: get(DATABASE_KEY)? })
 }
@@ -199,29 +208,21 @@ pub fn pick_ready_pod(pods: &[Pod]) -> Option<String> {
 
 /// The run in a namespace when none is named (pure over the run ids of its PostgreSQL
 /// Deployments): the only one, else an error that lists them.
-pub fn pick_run(namespace: &str, runs: &[String]) -> Result<String> {
-    let mut runs: Vec<&String> = runs.iter().collect();
+pub fn pick_run(namespace: &str, runs: &[String]) -> Result<String, KubeError> {
+    let mut runs = runs.to_vec();
     runs.sort();
     runs.dedup();
-    match runs.as_slice() {
-        [one] => Ok(one.to_string()),
-        [] => Err(Error::Other(format!(
-            "no PostgreSQL made by e2e-setup in namespace {namespace} (no deployment labelled {}); \
-             run `cargo xtask e2e-setup --backend kube --context C --namespace {namespace}` first",
-            managed_selector()
-        ))),
-        many => Err(Error::Other(format!(
-            "namespace {namespace} holds {} e2e-setup runs ({}): set {RUN_ID_ENV} to the one to use \
-             (as `cargo xtask e2e-setup --print-env` prints it)",
-            many.len(),
-            many.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
+    match runs.len() {
+        1 => Ok(runs.remove(0)),
+        0 => Err(KubeError::NoRun { namespace: namespace.to_string() }),
+        _ => Err(KubeError::ManyRuns { namespace: namespace.to_string(), runs }),
     }
 }
 
-/// Where the PostgreSQL is: a kubeconfig file, a context in it, the namespace, and the run.
+/// A PostgreSQL server that a kube setup made, and where it is: a kubeconfig file, a context in
+/// it, the namespace, and the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Server {
     /// The kubeconfig file (`None`: `$KUBECONFIG`, else `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     /// The context (`None`: the kubeconfig's current context).
@@ -233,11 +234,10 @@ pub struct Target {
 }
 
 /// A running port-forward. It lives as long as the connection over it (dropping this handle
-/// does not stop it); keep it to stop the forward early ([`Forward::abort`]) or to learn why it
-/// ended ([`Forward::join`]).
+/// does not stop it); keep it to stop the forward early ([`Forward::abort`]).
 #[derive(Debug)]
 pub struct Forward {
-    task: JoinHandle<std::result::Result<(), String>>,
+    task: JoinHandle<()>,
     /// The pod the connection goes to.
     pub pod: String,
 }
@@ -247,49 +247,34 @@ impl Forward {
     pub fn abort(&self) {
         self.task.abort();
     }
-
-    /// Waits until the forward ends (when the connection closes).
-    pub async fn join(self) -> Result<()> {
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Other(format!("port-forward to pod {}: {e}", self.pod))),
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(Error::Other(format!("port-forward to pod {}: {e}", self.pod))),
-        }
-    }
 }
 
-impl Target {
-    /// A target in `namespace` with the default kubeconfig and context, and its only run.
-    pub fn new(namespace: impl Into<String>) -> Target {
-        Target { kubeconfig: None, context: None, namespace: namespace.into(), run_id: None }
-    }
-
+impl Server {
     /// From the environment: `KUBECONFIG` (one file), `E2E_NAMESPACE` (required),
-    /// `E2E_KUBE_CONTEXT` and `E2E_RUN_ID` (optional), as `cargo xtask e2e-setup --print-env`
-    /// prints them.
-    pub fn from_env() -> Result<Target> {
-        let namespace = std::env::var(NAMESPACE_ENV).map_err(|_| {
-            Error::Other(format!(
-                "{NAMESPACE_ENV} is not set; run `eval \"$(cargo xtask e2e-setup --backend kube --context C --namespace N --print-env)\"` first"
-            ))
-        })?;
+    /// `E2E_KUBE_CONTEXT` and `E2E_RUN_ID` (optional), as the setup's connection settings
+    /// (`cargo xtask e2e-setup --print-env`, `connection.env`) give them.
+    pub fn from_env() -> Result<Server> {
+        let namespace = std::env::var(NAMESPACE_ENV).map_err(|_| KubeError::NoNamespaceEnv)?;
         let kubeconfig = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()).map(PathBuf::from);
         let context = std::env::var(CONTEXT_ENV).ok().filter(|c| !c.is_empty());
         let run_id = std::env::var(RUN_ID_ENV).ok().filter(|r| !r.is_empty());
         if let Some(r) = &run_id {
-            check_run_id(r).map_err(|e| Error::Other(format!("{RUN_ID_ENV}: {e}")))?;
+            check_run_id(r).map_err(|_| Error::InvalidEnv {
+                var: RUN_ID_ENV,
+                value: r.clone(),
+                expected: RUN_ID_RULE,
+            })?;
         }
-        Ok(Target { kubeconfig, context, namespace, run_id })
+        Ok(Server { kubeconfig, context, namespace, run_id })
     }
 
-    /// A Kubernetes client for this target's kubeconfig and context.
-    pub async fn client(&self) -> Result<Client> {
+    /// A Kubernetes client for this server's kubeconfig and context.
+    pub async fn client(&self) -> Result<Client, KubeError> {
         client(self.kubeconfig.as_deref(), self.context.as_deref()).await
     }
 
     /// The run: the one named, else the only one in the namespace.
-    pub async fn run(&self, client: &Client) -> Result<String> {
+    pub async fn run(&self, client: &Client) -> Result<String, KubeError> {
         if let Some(r) = &self.run_id {
             return Ok(r.clone());
         }
@@ -299,45 +284,38 @@ impl Target {
         let list = deployments
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(|e| rbac::explain(&e, rbac::Need::ListDeployments, Some(ns), "finding the e2e-setup run"))?;
+            .map_err(|e| rbac::explain(e, rbac::Need::ListDeployments, Some(ns), "finding the e2e-setup run"))?;
         let runs: Vec<String> = list.items.iter().filter_map(|d| d.labels().get(RUN_ID_LABEL).cloned()).collect();
         pick_run(ns, &runs)
     }
 
     /// Reads the credentials from the Secret setup made for `run_id`.
-    pub async fn credentials(&self, client: &Client, run_id: &str) -> Result<Credentials> {
+    pub async fn credentials(&self, client: &Client, run_id: &str) -> Result<Credentials, KubeError> {
         let ns = &self.namespace;
         let name = secret_name(run_id);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let secret = match secrets.get(&name).await {
             Ok(s) => s,
             Err(e) if rbac::is_not_found(&e) => {
-                return Err(Error::Other(format!(
-                    "no secret {name} in namespace {ns}: run {run_id} is not set up there; \
-                     run `cargo xtask e2e-setup --backend kube --context C --namespace {ns}` first"
-                )))
+                return Err(KubeError::NoSecret { namespace: ns.clone(), secret: name, run_id: run_id.to_string() })
             }
             Err(e) => {
-                return Err(rbac::explain(&e, rbac::Need::GetSecrets, Some(ns), &format!("reading secret {name}")))
+                return Err(rbac::explain(e, rbac::Need::GetSecrets, Some(ns), &format!("reading secret {name}")))
             }
         };
         credentials_from_secret(&secret)
     }
 
     /// The name of a ready PostgreSQL pod of `run_id`.
-    pub async fn ready_pod(&self, client: &Client, run_id: &str) -> Result<String> {
+    pub async fn ready_pod(&self, client: &Client, run_id: &str) -> Result<String, KubeError> {
         let ns = &self.namespace;
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-        let selector = pod_selector(run_id);
         let list = pods
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(&pod_selector(run_id)))
             .await
-            .map_err(|e| rbac::explain(&e, rbac::Need::ListPods, Some(ns), "finding the PostgreSQL pod"))?;
-        pick_ready_pod(&list.items).ok_or_else(|| {
-            Error::Other(format!(
-                "no ready PostgreSQL pod ({selector}) in namespace {ns}; run `cargo xtask e2e-setup --backend kube --context C --namespace {ns}` first"
-            ))
-        })
+            .map_err(|e| rbac::explain(e, rbac::Need::ListPods, Some(ns), "finding the PostgreSQL pod"))?;
+        pick_ready_pod(&list.items)
+            .ok_or_else(|| KubeError::NoReadyPod { namespace: ns.clone(), run_id: run_id.to_string() })
     }
 
     /// Connects to the PostgreSQL through a port-forward to a ready pod.
@@ -349,15 +327,9 @@ impl Target {
         connect_forwarded(&client, &self.namespace, &pod, &creds, crate::db::connect_timeout()?).await
     }
 
-    /// Applies `sets` (empty means `all`) of the project's migrations (or `$E2E_MIGRATIONS_DIR`)
-    /// and rolls their partitions, through the port-forward, with the default options.
-    pub async fn apply_sets(&self, sets: &[String]) -> Result<ApplyReport> {
-        let project = Project::load_default()?;
-        self.apply_project_sets(&project, sets, &Options::default()).await
-    }
-
-    /// As [`Target::apply_sets`], with a given project and options.
-    pub async fn apply_project_sets(&self, project: &Project, sets: &[String], opts: &Options) -> Result<ApplyReport> {
+    /// Applies `sets` (empty means `all`) of `project` and rolls their partitions, through the
+    /// port-forward: [`crate::apply::migrate_and_roll`] on this server.
+    pub async fn migrate_and_roll(&self, project: &Project, sets: &[String], opts: &Options) -> Result<ApplyReport> {
         project.select(sets)?; // validate before touching the cluster
         let (mut client, forward) = self.connect().await?;
         let report = crate::apply::migrate_and_roll(&mut client, project, sets, opts, Utc::now()).await;
@@ -367,38 +339,41 @@ impl Target {
     }
 }
 
-/// Applies `sets` to the PostgreSQL in `namespace` of the cluster in `kubeconfig` (current
-/// context; the namespace's only run), through a port-forward: the original design's one call
-/// for service test crates.
+/// Applies `sets` (empty means `all`) of the project's migrations (or `$E2E_MIGRATIONS_DIR`) to
+/// the PostgreSQL in `namespace` of the cluster in `kubeconfig` (current context; the
+/// namespace's only run) and rolls their partitions, through a port-forward, with the default
+/// options: the original design's one call for service test crates. [`Server`] does the same
+/// with a context, a run, a project and options of the caller's.
 pub async fn apply_sets(kubeconfig: &Path, namespace: &str, sets: &[String]) -> Result<ApplyReport> {
-    let target = Target {
+    let server = Server {
         kubeconfig: Some(kubeconfig.to_path_buf()),
         context: None,
         namespace: namespace.to_string(),
         run_id: None,
     };
-    target.apply_sets(sets).await
+    server.migrate_and_roll(&Project::load_default()?, sets, &Options::default()).await
 }
 
 /// A client from `kubeconfig` (else `$KUBECONFIG`, else `~/.kube/config`) and `context` (else
 /// the current one).
-pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, KubeError> {
     let options = KubeConfigOptions { context: context.map(str::to_string), ..KubeConfigOptions::default() };
     let where_ =
         kubeconfig.map(|p| p.display().to_string()).unwrap_or_else(|| "$KUBECONFIG or ~/.kube/config".to_string());
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
-                .map_err(|e| Error::Other(format!("reading kubeconfig {}: {e}", path.display())))?;
+                .map_err(|e| KubeError::ReadKubeconfig { path: path.to_path_buf(), source: KubeCause(e) })?;
             kube::Config::from_custom_kubeconfig(kc, &options).await
         }
         None => kube::Config::from_kubeconfig(&options).await,
     }
-    .map_err(|e| match context {
-        Some(c) => Error::Other(format!("kubeconfig {where_}, context {c:?} (--context): {e}")),
-        None => Error::Other(format!("kubeconfig {where_}: {e}")),
+    .map_err(|e| KubeError::Kubeconfig {
+        kubeconfig: where_.clone(),
+        context: context.map(str::to_string),
+        source: KubeCause(e),
     })?;
-    Client::try_from(config).map_err(|e| Error::Other(format!("creating a Kubernetes client from {where_}: {e}")))
+    Client::try_from(config).map_err(|e| KubeError::Client { kubeconfig: where_, source: KubeCause(e) })
 }
 
 /// Opens a port-forward to `pod`'s PostgreSQL port and connects tokio-postgres over it.
@@ -413,11 +388,11 @@ pub async fn connect_forwarded(
 ) -> Result<(tokio_postgres::Client, Forward)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut forwarder = pods.portforward(pod, &[POSTGRES_PORT]).await.map_err(|e| {
-        rbac::explain(&e, rbac::Need::PortForward, Some(namespace), &format!("port-forward to pod {pod}"))
+        rbac::explain(e, rbac::Need::PortForward, Some(namespace), &format!("port-forward to pod {pod}"))
     })?;
     let stream = forwarder
         .take_stream(POSTGRES_PORT)
-        .ok_or_else(|| Error::Other(format!("port-forward to pod {pod}: no stream for port {POSTGRES_PORT}")))?;
+        .ok_or_else(|| KubeError::NoStream { pod: pod.to_string(), port: POSTGRES_PORT })?;
     if let Some(err) = forwarder.take_error(POSTGRES_PORT) {
         let pod = pod.to_string();
         tokio::spawn(async move {
@@ -426,7 +401,12 @@ pub async fn connect_forwarded(
             }
         });
     }
-    let task = tokio::spawn(async move { forwarder.join().await.map_err(|e| e.to_string()) });
+    let ended = pod.to_string();
+    let task = tokio::spawn(async move {
+        if let Err(e) = forwarder.join().await {
+            tracing::debug!("port-forward to pod {ended} ended: {e}");
+        }
+    });
     let forward = Forward { task, pod: pod.to_string() };
     let mut config = tokio_postgres::Config::new();
     config
@@ -447,12 +427,10 @@ pub async fn connect_forwarded(
         }
         Err(_) => {
             forward.abort();
-            return Err(Error::Other(format!(
-                "connecting through the port-forward to pod {pod} in namespace {namespace}: no PostgreSQL answer \
-                 within {} s (raise it with {})",
-                timeout.as_secs_f64(),
-                crate::db::CONNECT_TIMEOUT_ENV
-            )));
+            return Err(Error::NoAnswer {
+                context: format!("connecting through the port-forward to pod {pod} in namespace {namespace}"),
+                timeout,
+            });
         }
     };
     tokio::spawn(async move {
@@ -582,28 +560,28 @@ pub fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-impl Target {
+impl Server {
     /// Starts a [`LocalForward`] to a ready pod on a free port of 127.0.0.1 (the listener lives
     /// on the current runtime until the value is dropped).
-    pub async fn local_forward(&self) -> Result<LocalForward> {
+    pub async fn local_forward(&self) -> Result<LocalForward, KubeError> {
         self.local_forward_on(0).await
     }
 
-    /// As [`Target::local_forward`], on `port` of 127.0.0.1 (0: a free one).
-    pub async fn local_forward_on(&self, port: u16) -> Result<LocalForward> {
+    /// As [`Server::local_forward`], on `port` of 127.0.0.1 (0: a free one).
+    pub async fn local_forward_on(&self, port: u16) -> Result<LocalForward, KubeError> {
         let client = self.client().await?;
         let run = self.run(&client).await?;
         let creds = self.credentials(&client, &run).await?;
         let pod = self.ready_pod(&client, &run).await?;
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
             .await
-            .map_err(|e| Error::Other(format!("listening on 127.0.0.1:{port} for the port-forward: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::Other(format!("port-forward listener: {e}")))?;
+            .map_err(|source| KubeError::Listen { port, source })?;
+        let addr = listener.local_addr().map_err(|source| KubeError::Listen { port, source })?;
         let pods: Api<Pod> = Api::namespaced(client, &self.namespace);
         // one forward now, so that a missing right is an error here rather than a connection
         // that the listener resets later
         let probe = pods.portforward(&pod, &[POSTGRES_PORT]).await.map_err(|e| {
-            rbac::explain(&e, rbac::Need::PortForward, Some(&self.namespace), &format!("port-forward to pod {pod}"))
+            rbac::explain(e, rbac::Need::PortForward, Some(&self.namespace), &format!("port-forward to pod {pod}"))
         })?;
         probe.abort();
         let task = tokio::spawn(async move {

@@ -338,9 +338,7 @@ async fn apply_in_transaction(client: &Client, m: &Migration, statements: &[Stat
 
 /// A random token marking one migration's transaction.
 fn token() -> Result<String> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Randomness { what: "a transaction marker", source: e.into() })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::secret::random_hex(8, "a transaction marker")
 }
 
 /// Turns an error of a [`Batch`] into a located [`Error::Migration`].

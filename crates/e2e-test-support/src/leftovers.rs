@@ -55,7 +55,7 @@ pub fn left_behind(before: &Snapshot, after: &Snapshot) -> Vec<String> {
 /// without starting or creating anything: an empty snapshot when nothing is set up or the
 /// local server is not running.
 pub fn snapshot() -> Result<Snapshot, String> {
-    crate::run(async {
+    crate::block_on(async {
         let ws = Workspace::current()?;
         let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
         let endpoint = match lifecycle::resolve(&ws, url.as_deref(), Access::ReadOnly).await {

@@ -1,7 +1,8 @@
-//! This workspace's test fixtures, shared by the engine's integration tests, the CLI's tests and
-//! the lifecycle tests: temporary folders ([`TempDir`]), fresh empty databases on this checkout's
-//! server ([`FreshDb`]), random tags ([`tag`]), and what a test run left behind on that server
-//! ([`leftovers`]).
+//! This workspace's test fixtures, shared by the library's tests, the CLI's tests and the
+//! lifecycle tests: temporary folders ([`TempDir`]), fresh empty databases on this checkout's
+//! server ([`FreshDb`]), random tags ([`tag`]), a runtime for a test's own async work ([`rt`]),
+//! running a command and reading what it printed ([`process`]), and what a test run left behind
+//! on that server ([`leftovers`]).
 //!
 //! Every fixture cleans up when dropped, also when the test panics. A database this crate makes
 //! is named by [`e2e_migrations::testdb::scratch_name`], so that what a killed test process could
@@ -16,6 +17,7 @@ use e2e_migrations::lifecycle::{self, Access, Endpoint, Workspace};
 use e2e_migrations::{db, ident};
 
 pub mod leftovers;
+pub mod process;
 
 /// 12 random hex digits, for names that must not collide between tests and processes.
 pub fn tag() -> String {
@@ -58,6 +60,11 @@ impl TempDir {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
+
+    /// How many entries it holds (a command that must write nothing leaves it at 0).
+    pub fn entries(&self) -> usize {
+        std::fs::read_dir(&self.0).unwrap_or_else(|e| panic!("reading {}: {e}", self.0.display())).count()
+    }
 }
 
 impl Drop for TempDir {
@@ -81,8 +88,13 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// A current-thread runtime for a test's own async work (connections it makes and uses itself).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime")
+}
+
 /// Runs `fut` on this crate's runtime and waits for it, from any thread or runtime.
-pub(crate) fn run<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
+pub(crate) fn block_on<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     runtime().spawn(async move {
         let _ = tx.send(fut.await);
@@ -96,7 +108,7 @@ pub(crate) fn run<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'stat
 pub fn endpoint() -> &'static Endpoint {
     static ENDPOINT: OnceLock<Endpoint> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
-        run(async {
+        block_on(async {
             let ws = Workspace::current()?;
             let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
             lifecycle::resolve(&ws, url.as_deref(), Access::StartIfNeeded).await
@@ -124,7 +136,7 @@ impl FreshDb {
         let admin_url = db::with_database(server_url, "postgres").expect("a database URL");
         let sql = format!("CREATE DATABASE {}", ident::quote(&name));
         let admin = admin_url.clone();
-        run(async move {
+        block_on(async move {
             let c = db::connect(&admin).await?;
             c.batch_execute(&sql)
                 .await
@@ -154,7 +166,7 @@ impl Drop for FreshDb {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident::quote(&self.name));
         let admin = self.admin_url.clone();
-        let dropped = run(async move {
+        let dropped = block_on(async move {
             let c = db::connect(&admin).await.map_err(|e| e2e_migrations::error::report(&e))?;
             c.batch_execute(&sql).await.map_err(|e| e2e_migrations::error::describe_db_error(&e))
         });

@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 use e2e_migrations::testdb::{parse_name, DbName};
 use e2e_migrations::{db, TestDatabase};
 use e2e_test_support::leftovers::{left_behind, snapshot};
-use e2e_test_support::{endpoint, FreshDb, TempDir};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
+use e2e_test_support::{endpoint, rt, FreshDb, TempDir};
 
 /// Whether a database of this name is on the server.
 fn exists(name: &str) -> bool {

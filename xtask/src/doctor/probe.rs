@@ -14,7 +14,7 @@ use super::report::{
     parse_os_release, parse_postgres_version, Facts, Kubeconfig, LocalServer, Platform, Postgres, Tool,
 };
 use crate::kind::cluster::{self, EngineAnswer, Probe};
-use crate::kind::plan::Engine;
+use crate::kind::dry_run::Engine;
 
 /// The first line a program prints for `args`, if it runs and succeeds.
 fn first_line(program: &Path, args: &[&str]) -> Option<String> {

@@ -694,18 +694,9 @@ mod tests {
     #[test]
     fn previous_setup_is_described_without_its_password() {
         let state = SetupState {
-            backend: BackendKind::Local,
             database_url: Some("postgres://e2e:s3cret@127.0.0.1:40001/e2e".into()),
-            kubeconfig: None,
-            context: None,
-            namespace: None,
-            cluster: None,
-            owned: true,
-            existing_namespace: false,
-            settings_file: None,
-            run_id: None,
-            run_created_at: None,
             sets: vec!["audit".into(), "workflow".into()],
+            ..SetupState::local()
         };
         let local = LocalServer { port: 40001, answers: true, data_root: "/w/target/e2e/local/server".into() };
         let f = Facts { setup: Ok(Some(state.clone())), local: Some(local), ..debian_root() };

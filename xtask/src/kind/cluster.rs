@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Cmd, Shell};
 
-use super::plan::{self, Engine};
+use super::dry_run::{self, Engine};
 use crate::progress;
 
 /// What an engine's `info` command said.
@@ -272,7 +272,7 @@ pub(crate) fn list_clusters(sh: &Shell) -> Result<Vec<String>> {
 
 /// Writes the cluster's kubeconfig (from `kind get kubeconfig`) to our file, mode 0600.
 pub(crate) fn write_kubeconfig(sh: &Shell, name: &str, path: &Path) -> Result<()> {
-    let args = plan::kind_get_kubeconfig_args(name);
+    let args = dry_run::kind_get_kubeconfig_args(name);
     let text = cmd!(sh, "kind {args...}")
         .quiet()
         .read()
@@ -285,7 +285,7 @@ pub(crate) fn write_kubeconfig(sh: &Shell, name: &str, path: &Path) -> Result<()
 /// remains, and says where the logs are.
 pub(crate) fn create(sh: &Shell, name: &str, paths: &Paths, config_yaml: &str) -> Result<()> {
     e2e_migrations::lifecycle::record::write_private(&paths.config, config_yaml.as_bytes())?;
-    let args = plan::kind_create_args(name, &paths.config, &paths.kubeconfig);
+    let args = dry_run::kind_create_args(name, &paths.config, &paths.kubeconfig);
     let created = run_child(cmd!(sh, "kind {args...}"));
     // kind writes the kubeconfig with the user's umask: make it private either way
     set_private(&paths.kubeconfig);
@@ -306,7 +306,7 @@ fn set_private(path: &Path) {
 
 /// `kind delete cluster` (idempotent in kind itself).
 pub(crate) fn delete(sh: &Shell, name: &str, kubeconfig: &Path) -> Result<()> {
-    let args = plan::kind_delete_args(name, kubeconfig);
+    let args = dry_run::kind_delete_args(name, kubeconfig);
     run_child(cmd!(sh, "kind {args...}")).with_context(|| format!("`kind delete cluster --name {name}` failed"))?;
     Ok(())
 }
@@ -350,8 +350,8 @@ fn child_failure(line: &str, status: std::process::ExitStatus, stderr: &[u8]) ->
 
 /// Exports the cluster's logs under `dir/logs-<time>`; returns a line for the error message.
 pub(crate) fn export_logs(sh: &Shell, name: &str, dir: &Path) -> String {
-    let out = dir.join(format!("logs-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
-    let args = plan::kind_export_logs_args(name, &out);
+    let out = dry_run::logs_dir(dir, &chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+    let args = dry_run::kind_export_logs_args(name, &out);
     match cmd!(sh, "kind {args...}").quiet().ignore_stdout().run() {
         Ok(()) => format!("\n  cluster logs exported to {}", out.display()),
         Err(e) => format!("\n  (exporting the cluster logs to {} failed too: {e})", out.display()),
@@ -388,7 +388,7 @@ pub(crate) fn load_image(
     if !fresh && std::fs::read_to_string(&paths.loaded_image).map(|r| r == record).unwrap_or(false) {
         return Ok(format!("{image} already loaded"));
     }
-    for argv in plan::image_load_commands(engine, image, name, &paths.archive) {
+    for argv in dry_run::image_load_commands(engine, image, name, &paths.archive) {
         let (program, args) = argv.split_first().expect("a command");
         run_child(cmd!(sh, "{program} {args...}"))
             .with_context(|| format!("loading {image} into cluster {name} failed"))?;

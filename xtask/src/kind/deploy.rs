@@ -313,7 +313,7 @@ pub(crate) fn recent_events(events: &[Event], prefix: &str, n: usize) -> Vec<Str
 /// Maps an API error of `need` to an error that says what was being done and, for a refusal,
 /// which right is missing and which Role grants it.
 pub(crate) fn api_error(e: kube::Error, need: Need, namespace: Option<&str>, what: &str) -> anyhow::Error {
-    anyhow::Error::new(rbac::explain(&e, need, namespace, what))
+    anyhow::Error::new(rbac::explain(e, need, namespace, what))
 }
 
 /// As [`api_error`] for a failed readiness watch (its list or its watch).

@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: `e2e.toml` and the typed Kind cluster config;
 //! - [`manifests`]: the typed Kubernetes objects;
-//! - [`plan`]: the ordered commands and manifests that `--dry-run` prints (pure);
+//! - [`dry_run`]: the ordered commands and manifests that `--dry-run` prints, and the argument
+//!   lists the real run passes to `kind` and the container engine (pure);
 //! - [`cluster`]: the `kind` CLI, the availability probe and the reuse/ownership decisions;
 //! - [`deploy`]: server-side apply and the readiness watch;
 //! - [`forward`]: the NodePort URL or the port-forward;
@@ -15,9 +16,9 @@
 pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod deploy;
+pub(crate) mod dry_run;
 pub(crate) mod forward;
 pub(crate) mod manifests;
-pub(crate) mod plan;
 #[cfg(test)]
 mod pod_security;
 pub(crate) mod remove;
@@ -83,7 +84,7 @@ pub(crate) fn kube_cleanup(context: &str, namespace: &str, run_id: &str, existin
 /// Where `--backend kube` works: the context and namespace (both required, so that a shared
 /// cluster is never touched by accident through whatever context is current).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KubeTarget {
+pub(crate) struct KubeNamespace {
     /// The kubeconfig context.
     pub(crate) context: String,
     /// The namespace setup owns.
@@ -91,12 +92,12 @@ pub(crate) struct KubeTarget {
 }
 
 /// Resolves `--context` and `--namespace`, falling back to what setup saved (pure).
-pub(crate) fn kube_target(
+pub(crate) fn kube_namespace(
     context: Option<&str>,
     namespace: Option<&str>,
     saved: Option<&SetupState>,
     cmd: &str,
-) -> Result<KubeTarget> {
+) -> Result<KubeNamespace> {
     let saved = saved.filter(|s| s.backend == BackendKind::Kube);
     let context = context.map(str::to_string).or_else(|| saved.and_then(|s| s.context.clone()));
     let namespace = namespace.map(str::to_string).or_else(|| saved.and_then(|s| s.namespace.clone()));
@@ -107,7 +108,7 @@ pub(crate) fn kube_target(
         bail!("{cmd} --backend kube needs --namespace NAMESPACE: a namespace that setup creates and owns (teardown deletes it)");
     };
     config::check_dns_label("--namespace", &namespace)?;
-    Ok(KubeTarget { context, namespace })
+    Ok(KubeNamespace { context, namespace })
 }
 
 /// The kubeconfig file for `--backend kube` that later commands read: of `$KUBECONFIG` (which
@@ -213,14 +214,14 @@ async fn setup_kube(
     ws: &Workspace,
     saved: &Saved,
 ) -> Result<Option<Made>> {
-    let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), None, "e2e-setup")?;
+    let t = kube_namespace(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), None, "e2e-setup")?;
     let existing = args.cluster.existing_namespace || config.kube.existing_namespace;
     let mode = if existing { NamespaceMode::Existing } else { NamespaceMode::Create };
     let pg = &config.postgres;
     if args.dry_run {
         let run = run_meta(saved, true)?;
         let yaml = dry_run_manifests(pg, &t.namespace, Exposure::ClusterIp, &run, !existing, &Default::default());
-        let d = plan::Deploy {
+        let d = dry_run::DeployPlan {
             manifests_yaml: &yaml,
             target: format!("context {}, namespace {}", t.context, t.namespace),
             namespace: &t.namespace,
@@ -232,8 +233,9 @@ async fn setup_kube(
                 e2e_migrations::kube::POSTGRES_PORT
             ),
             sets: sets_label(args),
+            state_dir: &ws.state_dir,
         };
-        print!("{}", plan::render(&plan::kube_setup(&d)));
+        print!("{}", dry_run::render(&dry_run::kube_setup(&d)));
         return Ok(None);
     }
     // the kubeconfig the setup being continued used (a later shell may have another KUBECONFIG)
@@ -250,18 +252,16 @@ async fn setup_kube(
     step.done(format!("Kubernetes {}.{}", version.major, version.minor));
     let run = run_meta(saved, false)?;
     let st = SetupState {
-        backend: BackendKind::Kube,
-        database_url: None,
         kubeconfig: Some(kubeconfig),
         context: Some(t.context.clone()),
         namespace: Some(t.namespace.clone()),
-        cluster: None,
         owned: !existing,
         sets: recorded(saved, BackendKind::Kube).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
         existing_namespace: existing,
         settings_file,
+        ..SetupState::new(BackendKind::Kube)
     };
     save_creating(ws, &st).await?;
     let whose = if existing { ", made by someone else" } else { "" };
@@ -300,12 +300,13 @@ async fn marker(kubeconfig: &Path, name: &str) -> Marker {
     let ask = async {
         let client: Client = e2e_migrations::kube::client(Some(kubeconfig), Some(&format!("kind-{name}"))).await?;
         let nodes: Api<Node> = Api::all(client);
-        let list = nodes.list(&ListParams::default()).await.map_err(|e| e2e_migrations::Error::Other(e.to_string()))?;
-        Ok::<_, e2e_migrations::Error>(list.items)
+        // kube-rs's message says its causes itself
+        let list = nodes.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("listing the nodes: {e}"))?;
+        Ok::<_, anyhow::Error>(list.items)
     };
     let nodes = match tokio::time::timeout(Duration::from_secs(10), ask).await {
         Ok(Ok(nodes)) => nodes,
-        Ok(Err(e)) => return Marker::Unreachable(e.to_string()),
+        Ok(Err(e)) => return Marker::Unreachable(format!("{e:#}")),
         Err(_) => return Marker::Unreachable("no answer in 10 s".to_string()),
     };
     let ours: Vec<&Node> = nodes
@@ -404,10 +405,10 @@ async fn setup_kind(
 
     if args.dry_run {
         let run = run_meta(saved, true)?;
-        let engine = cluster::availability(&cluster::probe(&sh)).unwrap_or(plan::Engine::Docker);
+        let engine = cluster::availability(&cluster::probe(&sh)).unwrap_or(dry_run::Engine::Docker);
         let labels = checkout_labels(&tag, 0);
         let yaml = dry_run_manifests(pg, &namespace, Exposure::NodePort(pg.node_port), &run, true, &labels);
-        let k = plan::KindSetup {
+        let k = dry_run::KindSetup {
             cluster: name,
             config_path: &paths.config,
             config_yaml: &config_yaml,
@@ -415,8 +416,9 @@ async fn setup_kind(
             engine,
             image: &pg.image,
             archive: &paths.archive,
+            kind_dir: &paths.dir,
         };
-        let d = plan::Deploy {
+        let d = dry_run::DeployPlan {
             manifests_yaml: &yaml,
             target: format!("context kind-{name}, namespace {namespace} (this checkout's; shown with port slot 0)"),
             namespace: &namespace,
@@ -430,8 +432,9 @@ async fn setup_kind(
                 share::SLOTS - 1
             ),
             sets: sets_label(args),
+            state_dir: &ws.state_dir,
         };
-        print!("{}", plan::render(&plan::kind_setup(&k, &d)));
+        print!("{}", dry_run::render(&dry_run::kind_setup(&k, &d)));
         return Ok(None);
     }
 
@@ -465,8 +468,6 @@ async fn setup_kind(
         Action::Create | Action::Reuse => {}
     }
     let mut st = SetupState {
-        backend: BackendKind::Kind,
-        database_url: None,
         kubeconfig: Some(paths.kubeconfig.clone()),
         context: Some(context.clone()),
         namespace: Some(namespace.clone()),
@@ -476,8 +477,8 @@ async fn setup_kind(
         sets: recorded(saved, BackendKind::Kind).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
-        existing_namespace: false,
         settings_file,
+        ..SetupState::new(BackendKind::Kind)
     };
     save_creating(ws, &st).await?;
     let fresh = match &action {
@@ -568,7 +569,7 @@ pub(crate) async fn teardown(
         .unwrap_or_else(|| kind_namespace(args.cluster.namespace.as_deref(), &config.postgres.namespace, &tag));
     let paths = Paths::new(&ws.state_dir, &name);
     if args.dry_run {
-        print!("{}", plan::render(&plan::kind_teardown(&name, &namespace, &paths.kubeconfig)));
+        print!("{}", dry_run::render(&dry_run::kind_teardown(&name, &namespace, &paths.kubeconfig, &ws.state_dir)));
         return Ok(false);
     }
     if args.keep {
@@ -632,7 +633,7 @@ pub(crate) async fn teardown(
 /// Deletes what setup made in an existing cluster; returns whether it was the recorded setup's
 /// run (so its record may be forgotten).
 async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspace) -> Result<bool> {
-    let t = kube_target(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), state, "e2e-teardown")?;
+    let t = kube_namespace(args.cluster.context.as_deref(), args.cluster.namespace.as_deref(), state, "e2e-teardown")?;
     let explicit = args.cluster.config.clone().or_else(|| state.and_then(|s| s.settings_file.clone()));
     let (config, _) = load_config(ws, explicit.as_deref())?;
     // the state counts only when it is about this context and namespace
@@ -649,7 +650,10 @@ async fn teardown_kube(args: &Teardown, state: Option<&SetupState>, ws: &Workspa
     let run_id = args.run_id.clone().or(recorded.clone());
     if args.dry_run {
         let target = format!("context {}", t.context);
-        print!("{}", plan::render(&plan::kube_teardown(&target, &t.namespace, run_id.as_deref(), existing)));
+        print!(
+            "{}",
+            dry_run::render(&dry_run::kube_teardown(&target, &t.namespace, run_id.as_deref(), existing, &ws.state_dir))
+        );
         return Ok(false);
     }
     if args.keep {
@@ -805,28 +809,21 @@ mod tests {
 
     fn saved(context: &str, namespace: &str) -> SetupState {
         SetupState {
-            backend: BackendKind::Kube,
-            database_url: None,
-            kubeconfig: None,
             context: Some(context.into()),
             namespace: Some(namespace.into()),
-            cluster: None,
             owned: true,
-            sets: vec![],
             run_id: Some("r1".into()),
-            run_created_at: None,
-            existing_namespace: false,
-            settings_file: None,
+            ..SetupState::new(BackendKind::Kube)
         }
     }
 
     #[test]
     fn kube_needs_context_and_namespace_and_says_which_flag() {
-        let e = kube_target(None, Some("ns"), None, "e2e-setup").unwrap_err().to_string();
+        let e = kube_namespace(None, Some("ns"), None, "e2e-setup").unwrap_err().to_string();
         assert!(e.starts_with("e2e-setup --backend kube needs --context CONTEXT"), "{e}");
-        let e = kube_target(Some("ctx"), None, None, "e2e-setup").unwrap_err().to_string();
+        let e = kube_namespace(Some("ctx"), None, None, "e2e-setup").unwrap_err().to_string();
         assert!(e.starts_with("e2e-setup --backend kube needs --namespace NAMESPACE"), "{e}");
-        let e = kube_target(Some("ctx"), Some("Bad_NS"), None, "e2e-setup").unwrap_err().to_string();
+        let e = kube_namespace(Some("ctx"), Some("Bad_NS"), None, "e2e-setup").unwrap_err().to_string();
         assert!(e.starts_with("--namespace \"Bad_NS\""), "{e}");
     }
 
@@ -834,10 +831,10 @@ mod tests {
     fn teardown_falls_back_to_what_setup_saved_and_flags_win() {
         let s = saved("lab", "e2e-check");
         assert_eq!(
-            kube_target(None, None, Some(&s), "e2e-teardown").unwrap(),
-            KubeTarget { context: "lab".into(), namespace: "e2e-check".into() }
+            kube_namespace(None, None, Some(&s), "e2e-teardown").unwrap(),
+            KubeNamespace { context: "lab".into(), namespace: "e2e-check".into() }
         );
-        assert_eq!(kube_target(None, Some("other"), Some(&s), "e2e-teardown").unwrap().namespace, "other");
+        assert_eq!(kube_namespace(None, Some("other"), Some(&s), "e2e-teardown").unwrap().namespace, "other");
     }
 
     #[test]

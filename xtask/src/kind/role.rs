@@ -6,6 +6,33 @@ use std::fmt::Write;
 
 use e2e_migrations::kube::rbac::{rules, Need, Rule, Scope, CLUSTER_ROLE_NAME, ROLE_NAME};
 
+/// What a right is used for, in a few words, for the Role's comments: which command or step
+/// makes the call.
+fn why(need: Need) -> &'static str {
+    use Need::*;
+    match need {
+        GetSecrets => "setup and the tests read the password",
+        ListSecrets | ListServices => "teardown and --stale find a run's objects by label",
+        ApplySecrets | ApplyServices | ApplyDeployments | ApplyNamespaces => {
+            "server-side apply (create for a new object, patch for an existing one)"
+        }
+        DeleteSecrets | DeleteServices | DeleteDeployments | DeleteNamespaces => "teardown",
+        GetDeployments => "setup checks its deployment before applying",
+        ListDeployments => "the readiness watch, teardown and --stale",
+        WatchDeployments => "the readiness watch",
+        ListPods => "find the ready pod; teardown waits until it is gone",
+        PortForward => {
+            "the port-forward; kube-rs upgrades to a WebSocket, which the API server authorizes as get, \
+             and from Kubernetes 1.35 also as create (kubernetes/kubernetes#134577); SPDY is create"
+        }
+        GetPodsLog => "the readiness-timeout diagnosis",
+        ListEvents => "the readiness-timeout diagnosis",
+        GetNamespaces => "setup checks the namespace it creates",
+        ListNamespaces => "--stale --all-namespaces; teardown waits until it is gone",
+        WatchNamespaces => "teardown waits until it is gone",
+    }
+}
+
 fn rule_yaml(out: &mut String, rule: &Rule) {
     let group = if rule.group.is_empty() { "core".to_string() } else { rule.group.to_string() };
     writeln!(out, "# {} ({group} API group)", rule.resource).expect("a String");
@@ -17,7 +44,7 @@ fn rule_yaml(out: &mut String, rule: &Rule) {
             .map(|r| r.verb)
             .collect();
         if !verbs.is_empty() {
-            writeln!(out, "#   {}: {}", verbs.join(", "), need.why()).expect("a String");
+            writeln!(out, "#   {}: {}", verbs.join(", "), why(need)).expect("a String");
         }
     }
     writeln!(out, "- apiGroups: [\"{}\"]", rule.group).expect("a String");

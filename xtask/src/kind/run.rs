@@ -44,10 +44,8 @@ pub(crate) fn recorded_or_new(saved: &Saved, now: DateTime<Utc>) -> Result<RunRe
 
 /// A new run id: 8 hex digits from the OS's randomness (unique enough among the runs of one
 /// namespace, and short enough for names).
-pub(crate) fn generate_run_id() -> Result<String> {
-    let mut bytes = [0u8; 4];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS for the run id: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+fn generate_run_id() -> Result<String> {
+    Ok(e2e_migrations::secret::random_hex(4, "a run id")?)
 }
 
 /// Who runs setup, for the `e2e-migrations/created-by` annotation (pure over `env`): `E2E_OWNER`
@@ -104,18 +102,12 @@ mod tests {
         e2e_migrations::kube::check_run_id(&first.run_id).unwrap();
         assert_eq!((first.run_id.len(), first.created_at), (8, t0));
         let setup = SetupState {
-            backend: BackendKind::Kube,
-            database_url: None,
-            kubeconfig: None,
             context: Some("lab".into()),
             namespace: Some("e2e".into()),
-            cluster: None,
             owned: true,
-            sets: vec![],
             run_id: Some(first.run_id.clone()),
             run_created_at: Some(t0),
-            existing_namespace: false,
-            settings_file: None,
+            ..SetupState::new(BackendKind::Kube)
         };
         let rec = Record {
             format: e2e_migrations::lifecycle::record::RECORD_FORMAT,

@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use e2e_test_support::process::env_lines;
+pub use e2e_test_support::process::{stderr, stdout};
+use e2e_test_support::rt;
 pub use e2e_test_support::TempDir;
 
 /// This repository's root.
@@ -116,25 +119,12 @@ pub fn kill_group(pid: u32) {
     let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
 }
 
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The `DATABASE_URL=` line of `--print-env` output.
 pub fn url_of(o: &Output) -> String {
-    stdout(o)
-        .lines()
-        .find_map(|l| l.strip_prefix("DATABASE_URL="))
+    env_lines(&stdout(o))
+        .into_iter()
+        .find_map(|(k, v)| (k == "DATABASE_URL").then_some(v))
         .unwrap_or_else(|| panic!("no DATABASE_URL in {:?}", stdout(o)))
-        .to_string()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Runs a query returning one text value (`None` when the server cannot be reached).

@@ -5,7 +5,7 @@
 //! (`docs/rbac/clusterrole.yaml`): xtask renders them from it and a test compares the files, so a
 //! new API call cannot be added without the documented Role growing with it.
 
-use crate::error::Error;
+use super::error::{KubeCause, KubeError};
 
 /// Where a right must be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,32 +107,6 @@ impl Need {
         Need::WatchNamespaces,
     ];
 
-    /// What the right is used for, in a few words (for the Role's comments).
-    pub fn why(self) -> &'static str {
-        use Need::*;
-        match self {
-            GetSecrets => "setup and the tests read the password",
-            ListSecrets | ListServices => "teardown and --stale find a run's objects by label",
-            ApplySecrets | ApplyServices | ApplyDeployments | ApplyNamespaces => {
-                "server-side apply (create for a new object, patch for an existing one)"
-            }
-            DeleteSecrets | DeleteServices | DeleteDeployments | DeleteNamespaces => "teardown",
-            GetDeployments => "setup checks its deployment before applying",
-            ListDeployments => "the readiness watch, teardown and --stale",
-            WatchDeployments => "the readiness watch",
-            ListPods => "find the ready pod; teardown waits until it is gone",
-            PortForward => {
-                "the port-forward; kube-rs upgrades to a WebSocket, which the API server authorizes as get, \
-                 and from Kubernetes 1.35 also as create (kubernetes/kubernetes#134577); SPDY is create"
-            }
-            GetPodsLog => "the readiness-timeout diagnosis",
-            ListEvents => "the readiness-timeout diagnosis",
-            GetNamespaces => "setup checks the namespace it creates",
-            ListNamespaces => "--stale --all-namespaces; teardown waits until it is gone",
-            WatchNamespaces => "teardown waits until it is gone",
-        }
-    }
-
     /// The rights this need takes: one verb, or `create` and `patch` for a server-side apply.
     pub fn rights(self) -> Vec<Right> {
         use Need::*;
@@ -206,12 +180,12 @@ pub fn granted_by(right: &Right, namespace: Option<&str>) -> String {
         (Scope::Namespace, _) => format!("the Role {ROLE_NAME} in docs/rbac/role.yaml grants it (rule: {rule})"),
         (Scope::Cluster, Scope::Cluster) => format!(
             "the ClusterRole {CLUSTER_ROLE_NAME} in docs/rbac/clusterrole.yaml grants it (rule: {rule}); \
-             without cluster rights, work in a namespace made for you: --namespace N --existing-namespace, \
-             with the Role {ROLE_NAME} in docs/rbac/role.yaml bound there"
+             without cluster rights, work in a namespace made for you, with the Role {ROLE_NAME} in \
+             docs/rbac/role.yaml bound there"
         ),
         (Scope::Cluster, Scope::Namespace) => format!(
             "across all namespaces only the ClusterRole {CLUSTER_ROLE_NAME} in docs/rbac/clusterrole.yaml grants it \
-             (rule: {rule}); with the Role {ROLE_NAME} in docs/rbac/role.yaml, work in one namespace: --namespace N"
+             (rule: {rule}); with the Role {ROLE_NAME} in docs/rbac/role.yaml, work in one namespace"
         ),
     }
 }
@@ -224,25 +198,26 @@ fn place(namespace: Option<&str>) -> String {
     }
 }
 
-/// Explains an API error for `need` (pure): a refusal (403) names the verbs, the resource, the
-/// namespace and the Role that grants them, then what the API server said; other errors say
-/// what was being done.
-pub fn explain(err: &kube::Error, need: Need, namespace: Option<&str>, what: &str) -> Error {
+/// A call of `need` as messages say it: its verbs, its resource and where
+/// (`create and patch secrets in namespace team-a`).
+pub fn call(need: Need, namespace: Option<&str>) -> String {
     let rights = need.rights();
-    let right = rights[0];
     let verbs = rights.iter().map(|r| r.verb).collect::<Vec<_>>().join(" and ");
-    if let kube::Error::Api(status) = err {
+    format!("{verbs} {} {}", rights[0].resource, place(namespace))
+}
+
+/// Explains an API error for `need` (pure): a refusal (403) becomes [`KubeError::Forbidden`],
+/// which names the verbs, the resource, the namespace and the Role that grants them, then what
+/// the API server said; another error becomes [`KubeError::Api`], which says what was being done.
+pub fn explain(err: kube::Error, need: Need, namespace: Option<&str>, what: &str) -> KubeError {
+    let (doing, namespace) = (what.to_string(), namespace.map(str::to_string));
+    if let kube::Error::Api(status) = &err {
         if status.is_forbidden() {
-            return Error::Other(format!(
-                "{what}: not allowed to {verbs} {} {}: {}; the API server said: {}",
-                right.resource,
-                place(namespace),
-                granted_by(&right, namespace),
-                status.message.trim_end().trim_end_matches(':')
-            ));
+            let said = status.message.trim_end().trim_end_matches(':').to_string();
+            return KubeError::Forbidden { doing, need, namespace, said };
         }
     }
-    Error::Other(format!("{what} ({verbs} {} {}): {err}", right.resource, place(namespace)))
+    KubeError::Api { doing, need, namespace, source: KubeCause(err) }
 }
 
 /// Whether `err` is the API server's 404.
@@ -273,7 +248,7 @@ mod tests {
     fn a_refusal_names_the_verb_the_resource_and_the_role() {
         let server = r#"secrets "postgres-1a2b3c4d-credentials" is forbidden: User "system:serviceaccount:team-a:ci" cannot patch resource "secrets" in API group "" in the namespace "team-a""#;
         let e = explain(
-            &forbidden(server),
+            forbidden(server),
             Need::DeleteSecrets,
             Some("team-a"),
             "deleting secret postgres-1a2b3c4d-credentials",
@@ -286,7 +261,7 @@ mod tests {
     fn a_refused_apply_names_create_and_patch_even_when_the_server_says_little() {
         // 1.20 refuses a server-side apply that would create the object without a reason
         let server = r#"secrets "postgres-0d78f318-credentials" is forbidden: "#;
-        let e = explain(&forbidden(server), Need::ApplySecrets, Some("team-a"), "server-side apply of Secret s");
+        let e = explain(forbidden(server), Need::ApplySecrets, Some("team-a"), "server-side apply of Secret s");
         let text = e.to_string();
         assert!(text.starts_with("server-side apply of Secret s: not allowed to create and patch secrets in namespace team-a: the Role e2e-migrations in docs/rbac/role.yaml grants it"), "{text}");
         assert!(
@@ -296,28 +271,29 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_namespace_points_at_the_cluster_role_and_at_existing_namespace() {
-        let e = explain(&forbidden("namespaces is forbidden"), Need::ApplyNamespaces, None, "creating namespace e2e-1");
+    fn a_refused_namespace_points_at_the_cluster_role_and_at_a_namespace_made_for_you() {
+        let e = explain(forbidden("namespaces is forbidden"), Need::ApplyNamespaces, None, "creating namespace e2e-1");
         let text = e.to_string();
         assert!(text.starts_with("creating namespace e2e-1: not allowed to create and patch namespaces cluster-wide: the ClusterRole e2e-migrations-namespaces in docs/rbac/clusterrole.yaml grants it"), "{text}");
-        assert!(text.contains("--namespace N --existing-namespace"), "{text}");
+        assert!(text.contains("without cluster rights, work in a namespace made for you, with the Role"), "{text}");
+        assert!(matches!(e, KubeError::Forbidden { need: Need::ApplyNamespaces, namespace: None, .. }));
     }
 
     #[test]
     fn a_refused_call_across_all_namespaces_points_at_the_cluster_role() {
-        let e = explain(&forbidden("deployments.apps is forbidden"), Need::ListDeployments, None, "finding runs");
+        let e = explain(forbidden("deployments.apps is forbidden"), Need::ListDeployments, None, "finding runs");
         let text = e.to_string();
         assert!(text.starts_with("finding runs: not allowed to list deployments cluster-wide: across all namespaces only the ClusterRole e2e-migrations-namespaces"), "{text}");
-        assert!(text.contains("work in one namespace: --namespace N"), "{text}");
+        assert!(text.ends_with("work in one namespace; the API server said: deployments.apps is forbidden"), "{text}");
     }
 
     #[test]
     fn other_errors_say_what_was_being_done_without_claiming_a_missing_right() {
         let gone = kube::Error::Api(Status::failure("namespaces \"x\" not found", "NotFound").with_code(404).boxed());
-        let text = explain(&gone, Need::GetSecrets, Some("x"), "reading secret s").to_string();
+        assert!(is_not_found(&gone) && !is_forbidden(&gone));
+        let text = crate::error::report(&explain(gone, Need::GetSecrets, Some("x"), "reading secret s"));
         assert!(text.starts_with("reading secret s (get secrets in namespace x): "), "{text}");
         assert!(!text.contains("not allowed"), "{text}");
-        assert!(is_not_found(&gone) && !is_forbidden(&gone));
     }
 
     #[test]

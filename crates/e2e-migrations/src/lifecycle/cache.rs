@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn entries_are_stored_without_instance_files_and_restored_whole() {
-        let base = std::env::temp_dir().join(format!("e2e-cache-test-{}", std::process::id()));
+        let base = e2e_test_support::TempDir::new("e2e-cache-test");
         let data = base.join("data");
         fs::create_dir_all(data.join("base/1")).unwrap();
         fs::write(data.join("PG_VERSION"), "15\n").unwrap();
@@ -294,6 +294,5 @@ mod tests {
         assert_eq!(fs::read_link(into.join("link")).unwrap(), Path::new("base"));
         assert_eq!(fs::metadata(&into).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary folders left");
-        fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -983,20 +983,7 @@ async fn create(
         made_in: here.to_path_buf(),
         instance_id: secret::random_hex(16, "an instance id")?,
         phase: Phase::Creating,
-        setup: SetupState {
-            backend: BackendKind::Local,
-            database_url: None,
-            kubeconfig: None,
-            context: None,
-            namespace: None,
-            cluster: None,
-            owned: true,
-            sets: Vec::new(),
-            run_id: None,
-            run_created_at: None,
-            existing_namespace: false,
-            settings_file: None,
-        },
+        setup: SetupState::local(),
         local: Some(LocalRecord {
             place,
             port: 0,
@@ -1234,7 +1221,7 @@ mod tests {
 
     #[test]
     fn a_planted_symlink_is_replaced_not_followed() {
-        let base = std::env::temp_dir().join(format!("e2e-local-test-{}", std::process::id()));
+        let base = e2e_test_support::TempDir::new("e2e-local-test");
         let target = base.join("victim");
         fs::create_dir_all(&target).unwrap();
         let link = base.join("fallback");
@@ -1244,7 +1231,6 @@ mod tests {
         assert!(m.is_dir() && !m.file_type().is_symlink());
         assert_eq!(m.mode() & 0o777, 0o700);
         assert!(target.is_dir(), "the symlink's target is left alone");
-        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -122,8 +122,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_state_lock_leaves_no_file_behind() {
-        let dir = std::env::temp_dir().join(format!("e2e-lock-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = e2e_test_support::TempDir::new("e2e-lock-test");
+        let dir = tmp.path().to_path_buf();
         let lock = lock_state(&dir).await.unwrap();
         let dir2 = dir.clone();
         let waiter = tokio::spawn(async move { lock_state(&dir2).await.map(|_| ()) });
@@ -131,7 +131,6 @@ mod tests {
         assert!(!waiter.is_finished(), "a second locker waits");
         drop(lock);
         waiter.await.unwrap().unwrap();
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
-        fs::remove_dir(&dir).unwrap();
+        assert_eq!(tmp.entries(), 0);
     }
 }

@@ -333,8 +333,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_socket_that_never_answers_fails_within_the_connect_timeout() {
-        let dir = std::env::temp_dir().join(format!("e2e-sock-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = e2e_test_support::TempDir::new("e2e-sock");
+        let dir = tmp.path().to_path_buf();
         let listener = tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5555")).unwrap();
         let held = tokio::spawn(async move {
             let mut kept = Vec::new();
@@ -350,6 +350,5 @@ mod tests {
         let text = e.into_error("configuring the local server".into()).to_string();
         assert!(text.contains("no PostgreSQL answer within 0.3 s"), "{text}");
         held.abort();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

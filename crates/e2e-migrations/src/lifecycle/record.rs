@@ -93,6 +93,31 @@ pub struct SetupState {
 }
 
 impl SetupState {
+    /// A setup of `backend` that has made nothing yet and owns nothing: no URL, no kubeconfig,
+    /// context, namespace, cluster or run, no sets. Setup fills in what it makes and owns.
+    pub fn new(backend: BackendKind) -> SetupState {
+        SetupState {
+            backend,
+            database_url: None,
+            kubeconfig: None,
+            context: None,
+            namespace: None,
+            cluster: None,
+            owned: false,
+            sets: Vec::new(),
+            run_id: None,
+            run_created_at: None,
+            existing_namespace: false,
+            settings_file: None,
+        }
+    }
+
+    /// A setup of the local backend: this checkout's own server, which teardown removes; its
+    /// URL is filled in once the server listens.
+    pub fn local() -> SetupState {
+        SetupState { owned: true, ..SetupState::new(BackendKind::Local) }
+    }
+
     /// The KEY=VALUE pairs that `--print-env` prints and `connection.env` holds.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
@@ -365,6 +390,14 @@ mod tests {
     }
 
     #[test]
+    fn a_new_setup_owns_nothing_and_a_local_one_owns_its_server() {
+        let url = SetupState::new(BackendKind::Url);
+        assert!(!url.owned && url.env().is_empty() && url.sets.is_empty());
+        let local = SetupState::local();
+        assert_eq!((local.backend, local.owned), (BackendKind::Local, true));
+    }
+
+    #[test]
     fn paths_inside_the_state_folder_are_kept_relative() {
         let here = Path::new("/w/target/e2e");
         let json = to_json(&record(here), here);
@@ -392,15 +425,15 @@ mod tests {
 
     #[test]
     fn an_earlier_versions_files_are_read_only_to_clean_up_after_them() {
-        let here = std::env::temp_dir().join(format!("e2e-record-legacy-{}", std::process::id()));
+        let tmp = e2e_test_support::TempDir::new("e2e-record-legacy");
+        let here = tmp.path();
         fs::create_dir_all(here.join("local")).unwrap();
-        assert_eq!(read(&here).unwrap(), Saved::Missing);
+        assert_eq!(read(here).unwrap(), Saved::Missing);
         fs::write(here.join("connection.json"), "{}").unwrap();
         fs::write(here.join("local/state.json"), r#"{"port": 5, "user": "e2e", "password": "pw"}"#).unwrap();
-        assert_eq!(read(&here).unwrap(), Saved::Legacy { password: Some("pw".into()), user: Some("e2e".into()) });
-        remove(&here).unwrap();
-        assert_eq!(read(&here).unwrap(), Saved::Missing);
-        fs::remove_dir_all(&here).unwrap();
+        assert_eq!(read(here).unwrap(), Saved::Legacy { password: Some("pw".into()), user: Some("e2e".into()) });
+        remove(here).unwrap();
+        assert_eq!(read(here).unwrap(), Saved::Missing);
     }
 
     #[test]

@@ -165,8 +165,8 @@ pub async fn resolve(ws: &Workspace, given_url: Option<&str>, access: Access) ->
         }
         #[cfg(feature = "kube")]
         Route::Kube { kubeconfig, context, namespace, run_id } => {
-            let target = crate::kube::Target { kubeconfig, context, namespace: namespace.clone(), run_id };
-            let forward = target.local_forward().await?;
+            let server = crate::kube::Server { kubeconfig, context, namespace: namespace.clone(), run_id };
+            let forward = server.local_forward().await?;
             Ok(Endpoint {
                 url: forward.url.clone(),
                 origin: Origin::Kube { namespace },
@@ -191,18 +191,12 @@ mod tests {
             instance_id: "i".into(),
             phase: Phase::Ready,
             setup: SetupState {
-                backend,
                 database_url: url.map(str::to_string),
-                kubeconfig: None,
                 context: Some("ctx".into()),
                 namespace: Some("ns".into()),
-                cluster: None,
                 owned: true,
-                sets: vec![],
                 run_id: Some("3f9a1c2b".into()),
-                run_created_at: None,
-                existing_namespace: false,
-                settings_file: None,
+                ..SetupState::new(backend)
             },
             local: None,
         }

@@ -1,7 +1,7 @@
 //! Reading a partition bound as the catalog prints it (pure): `pg_get_expr(relpartbound)` under
 //! the session of [`super::catalog::SESSION`] (ISO dates, UTC), into [`Bounds`].
 
-use super::plan::{Bound, Bounds};
+use super::reconcile::{Bound, Bounds};
 use super::sql::KeyType;
 
 /// A partition bound the roll cannot read (see [`parse_bounds`]).

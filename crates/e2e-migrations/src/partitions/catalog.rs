@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::bounds::parse_bounds;
 use super::error::RollError;
-use super::plan::Existing;
+use super::reconcile::Existing;
 use super::spec::PartitionSpec;
 use super::sql::{DirectKey, ForeignKey, KeyType, OwnTrigger, Parent};
 use crate::error::{DbContext, Error, Result};

@@ -39,7 +39,7 @@ use tokio_postgres::Client;
 use super::calendar::{self, Period, Wanted};
 use super::catalog::{self, TableInfo};
 use super::error::{Holders, RollError};
-use super::plan::{self, Bound, Bounds, Existing, Mode, TablePlan};
+use super::reconcile::{self, Bound, Bounds, Existing, Mode, TablePlan};
 use super::spec::{Interval, PartitionSpec};
 use super::sql::{self, ForeignKey, KeyType, OwnTrigger, Parent};
 use crate::error::{cut_list, DbContext, Error, Result};
@@ -164,7 +164,7 @@ fn validate(spec: &PartitionSpec) -> Result<()> {
 
 fn plan_for(spec: &PartitionSpec, now: DateTime<Utc>, info: &TableInfo, mode: Mode) -> Result<TablePlan> {
     let wanted = calendar::wanted(spec, now);
-    plan::plan_table(spec, &wanted, &info.partitions, &info.taken, calendar::retention_cutoff(spec, now), mode)
+    reconcile::plan_table(spec, &wanted, &info.partitions, &info.taken, calendar::retention_cutoff(spec, now), mode)
         .map_err(|source| Error::Core(core::Error::PartitionPlan { table: spec.table.clone(), source }))
 }
 
@@ -716,7 +716,7 @@ pub async fn list(client: &mut Client, specs: &[PartitionSpec], now: DateTime<Ut
                     Bounds::Range { from, to } => (Some(from.to_string()), Some(to.to_string())),
                     Bounds::Default => (None, None),
                 };
-                let by_spec = plan::named_by_spec(spec, e);
+                let by_spec = reconcile::named_by_spec(spec, e);
                 let listed = Listed {
                     name: e.name.clone(),
                     schema: e.schema.clone().unwrap_or_else(|| info.parent.schema.clone()),

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::calendar::{self, Period};
-use super::plan::{Existing, PlanError, Prune};
+use super::reconcile::{Existing, PlanError, Prune};
 use super::spec::{PartitionSpec, RetentionAction};
 use crate::core::{Error, Result};
 use crate::ident::{literal, quote};
@@ -412,7 +412,7 @@ pub fn partition_sql(spec: &PartitionSpec, key: KeyType, now: DateTime<Utc>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partitions::plan::Bounds;
+    use crate::partitions::reconcile::Bounds;
     use expect_test::{expect, Expect};
 
     fn d(s: &str) -> NaiveDate {

@@ -1,4 +1,5 @@
-//! The planner (pure): the partitions a spec wants against those that exist, by their bounds.
+//! Reconciling a table's partitions (pure): the partitions a spec wants against those that exist, by
+//! their bounds, as a plan (create, respect, report, prune).
 //!
 //! Existing partitions count by what they cover, not by their names: a wanted period already
 //! covered (under any name, by one partition or several) is respected; one partly covered is an

@@ -2,7 +2,9 @@
 //! lists that the real run passes to `kind` and the container engine.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use e2e_migrations::lifecycle::record::{env_file, record_file};
 
 /// The container engine kind runs its nodes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,11 @@ pub(crate) fn image_load_commands(engine: Engine, image: &str, cluster: &str, ar
     }
 }
 
+/// Where `kind export logs` writes, in the kind folder of the state folder: `logs-<stamp>`.
+pub(crate) fn logs_dir(kind_dir: &Path, stamp: &str) -> PathBuf {
+    kind_dir.join(format!("logs-{stamp}"))
+}
+
 /// `kind export logs` into `dir`.
 pub(crate) fn kind_export_logs_args(name: &str, dir: &Path) -> Vec<String> {
     let mut a = strings(&["export", "logs"]);
@@ -107,11 +114,13 @@ pub(crate) struct KindSetup<'a> {
     pub(crate) image: &'a str,
     /// Where a Podman image archive goes.
     pub(crate) archive: &'a Path,
+    /// The kind folder of the state folder (the logs of a failed setup go there).
+    pub(crate) kind_dir: &'a Path,
 }
 
 /// What both setups share after the cluster exists.
 #[derive(Debug, Clone)]
-pub(crate) struct Deploy<'a> {
+pub(crate) struct DeployPlan<'a> {
     /// Manifests as YAML (password redacted).
     pub(crate) manifests_yaml: &'a str,
     /// Where they go (e.g. `context kind-e2e-migrations, namespace e2e`).
@@ -128,10 +137,12 @@ pub(crate) struct Deploy<'a> {
     pub(crate) connect: String,
     /// The sets (`all` when none).
     pub(crate) sets: String,
+    /// The state folder (the record and the env file go there).
+    pub(crate) state_dir: &'a Path,
 }
 
 /// The plan of a Kind setup.
-pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
+pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &DeployPlan<'_>) -> Vec<PlanStep> {
     let mut steps = vec![
         PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
         PlanStep::Run {
@@ -148,7 +159,7 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
             "list the namespaces of other checkouts sharing the cluster (label {}); a cluster they use is never recreated",
             super::share::CHECKOUT_LABEL
         )),
-        record_step(d.run_id),
+        record_step(d.state_dir, d.run_id),
         PlanStep::Run {
             argv: kind(kind_delete_args(k.cluster, k.kubeconfig)),
             when: Some("with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed".to_string()),
@@ -174,28 +185,34 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &Deploy<'_>) -> Vec<PlanStep> {
     }
     steps.extend(deploy(d));
     steps.push(PlanStep::Run {
-        argv: kind(kind_export_logs_args(k.cluster, Path::new("target/e2e/kind/logs-<time>"))),
+        argv: kind(kind_export_logs_args(k.cluster, &logs_dir(k.kind_dir, "<time>"))),
         when: Some("only if a step above fails; the path is printed".to_string()),
     });
     steps
 }
 
 /// The step that saves the record before the cluster is changed.
-fn record_step(run_id: &str) -> PlanStep {
+fn record_step(state_dir: &Path, run_id: &str) -> PlanStep {
     PlanStep::Do(format!(
-        "write target/e2e/state.json (0600) with run {run_id}, phase creating, before anything is made on the \
-         cluster: teardown finds what setup made even if it fails or is killed"
+        "write {} (0600) with run {run_id}, phase creating, before anything is made on the cluster: teardown \
+         finds what setup made even if it fails or is killed",
+        record_file(state_dir).display()
     ))
 }
 
+/// The step that removes the record and the env file after a teardown.
+fn forget_step(state_dir: &Path) -> PlanStep {
+    PlanStep::Do(format!("remove {} and {}", record_file(state_dir).display(), env_file(state_dir).display()))
+}
+
 /// The plan of a setup in an existing cluster.
-pub(crate) fn kube_setup(d: &Deploy<'_>) -> Vec<PlanStep> {
-    let mut steps = vec![record_step(d.run_id)];
+pub(crate) fn kube_setup(d: &DeployPlan<'_>) -> Vec<PlanStep> {
+    let mut steps = vec![record_step(d.state_dir, d.run_id)];
     steps.extend(deploy(d));
     steps
 }
 
-fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
+fn deploy(d: &DeployPlan<'_>) -> Vec<PlanStep> {
     use super::deploy::NamespaceMode;
     let ns = d.namespace;
     let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
@@ -231,12 +248,16 @@ fn deploy(d: &Deploy<'_>) -> Vec<PlanStep> {
         )),
         PlanStep::Do(format!("connect: {}", d.connect)),
         PlanStep::Do(format!("apply migration sets {} and roll their partitions", d.sets)),
-        PlanStep::Do("write target/e2e/state.json (phase ready, the sets) and connection.env (0600)".to_string()),
+        PlanStep::Do(format!(
+            "write {} (phase ready, the sets) and {} (0600)",
+            record_file(d.state_dir).display(),
+            env_file(d.state_dir).display()
+        )),
     ]
 }
 
 /// The plan of a Kind teardown.
-pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path) -> Vec<PlanStep> {
+pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path, state_dir: &Path) -> Vec<PlanStep> {
     vec![
         PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
         PlanStep::Do(format!(
@@ -252,13 +273,19 @@ pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path) -
                     .to_string(),
             ),
         },
-        PlanStep::Do("remove target/e2e/state.json and connection.env".to_string()),
+        forget_step(state_dir),
     ]
 }
 
 /// The plan of a teardown in an existing cluster: the namespace setup created, or only the
 /// run's objects in a namespace someone else made.
-pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>, existing: bool) -> Vec<PlanStep> {
+pub(crate) fn kube_teardown(
+    target: &str,
+    namespace: &str,
+    run_id: Option<&str>,
+    existing: bool,
+    state_dir: &Path,
+) -> Vec<PlanStep> {
     let labelled = format!("{}={}", e2e_migrations::kube::MANAGED_BY_LABEL, e2e_migrations::kube::MANAGED_BY);
     let first = if existing {
         format!(
@@ -273,7 +300,7 @@ pub(crate) fn kube_teardown(target: &str, namespace: &str, run_id: Option<&str>,
             "{target}: delete namespace {namespace} when it is labelled {labelled}{run} (nothing else), and wait until it is gone"
         )
     };
-    vec![PlanStep::Do(first), PlanStep::Do("remove target/e2e/state.json and connection.env".to_string())]
+    vec![PlanStep::Do(first), forget_step(state_dir)]
 }
 
 /// A command line as a reader would type it (arguments quoted when needed).
@@ -320,8 +347,8 @@ mod tests {
     use super::*;
     use expect_test::expect;
 
-    fn deploy_input() -> Deploy<'static> {
-        Deploy {
+    fn deploy_input() -> DeployPlan<'static> {
+        DeployPlan {
             manifests_yaml: "apiVersion: v1\nkind: Namespace\n",
             target: "context kind-e2e, namespace e2e".to_string(),
             namespace: "e2e",
@@ -330,6 +357,7 @@ mod tests {
             timeout_s: 180,
             connect: "postgres://e2e:***@127.0.0.1:15432/e2e".to_string(),
             sets: "audit,workflow".to_string(),
+            state_dir: Path::new("/w/state"),
         }
     }
 
@@ -337,26 +365,27 @@ mod tests {
     fn kind_setup_plan() {
         let k = KindSetup {
             cluster: "e2e",
-            config_path: Path::new("target/e2e/kind/config.yaml"),
+            config_path: Path::new("/w/state/kind/e2e.config.yaml"),
             config_yaml: "kind: Cluster\n",
-            kubeconfig: Path::new("target/e2e/kind/kubeconfig"),
+            kubeconfig: Path::new("/w/state/kind/kubeconfig"),
             engine: Engine::Docker,
             image: "postgres:16.6-bookworm",
-            archive: Path::new("target/e2e/kind/image.tar"),
+            archive: Path::new("/w/state/kind/image.tar"),
+            kind_dir: Path::new("/w/state/kind"),
         };
         expect![[r##"
             # 1.
             kind get clusters
-            # 2. when the cluster exists: written to target/e2e/kind/kubeconfig (0600); its node must carry e2e-migrations/owner=xtask-e2e-setup (created by e2e-setup)
+            # 2. when the cluster exists: written to /w/state/kind/kubeconfig (0600); its node must carry e2e-migrations/owner=xtask-e2e-setup (created by e2e-setup)
             kind get kubeconfig --name e2e
-            # 3. write target/e2e/kind/config.yaml (mode 0600)
+            # 3. write /w/state/kind/e2e.config.yaml (mode 0600)
             kind: Cluster
             # 4. list the namespaces of other checkouts sharing the cluster (label e2e-migrations/checkout); a cluster they use is never recreated
-            # 5. write target/e2e/state.json (0600) with run 3f9a1c2b, phase creating, before anything is made on the cluster: teardown finds what setup made even if it fails or is killed
+            # 5. write /w/state/state.json (0600) with run 3f9a1c2b, phase creating, before anything is made on the cluster: teardown finds what setup made even if it fails or is killed
             # 6. with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed
-            kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
+            kind delete cluster --name e2e --kubeconfig /w/state/kind/kubeconfig
             # 7. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
-            kind create cluster --name e2e --config target/e2e/kind/config.yaml --kubeconfig target/e2e/kind/kubeconfig --wait 120s --retain
+            kind create cluster --name e2e --config /w/state/kind/e2e.config.yaml --kubeconfig /w/state/kind/kubeconfig --wait 120s --retain
             # 8. is the image present in the local engine?
             docker image inspect --format '{{.Id}}' postgres:16.6-bookworm
             # 9. when the image is present locally and not loaded into this cluster yet
@@ -369,9 +398,9 @@ mod tests {
             # 13. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
             # 14. connect: postgres://e2e:***@127.0.0.1:15432/e2e
             # 15. apply migration sets audit,workflow and roll their partitions
-            # 16. write target/e2e/state.json (phase ready, the sets) and connection.env (0600)
+            # 16. write /w/state/state.json (phase ready, the sets) and /w/state/connection.env (0600)
             # 17. only if a step above fails; the path is printed
-            kind export logs 'target/e2e/kind/logs-<time>' --name e2e
+            kind export logs '/w/state/kind/logs-<time>' --name e2e
         "##]]
         .assert_eq(&render(&kind_setup(&k, &deploy_input())));
     }
@@ -391,20 +420,21 @@ mod tests {
 
     #[test]
     fn teardown_plans() {
-        let mut steps = kind_teardown("e2e", "e2e-app-1a2b3c4d", Path::new("target/e2e/kind/kubeconfig"));
-        steps.extend(kube_teardown("context lab", "e2e-check", Some("3f9a1c2b"), false));
-        steps.extend(kube_teardown("context lab", "team-a", Some("3f9a1c2b"), true));
+        let state = Path::new("/w/state");
+        let mut steps = kind_teardown("e2e", "e2e-app-1a2b3c4d", Path::new("/w/state/kind/kubeconfig"), state);
+        steps.extend(kube_teardown("context lab", "e2e-check", Some("3f9a1c2b"), false, state));
+        steps.extend(kube_teardown("context lab", "team-a", Some("3f9a1c2b"), true, state));
         expect![[r##"
             # 1.
             kind get clusters
             # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner): delete this checkout's namespace e2e-app-1a2b3c4d (labelled e2e-migrations/checkout=<this checkout>), then list the namespaces other checkouts hold
             # 3. when no other checkout's namespace remains (the cluster is shared); --keep or KEEP_CLUSTER=true keeps it
-            kind delete cluster --name e2e --kubeconfig target/e2e/kind/kubeconfig
-            # 4. remove target/e2e/state.json and connection.env
+            kind delete cluster --name e2e --kubeconfig /w/state/kind/kubeconfig
+            # 4. remove /w/state/state.json and /w/state/connection.env
             # 5. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
-            # 6. remove target/e2e/state.json and connection.env
+            # 6. remove /w/state/state.json and /w/state/connection.env
             # 7. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
-            # 8. remove target/e2e/state.json and connection.env
+            # 8. remove /w/state/state.json and /w/state/connection.env
         "##]]
         .assert_eq(&render(&steps));
     }
