@@ -76,6 +76,16 @@ pub enum Output {
     Json,
 }
 
+/// How `--print-env` prints the connection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    /// `KEY=value` lines, unquoted, as nextest's `$NEXTEST_ENV` and env files read them (`eval`
+    /// of them neither exports nor quotes: use `shell` for a shell).
+    Plain,
+    /// `export KEY='value'` lines, quoted for a POSIX shell's `eval`.
+    Shell,
+}
+
 /// Where the migrations are and which sets to use.
 #[derive(Debug, Clone, Args)]
 pub struct SetArgs {
@@ -102,12 +112,22 @@ pub struct Setup {
     /// Seconds a connection may take to be ready (TCP, startup, authentication).
     #[arg(long, env = "E2E_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = timeout)]
     pub connect_timeout: Duration,
-    /// Print KEY=VALUE lines on stdout and nothing else there: DATABASE_URL (local, kind, url),
-    /// KUBECONFIG, E2E_KUBE_CONTEXT, E2E_NAMESPACE, E2E_RUN_ID (kind, kube). A kube setup has no
-    /// host port, so no DATABASE_URL: test crates reach it through this checkout's state; use
-    /// `cargo xtask psql` or `cargo xtask port-forward` from a shell.
-    #[arg(long)]
-    pub print_env: bool,
+    /// Print the connection settings on stdout and nothing else there: DATABASE_URL (local,
+    /// kind, url), KUBECONFIG, E2E_KUBE_CONTEXT, E2E_NAMESPACE, E2E_RUN_ID (kind, kube).
+    /// `--print-env` prints plain KEY=VALUE lines (for nextest's $NEXTEST_ENV and env files);
+    /// `--print-env=shell` prints `export KEY='value'` lines, for
+    /// `eval "$(cargo xtask e2e-setup --print-env=shell)"`. A kube setup has no host port, so no
+    /// DATABASE_URL: test crates reach it through this checkout's state; use `cargo xtask psql`
+    /// or `cargo xtask port-forward` from a shell.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "plain"
+    )]
+    pub print_env: Option<EnvFormat>,
     /// Act as on this date (UTC) when rolling partitions.
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub now: Option<String>,

@@ -96,6 +96,11 @@ fn lifecycle(e: &LifecycleError) -> Option<&'static str> {
         }
         L::NotOurs { .. } => "it is left alone; if it is a server you started yourself on this folder, stop it yourself",
         L::NoServerBinaries { .. } | L::BadBindir { .. } => "or use a server you have: --database-url URL, or --backend kind",
+        L::Unresponsive { .. } => "`cargo xtask status` shows it; once it is stopped, `cargo xtask e2e-setup` starts it again",
+        L::Start { tail, .. } if tail.contains("lock file") && tail.contains("already exists") => {
+            "a process still holds that lock file (the log's HINT names its pid): stop it, then run \
+             `cargo xtask e2e-setup` again; `cargo xtask e2e-teardown` removes the server instead"
+        }
         _ => return None,
     })
 }
@@ -165,5 +170,21 @@ mod tests {
         assert!(hint(&down).unwrap().contains("e2e-setup"));
         let no_workspace: anyhow::Error = LifecycleError::NoWorkspace { from: "/".into() }.into();
         assert_eq!(hint(&no_workspace), None);
+    }
+
+    #[test]
+    fn a_start_refused_for_a_held_lock_file_says_what_holds_it() {
+        let held = LifecycleError::Start {
+            log: "server.log".into(),
+            tail:
+                "postgres exited (exit status: 1)\n... FATAL:  lock file \"postmaster.pid\" already exists\n... HINT:  \
+                   Is another postmaster (PID 4242) running in data directory \"/d\"?"
+                    .into(),
+        };
+        assert!(hint(&held.into()).unwrap().contains("names its pid"));
+        let other = LifecycleError::Start { log: "server.log".into(), tail: "FATAL:  could not map memory".into() };
+        assert_eq!(hint(&other.into()), None);
+        let hung = LifecycleError::Unresponsive { data_dir: "/d".into(), pid: 4242, why: "alive".into() };
+        assert!(hint(&hung.into()).unwrap().contains("cargo xtask e2e-setup"));
     }
 }

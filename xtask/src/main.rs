@@ -27,15 +27,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// What is logged without E2E_LOG: our own crates' info, the dependencies' warnings. Not
+/// kube-rs's request tracing (its `TraceLayer` logs an ERROR for every failed request, and
+/// each of those is also returned to us as the error we report: it would be said twice).
+const DEFAULT_LOG: &str = "warn,xtask=info,e2e_migrations=info,kube_client::client::builder=off";
+
 fn main() -> ExitCode {
     let args = flags::Xtask::parse();
     let mode = progress::init(&progress::Facts::of_this_process(args.quiet));
-    // E2E_LOG chooses what is logged (info by default); --quiet, asked for on this command line,
-    // wins over it: errors only
+    // E2E_LOG chooses what is logged ([`DEFAULT_LOG`] without it); --quiet, asked for on this
+    // command line, wins over it: errors only
     let filter = match mode {
         progress::Mode::Quiet => tracing_subscriber::EnvFilter::new("error"),
         _ => tracing_subscriber::EnvFilter::try_from_env("E2E_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
     };
     tracing_subscriber::fmt()
         .with_writer(progress::LogWriter)

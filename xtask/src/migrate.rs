@@ -1,16 +1,19 @@
 //! `cargo xtask migrate up|status|plan|down` (and the dispatch of `new`, in `migrate_new`).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e_migrations::lifecycle::{Access, Endpoint};
+use e2e_migrations::error::counted;
+use e2e_migrations::lifecycle::Access;
 use e2e_migrations::plan::State;
 use e2e_migrations::{migrator, Migration, Options, Project, Report};
 use serde_json::json;
 
-use crate::cli_util::{follow_setup_sets, load_project, open as open_endpoint, Step};
-use crate::flags::{DbArgs, Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
+use crate::cli_util::{follow_setup_sets, load_project, open, Step};
+use crate::flags::{Migrate, MigrateAction, MigrateDown, MigrateRead, MigrateUp, Output};
 use crate::progress::say;
+use crate::status::listed;
 
 impl Migrate {
     pub(crate) async fn run(mut self) -> Result<()> {
@@ -30,12 +33,6 @@ impl Migrate {
             MigrateAction::New(a) => a.run(),
         }
     }
-}
-
-/// Connects to the server the flags (or this checkout's setup) name; the first value keeps a
-/// port-forward alive where one is needed.
-async fn open(db: &DbArgs, access: Access) -> Result<(Endpoint, tokio_postgres::Client)> {
-    open_endpoint(db, access).await
 }
 
 /// Applies `migrations` of `project` (the selection of `sets`) under a progress step that says
@@ -58,7 +55,7 @@ pub(crate) async fn up_in_step(
 /// Says each migration `report` applied, and warns of applied versions without a file in `dir`.
 pub(crate) fn say_applied(report: &Report, dir: &std::path::Path) {
     for a in &report.applied {
-        say!("    applied {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+        say!("    {}", done_line("applied", a));
     }
     if let Some(w) = unknown_warning(&report.unknown, dir) {
         say!("    warning: {w}");
@@ -99,10 +96,15 @@ impl MigrateDown {
             format!("{} reverted", report.applied.len())
         });
         for a in &report.applied {
-            say!("    reverted {} ({} statements, {:.0} ms)", a.name, a.statements, a.duration_ms);
+            say!("    {}", done_line("reverted", a));
         }
         Ok(())
     }
+}
+
+/// What was done to one migration (pure): `applied 030_new.sql (1 statement, 2 ms)`.
+pub(crate) fn done_line(verb: &str, a: &migrator::Applied) -> String {
+    format!("{verb} {} ({}, {:.0} ms)", a.name, counted(a.statements as u64, "statement", "statements"), a.duration_ms)
 }
 
 /// The sets of a run, for a step's name: `audit,workflow`, or `all` (pure).
@@ -140,7 +142,12 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
     let selection = project.select(&sets)?;
     // Read-only: never starts a server.
     let (_forward, client) = open(&a.db, Access::ReadOnly).await?;
-    let plan = migrator::status(&client, &project.folder, &selection.migrations).await?;
+    // `plan` is the sets' own; `status` lists them and every other migration that is applied.
+    let all: Vec<&Migration> = project.folder.migrations.iter().collect();
+    let mut plan =
+        migrator::status(&client, &project.folder, if plan_only { &selection.migrations } else { &all }).await?;
+    let wanted: BTreeSet<i64> = selection.migrations.iter().map(|m| m.version).collect();
+    plan.migrations.retain(|(m, s)| listed(m.version, *s, &wanted, !sets.is_empty()));
     if plan_only {
         let pending = plan.pending();
         match a.output {
@@ -203,6 +210,14 @@ async fn status(a: MigrateRead, plan_only: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_migration_of_one_statement_says_statement() {
+        let a =
+            |statements| migrator::Applied { version: 30, name: "030_new.sql".into(), statements, duration_ms: 2.4 };
+        assert_eq!(done_line("applied", &a(1)), "applied 030_new.sql (1 statement, 2 ms)");
+        assert_eq!(done_line("reverted", &a(3)), "reverted 030_new.sql (3 statements, 2 ms)");
+    }
 
     #[test]
     fn unknown_versions_are_one_short_line() {

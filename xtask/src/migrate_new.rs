@@ -188,9 +188,13 @@ pub(crate) fn draft(
         Some(t) => Some(Manifest::parse(&manifest_file, t)?),
         None => None,
     };
-    let known = Catalog::new(folder, manifest.clone())?.known();
+    // the sets a migration can be added to: not the implicit `all`
+    let known: Vec<String> = Catalog::new(folder, manifest.clone())?.known().into_iter().filter(|s| s != ALL).collect();
     match (&manifest, set) {
-        (_, Some(ALL)) => bail!(
+        (None, Some(s)) => {
+            bail!("--set {s}: {} has no {MANIFEST}, so its only set is {ALL}; leave out --set", folder.dir.display())
+        }
+        (Some(_), Some(ALL)) => bail!(
             "--set {ALL}: that set is implicit (every file); name the set the migration belongs to: {}",
             known.join(", ")
         ),
@@ -202,9 +206,6 @@ pub(crate) fn draft(
             manifest_file.display(),
             known.join(", ")
         ),
-        (None, Some(s)) => {
-            bail!("--set {s}: {} has no {MANIFEST}, so its only set is {ALL}; leave out --set", folder.dir.display())
-        }
         _ => {}
     }
     let (version, digits) = next_version(folder, version, now)?;
@@ -479,16 +480,23 @@ description = "nothing yet"
         let m = "[sets.audit]\nfiles = [\"013_a.sql\"]\n[sets.workflow]\nfiles = [\"015_b.sql\"]\n";
         let names = ["013_a.sql", "015_b.sql"];
         let e = draft_in(&names, Some(m), Some("audti")).unwrap_err().to_string();
-        assert_eq!(e, r#"unknown set "audti"; known sets: all, audit, workflow"#);
+        // (--set refuses `all`, so it is not among the sets named)
+        assert_eq!(e, r#"unknown set "audti"; known sets: audit, workflow"#);
         let e = draft_in(&names, Some(m), None).unwrap_err().to_string();
         assert_eq!(
             e,
-            "--set SET is required: every migration belongs to a set in m/sets.toml (known: all, audit, workflow)"
+            "--set SET is required: every migration belongs to a set in m/sets.toml (known: audit, workflow)"
         );
         let e = draft_in(&names, Some(m), Some("all")).unwrap_err().to_string();
-        assert!(e.starts_with("--set all: that set is implicit"), "{e}");
+        assert_eq!(
+            e,
+            "--set all: that set is implicit (every file); name the set the migration belongs to: audit, workflow"
+        );
         let e = draft_in(&names, None, Some("audit")).unwrap_err().to_string();
         assert_eq!(e, "--set audit: m has no sets.toml, so its only set is all; leave out --set");
+        // Without a manifest, `--set all` is told the same: leave it out.
+        let e = draft_in(&names, None, Some("all")).unwrap_err().to_string();
+        assert_eq!(e, "--set all: m has no sets.toml, so its only set is all; leave out --set");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use e2e_migrations::error::counted;
 use e2e_migrations::lifecycle::{Access, Endpoint};
 use e2e_migrations::partitions::{self, Listing, PartitionSpec, RollOptions, RollReport};
 
@@ -70,7 +71,7 @@ async fn change(a: PartitionsChange, prune_only: bool) -> Result<()> {
 fn report_lines(r: &RollReport) -> Vec<String> {
     let mut lines: Vec<String> = r.created.iter().map(|n| format!("created {n}")).collect();
     if r.moved_rows > 0 {
-        lines.push(format!("moved {} rows out of default partitions", r.moved_rows));
+        lines.push(format!("moved {} out of default partitions", counted(r.moved_rows, "row", "rows")));
     }
     lines.extend(r.pruned.iter().map(|n| format!("pruned {n}")));
     lines
@@ -82,10 +83,10 @@ fn summary(r: &RollReport, day: chrono::NaiveDate, prune_only: bool) -> String {
         return format!("as of {day}: {} pruned", r.pruned.len());
     }
     format!(
-        "as of {day}: {} created, {} already present, {} rows moved from default partitions, {} pruned",
+        "as of {day}: {} created, {} already present, {} moved from default partitions, {} pruned",
         r.created.len(),
         r.present,
-        r.moved_rows,
+        counted(r.moved_rows, "row", "rows"),
         r.pruned.len()
     )
 }
@@ -209,5 +210,8 @@ mod tests {
             summary(&r, d("2024-12-15"), false),
             "as of 2024-12-15: 1 created, 4 already present, 4 rows moved from default partitions, 1 pruned"
         );
+        let one = RollReport { moved_rows: 1, ..r };
+        assert_eq!(report_lines(&one)[1], "moved 1 row out of default partitions");
+        assert!(summary(&one, d("2024-12-15"), false).contains(", 1 row moved from default partitions,"));
     }
 }

@@ -13,7 +13,7 @@ use e2e_migrations::testdb::Fingerprint;
 use e2e_migrations::{partitions, Project};
 
 use crate::cli_util::{connect, load_project, parse_now, workspace, Step};
-use crate::flags::{Backend, Setup};
+use crate::flags::{Backend, EnvFormat, Setup};
 use crate::follow::{self, Asked};
 use crate::kind;
 use crate::progress::say;
@@ -66,6 +66,25 @@ pub(crate) fn cluster_hints(st: &SetupState) -> Vec<String> {
              -o jsonpath='{{.data.POSTGRES_USER}}' | base64 -d, and .data.POSTGRES_PASSWORD)"
         ),
     ]
+}
+
+/// The connection settings as `--print-env` prints them (pure): plain `KEY=value` lines, or
+/// `export KEY=value` lines with each value quoted for a POSIX shell. A value holding a line
+/// break cannot be a plain line, and is refused.
+pub(crate) fn env_lines(pairs: &[(String, String)], format: EnvFormat) -> Result<String> {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        match format {
+            EnvFormat::Plain => {
+                if v.contains(['\n', '\r']) {
+                    bail!("{k} holds a line break, which a KEY=VALUE line cannot carry; use --print-env=shell");
+                }
+                out.push_str(&format!("{k}={v}\n"));
+            }
+            EnvFormat::Shell => out.push_str(&format!("export {k}={}\n", shell_quote(v))),
+        }
+    }
+    Ok(out)
 }
 
 /// The line that loads the connection settings into a shell, quoted so that any path pastes
@@ -173,9 +192,9 @@ impl Setup {
         let roll_opts = partitions::RollOptions { lock_timeout, observer: Some(step.observer()), ..Default::default() };
         let p = partitions::roll(&mut client, &selection.partitions, now, &roll_opts).await?;
         step.done(format!(
-            "{} created, {} rows moved from default partitions{}",
+            "{} created, {} moved from default partitions{}",
             p.created.len(),
-            p.moved_rows,
+            e2e_migrations::error::counted(p.moved_rows, "row", "rows"),
             if p.pruned.is_empty() { String::new() } else { format!(", {} pruned", p.pruned.len()) }
         ));
         for n in &p.notes {
@@ -201,10 +220,8 @@ impl Setup {
         if let Some(line) = reuse_line(reused.as_deref(), m.applied.len()) {
             say!("{line}");
         }
-        if self.print_env {
-            for (k, v) in st.env() {
-                println!("{k}={v}");
-            }
+        if let Some(format) = self.print_env {
+            print!("{}", env_lines(&st.env(), format)?);
             if st.database_url.is_none() {
                 say!("  (no DATABASE_URL: {})", NO_HOST_PORT);
             }
@@ -215,7 +232,7 @@ impl Setup {
                 Some(u) => {
                     say!("  database: {}", e2e_migrations::db::redact(u));
                     say!("  use them:  {}", use_them_line(&env_file));
-                    say!("  or:        eval \"$(cargo xtask e2e-setup --print-env)\"");
+                    say!("  or:        eval \"$(cargo xtask e2e-setup --print-env=shell)\"");
                     say!("  psql:      cargo xtask psql");
                 }
                 None => {
@@ -260,6 +277,42 @@ mod tests {
         );
         assert!(!by_hand.contains(" 5432:5432") && !by_hand.contains("port-forward svc/postgres 5432"), "{by_hand}");
         assert!(by_hand.contains("get secret postgres-3f9a1c2b-credentials"), "{by_hand}");
+    }
+
+    /// A value no shell may read unquoted: `&` (a background job), spaces, a command
+    /// substitution, both quotes.
+    const HOSTILE: &str =
+        "postgres://e2e:p@127.0.0.1:5432/e2e?application_name=a b&options=-c x=1 $(touch pwned) `id` \"dq\" 'sq'";
+
+    #[test]
+    fn print_env_shell_lines_export_the_value_exactly_through_eval() {
+        let dir = std::env::temp_dir().join(format!("e2e-print-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pairs =
+            vec![("DATABASE_URL".to_string(), HOSTILE.to_string()), ("E2E_NAMESPACE".to_string(), "e2e-a".into())];
+        let lines = env_lines(&pairs, EnvFormat::Shell).unwrap();
+        // eval in one shell, read in a child shell: exported, and byte for byte the value.
+        let out = std::process::Command::new("sh")
+            .current_dir(&dir)
+            .arg("-c")
+            .arg("eval \"$LINES\"; sh -c 'printf %s \"$DATABASE_URL\"; printf \"|%s\" \"$E2E_NAMESPACE\"'")
+            .env("LINES", &lines)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{HOSTILE}|e2e-a"));
+        assert!(!dir.join("pwned").exists(), "the command substitution ran");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn print_env_plain_lines_are_key_value_as_nextest_reads_them() {
+        let pairs = vec![("DATABASE_URL".to_string(), HOSTILE.to_string())];
+        assert_eq!(env_lines(&pairs, EnvFormat::Plain).unwrap(), format!("DATABASE_URL={HOSTILE}\n"));
+        let broken = vec![("KUBECONFIG".to_string(), "/a\nB=1".to_string())];
+        let e = env_lines(&broken, EnvFormat::Plain).unwrap_err().to_string();
+        assert!(e.contains("KUBECONFIG") && e.contains("--print-env=shell"), "{e}");
     }
 
     #[test]

@@ -21,13 +21,15 @@ use crate::cli_util::{connect, parse_now, workspace};
 use crate::flags::{Output, Status};
 use crate::progress::say;
 
-/// The migrations `status` lists (pure): with a setup of chosen sets, those sets' migrations
-/// and every other one that is applied, drifted or unknown to them; else all.
+/// Whether `status` and `migrate status` list a migration (pure): with chosen sets, those
+/// sets' migrations and every other one that is applied, drifted or partly applied; else all.
+pub(crate) fn listed(version: i64, state: State, wanted: &BTreeSet<i64>, chosen: bool) -> bool {
+    !chosen || wanted.contains(&version) || state != State::Pending
+}
+
+/// The migrations `status` lists (pure), by [`listed`].
 pub(crate) fn of_setup_sets(all: Vec<MigrationStatus>, wanted: &BTreeSet<i64>, chosen: bool) -> Vec<MigrationStatus> {
-    if !chosen {
-        return all;
-    }
-    all.into_iter().filter(|m| wanted.contains(&m.version) || m.state != State::Pending).collect()
+    all.into_iter().filter(|m| listed(m.version, m.state, wanted, chosen)).collect()
 }
 
 /// What `status` reports (the JSON form).
@@ -374,6 +376,9 @@ async fn gather(ws: &Workspace, project: &Project, now: DateTime<Utc>) -> Result
             }
             if let Some(why) = i.stale {
                 r.warnings.push(format!("a stale postmaster.pid in {}: {why}", i.layout.data.display()));
+            }
+            if let Some(why) = i.hung {
+                r.warnings.push(format!("the server of {} does not answer: {why}", i.layout.data.display()));
             }
             if !i.up {
                 return Ok(r);

@@ -295,3 +295,45 @@ fn workflows_match_githubs_schema() {
     assert!(out.status.success(), "the workflows do not match GitHub's schema:\n{said}");
     assert!(said.contains("ok -- validation done"), "unexpected check-jsonschema output:\n{said}");
 }
+
+/// The lines of `text` that `eval` the plain `--print-env` output (pure): its `KEY=VALUE` lines
+/// are for nextest, and a shell's `eval` neither exports them nor keeps an unquoted value whole.
+fn plain_env_evals(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("eval") || l.contains("$(cargo xtask"))
+        .filter(|l| xtask_commands(l).iter().any(|args| args.iter().any(|a| a == "--print-env")))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn shells_eval_only_the_shell_form_of_print_env() {
+    assert_eq!(plain_env_evals("eval \"$(cargo xtask e2e-setup --print-env)\"\n").len(), 1);
+    assert_eq!(plain_env_evals("env=\"$(cargo xtask e2e-setup --sets a --print-env)\"\n").len(), 1);
+    assert!(plain_env_evals("eval \"$(cargo xtask e2e-setup --print-env=shell)\"\n").is_empty());
+    assert!(plain_env_evals("cargo xtask e2e-setup --print-env >> \"$NEXTEST_ENV\"\n").is_empty());
+    let mut files = workflow_files();
+    files.push(root().join("README.md"));
+    files.extend(std::fs::read_dir(root().join("docs")).unwrap().map(|e| e.unwrap().path()));
+    files.retain(|p| p.extension().is_some_and(|x| x == "md" || x == "yml" || x == "yaml"));
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        found.extend(plain_env_evals(&text).into_iter().map(|l| format!("{}: {l}", f.display())));
+    }
+    assert!(found.is_empty(), "use --print-env=shell where a shell evaluates it:\n{}", found.join("\n"));
+}
+
+/// `.ci/run` runs the tests as on a developer machine: against the local backend, whatever
+/// else the machine has, in a state folder of its own under the clone's `target/`, so that the
+/// developer's own setup is neither used nor torn down by its trap.
+#[test]
+fn ci_run_pins_the_local_backend_and_a_state_folder_of_its_own() {
+    let text = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!(".ci/run lacks `{needle}`"));
+    let backend = at("export E2E_BACKEND=local\n");
+    let state = at("export E2E_STATE_DIR=\"$PWD/target/");
+    let first_use = at("trap ").min(at("cargo nextest run --workspace"));
+    assert!(backend < first_use && state < first_use, "set before the trap and the tests");
+    assert!(at("cd \"$(dirname \"$0\")/..\"") < state, "$PWD is the clone's root there");
+}

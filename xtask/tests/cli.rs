@@ -1,5 +1,6 @@
 //! The command line as a user runs it: exit codes, stdout/stderr, bad input, a killed run.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,8 +17,13 @@ mod progress;
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env_remove("E2E_BACKEND").env("E2E_LOG", "info");
+    xtask_env(&mut c);
     c
+}
+
+/// The environment `xtask` runs in here, also for a shell that runs it.
+fn xtask_env(c: &mut Command) -> &mut Command {
+    c.env_remove("DATABASE_URL").env_remove("E2E_MIGRATIONS_DIR").env_remove("E2E_BACKEND").env("E2E_LOG", "info")
 }
 
 /// A temporary folder holding `files`.
@@ -102,6 +108,33 @@ fn status_and_plan_report_as_json() {
         .map(|m| (m["version"].as_i64().unwrap(), m["state"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(states, [(13, "pending".into()), (15, "applied".into()), (21, "pending".into())]);
+}
+
+#[test]
+fn migrate_status_of_some_sets_lists_every_other_applied_migration_too() {
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    for set in ["workflow", "notification"] {
+        let o = run(xtask().args(["migrate", "up", "--sets", set, "--database-url", &url]));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = run(xtask().args(["migrate", "status", "--sets", "workflow", "--output", "json", "--database-url", &url]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let states: Vec<(i64, String)> = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["version"].as_i64().unwrap(), m["state"].as_str().unwrap().to_string()))
+        .collect();
+    // 21 is applied (by notification), 13 is pending in a set not asked for.
+    assert_eq!(states, [(15, "applied".into()), (21, "applied".into())]);
+    let o = run(xtask().args(["migrate", "status", "--sets", "workflow", "--database-url", &url]));
+    assert!(stdout(&o).contains("021_create_notification_audit_table.sql"), "{}", stdout(&o));
+    // plan stays the sets' own: nothing of theirs is pending
+    let o = run(xtask().args(["migrate", "plan", "--sets", "workflow", "--output", "json", "--database-url", &url]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["migrations"].as_array().unwrap().len(), 0, "{v}");
 }
 
 /// Waits until a session of `url`'s server runs a query containing `needle`.
@@ -219,6 +252,92 @@ fn local_setup_is_reused_and_teardown_is_idempotent() {
 }
 
 #[test]
+fn print_env_shell_is_eval_safe_and_exports() {
+    // A URL no shell may read unquoted: `&` (a background job), spaces, a command substitution,
+    // both quotes. `eval` of plain KEY=VALUE lines neither exported it nor kept it whole.
+    let db = FreshDb::new();
+    let url = format!("{}?application_name=it's a \"b\" $(touch pwned) `touch pwned2`&connect_timeout=10", db.url());
+    let state = dir(&[]);
+    // The URL reaches setup as a flag; the shells' environment holds no DATABASE_URL.
+    let script = format!(
+        "env=$('{}' e2e-setup --backend url --sets notification --database-url \"$URL\" --print-env=shell) || exit 1
+         eval \"$env\" && sh -c 'printf %s \"$DATABASE_URL\"'",
+        env!("CARGO_BIN_EXE_xtask")
+    );
+    // Run in a folder of the workspace (where a substitution that ran would leave its file).
+    let cwd = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("print-env-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let o = run(xtask_env(Command::new("sh").current_dir(&cwd).args(["-c", &script]))
+        .env("E2E_STATE_DIR", state.path())
+        .env("URL", &url));
+    let ran = cwd.join("pwned").exists() || cwd.join("pwned2").exists();
+    std::fs::remove_dir_all(&cwd).unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), url, "the child shell sees the URL, exported and whole");
+    assert!(!ran, "a command substitution in the value ran");
+    // The plain form is what nextest's $NEXTEST_ENV reads: KEY=VALUE, as it is.
+    let o = run(xtask().env("E2E_STATE_DIR", state.path()).args([
+        "e2e-setup",
+        "--backend",
+        "url",
+        "--sets",
+        "notification",
+        "--print-env",
+        "--database-url",
+        &url,
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("DATABASE_URL={url}\n"));
+}
+
+#[test]
+fn a_dependency_s_log_does_not_repeat_the_error() {
+    // kube-rs logs its own ERROR line for a failed request, which the error then says again.
+    let state = dir(&[(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+         contexts:\n- name: ctx\n  context:\n    cluster: c\n    user: u\ncurrent-context: ctx\n\
+         users:\n- name: u\n  user:\n    token: t\n",
+    )]);
+    let o = run(xtask()
+        .env_remove("E2E_LOG")
+        .env("KUBECONFIG", state.path().join("kubeconfig"))
+        .env("E2E_STATE_DIR", state.path().join("state"))
+        .args(["e2e-setup", "--backend", "kube", "--context", "ctx", "--namespace", "e2e-logs"]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("error: reaching the API server of context ctx"), "{e}");
+    assert!(!e.contains("ERROR"), "a dependency's log line: {e}");
+    // E2E_LOG still chooses: asked for, the dependency's logs are there.
+    let o = run(xtask()
+        .env("E2E_LOG", "info")
+        .env("KUBECONFIG", state.path().join("kubeconfig"))
+        .env("E2E_STATE_DIR", state.path().join("state"))
+        .args(["e2e-setup", "--backend", "kube", "--context", "ctx", "--namespace", "e2e-logs"]));
+    assert!(stderr(&o).contains("ERROR"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_fault_hook_kills_only_its_own_process_outside_a_group_of_its_own() {
+    // A shell leads the group and runs setup in it, as an interactive shell without job control
+    // or a harness does: the hook must not take the shell down with setup.
+    let db = FreshDb::new();
+    let state = dir(&[]);
+    let script = format!(
+        "'{}' e2e-setup --backend url --sets notification --database-url \"$URL\"; echo \"survived: $?\"",
+        env!("CARGO_BIN_EXE_xtask")
+    );
+    let cwd = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run(xtask_env(Command::new("sh").current_dir(cwd).args(["-c", &script]))
+        .env("E2E_FAULT_AT", "migrations")
+        .env("E2E_STATE_DIR", state.path())
+        .env("URL", db.url())
+        .process_group(0));
+    assert!(stderr(&o).contains("E2E_FAULT_AT=migrations"), "the hook fired: {}", stderr(&o));
+    assert_eq!(stdout(&o), "survived: 137\n", "the shell survived; setup died of SIGKILL: {o:?}");
+}
+
+#[test]
 fn missing_server_binaries_say_what_to_install() {
     let state = dir(&[]);
     let o = run(xtask()
@@ -291,6 +410,9 @@ fn a_port_that_is_not_postgresql_fails_within_the_connect_timeout() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains(&format!("connecting to 127.0.0.1:{port}")) && e.contains("within 1 s"), "{e}");
+    // What to do is said once, by the hint, with the flag.
+    assert_eq!(e.matches("raise").count(), 1, "{e}");
+    assert!(e.contains("\nhint: raise the limit with --connect-timeout SECONDS"), "{e}");
     // The environment variable sets it too (and partitions share the flag).
     let o = run(xtask().env("E2E_CONNECT_TIMEOUT", "1").args(["partitions", "list", "--database-url", &url]));
     assert!(!o.status.success());

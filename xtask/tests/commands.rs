@@ -80,7 +80,7 @@ fn migrate_new_refuses_bad_input_and_writes_nothing() {
     let d = project_copy();
     let before = listing(d.path());
     let cases: &[(&[&str], &str)] = &[
-        (&["add_widgets", "--set", "audti"], r#"unknown set "audti"; known sets: all, audit, notification, workflow"#),
+        (&["add_widgets", "--set", "audti"], r#"unknown set "audti"; known sets: audit, notification, workflow"#),
         (&["add_widgets"], "--set SET is required"),
         (&["add widgets", "--set", "audit"], r#"migration name "add widgets" is not an identifier"#),
         (&["add_widgets", "--set", "audit", "--version", "15"], "--version 15: version 15 already exists: "),

@@ -75,7 +75,7 @@ fn bad_manifests_are_refused_before_any_database_is_touched() {
         (
             format!("table = '{}'\ncolumn = 'k'\nname = '{{table}}_{{table}}_{{yyyy}}_{{mm}}'", "e".repeat(30)),
             "\"eeeeeeeeee",
-            "which is longer than 63 bytes (69 bytes",
+            "(69 bytes), which is longer than 63 bytes",
         ),
         ("table = 'events'\ncolumn = 'k'\nahead = 100000".into(), "\"events\"", "at most 1000 per table"),
         (

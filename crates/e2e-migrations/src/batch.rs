@@ -1,6 +1,6 @@
 //! One migration as one simple-query string (pure): `BEGIN`, a transaction-local marker, the
-//! migration's statements, a guard that raises unless the marker is still set, the tracking rows,
-//! `COMMIT`; and which part of that string an error came from.
+//! migration's statements, a guard that raises unless the marker is still set and then returns a
+//! checkpoint row, the tracking rows, `COMMIT`; and which part of that string an error came from.
 //!
 //! Why one string: the server runs it in one round trip and stops at the first error, so nothing
 //! after a failed statement is run or answered (no "current transaction is aborted" replies, no
@@ -13,13 +13,20 @@
 //! An error is attributed to its statement by the server's error position (an offset in the
 //! whole string, which PostgreSQL reports for a multi-statement string), or, for an error without
 //! one, by the number of statements that completed before it (one `CommandComplete` each), counted
-//! at psql's statement boundaries like the server's ([`crate::txblock::split`]).
+//! at psql's statement boundaries like the server's ([`crate::txblock::split`]). That count is
+//! right only while the server reads the file as the check does; the checkpoint row tells which
+//! side of the guard the error is on whatever the count says: before it came back, the error is
+//! in the migration's own SQL, never in the tracking rows.
 
 use crate::goose::Statement;
 use crate::txblock;
 
 /// The custom setting that marks the migration's own transaction.
 pub const MARKER: &str = "e2e_migrations.transaction";
+
+/// The column of the checkpoint row, which the guard's piece returns once every statement of the
+/// migration ran in its transaction (its value is the run's token).
+pub const CHECKPOINT_COLUMN: &str = "e2e_migrations_checkpoint";
 
 /// The message of the guard's error, when the migration's transaction ended early.
 pub const GUARD_MESSAGE: &str = "e2e-migrations: the migration's transaction ended before its tracking rows";
@@ -35,6 +42,10 @@ pub enum Part {
     Guard,
     /// The tracking rows and `COMMIT` (a tracking error, or a deferred constraint at commit).
     Finish,
+    /// The migration's own SQL, past its last statement by the count although the checkpoint
+    /// never came back: the server read more statements in the file than the check did (a
+    /// `COMMIT` or a quote the check could not see), and one of those failed.
+    Unseen,
 }
 
 /// Where an error came from.
@@ -70,7 +81,8 @@ pub struct Batch {
 
 impl Batch {
     /// Builds the string for `statements`, marking the transaction with `token` (a fresh random
-    /// value per run) and recording it with `tracking` (SQL statements ending in `;`).
+    /// value per run, also the checkpoint row's value) and recording it with `tracking` (SQL
+    /// statements ending in `;`).
     pub fn new(statements: &[Statement], token: &str, tracking: &str) -> Batch {
         let mut b = Batch { text: String::new(), pieces: Vec::new() };
         b.push(Part::Start, &format!("BEGIN;\nSET LOCAL {MARKER} = '{token}';\n"));
@@ -89,7 +101,8 @@ impl Batch {
             Part::Guard,
             &format!(
                 "DO $e2e_guard$ BEGIN IF current_setting('{MARKER}', true) IS DISTINCT FROM '{token}' THEN \
-                 RAISE EXCEPTION USING ERRCODE = '25000', MESSAGE = '{}'; END IF; END $e2e_guard$;\n",
+                 RAISE EXCEPTION USING ERRCODE = '25000', MESSAGE = '{}'; END IF; END $e2e_guard$;\n\
+                 SELECT '{token}' AS {CHECKPOINT_COLUMN};\n",
                 GUARD_MESSAGE.replace('\'', "''")
             ),
         );
@@ -114,16 +127,24 @@ impl Batch {
         Located { part: piece.part, offset: at.saturating_sub(piece.start), exact: true }
     }
 
-    /// The part whose statement failed after `completed` statements of the string completed.
-    pub fn locate_completed(&self, completed: usize) -> Located {
+    /// The part whose statement failed after `completed` statements of the string completed;
+    /// `past_guard` says whether the checkpoint row came back. Before it, the error is in the
+    /// migration's own SQL: a count that reaches the guard or beyond is [`Part::Unseen`].
+    pub fn locate_completed(&self, completed: usize, past_guard: bool) -> Located {
+        if past_guard {
+            return Located { part: Part::Finish, offset: 0, exact: false };
+        }
         let mut left = completed;
         for p in &self.pieces {
+            if matches!(p.part, Part::Guard | Part::Finish) {
+                break;
+            }
             if left < p.statements.len() {
                 return Located { part: p.part, offset: p.statements[left], exact: false };
             }
             left -= p.statements.len();
         }
-        Located { part: Part::Finish, offset: 0, exact: false }
+        Located { part: Part::Unseen, offset: 0, exact: false }
     }
 
     /// How many SQL statements the string holds (the `CommandComplete`s of a run that succeeds).
@@ -156,12 +177,13 @@ mod tests {
             SET LOCAL e2e_migrations.transaction = 't0k';
             CREATE TABLE t (x int);
             DO $e2e_guard$ BEGIN IF current_setting('e2e_migrations.transaction', true) IS DISTINCT FROM 't0k' THEN RAISE EXCEPTION USING ERRCODE = '25000', MESSAGE = 'e2e-migrations: the migration''s transaction ended before its tracking rows'; END IF; END $e2e_guard$;
+            SELECT 't0k' AS e2e_migrations_checkpoint;
             INSERT INTO a VALUES (1);
             INSERT INTO b VALUES (1);
             COMMIT;
         "#]]
         .assert_eq(&b.text);
-        assert_eq!(b.statement_count(), 7);
+        assert_eq!(b.statement_count(), 8);
     }
 
     #[test]
@@ -170,7 +192,7 @@ mod tests {
             "-- +goose Up\n-- +goose StatementBegin\nSELECT 1 -- no semicolon\n-- +goose StatementEnd\nSELECT 2;\n",
         );
         assert!(b.text.contains("SELECT 1 -- no semicolon\n;\nSELECT 2;\n"), "{}", b.text);
-        assert_eq!(b.statement_count(), 2 + 2 + 1 + 3);
+        assert_eq!(b.statement_count(), 2 + 2 + 2 + 3);
     }
 
     #[test]
@@ -191,17 +213,27 @@ mod tests {
             "-- +goose Up\nCREATE TABLE t (x int);\n-- +goose StatementBegin\nINSERT INTO t VALUES (1); ;\nINSERT INTO t VALUES (2);\n-- +goose StatementEnd\nSELECT 'é';\n",
         );
         // BEGIN and SET LOCAL complete first.
-        assert_eq!(b.locate_completed(0).part, Part::Start);
-        assert_eq!(b.locate_completed(1).part, Part::Start);
-        assert_eq!(b.locate_completed(2).part, Part::Statement(0));
-        let l = b.locate_completed(4);
+        assert_eq!(b.locate_completed(0, false).part, Part::Start);
+        assert_eq!(b.locate_completed(1, false).part, Part::Start);
+        assert_eq!(b.locate_completed(2, false).part, Part::Statement(0));
+        let l = b.locate_completed(4, false);
         assert_eq!((l.part, l.exact), (Part::Statement(1), false));
         assert_eq!(stmts[1].position(l.offset), (5, 1), "the empty statement `;` completes nothing");
-        assert_eq!(b.locate_completed(5).part, Part::Statement(2));
-        assert_eq!(b.locate_completed(6).part, Part::Guard);
-        assert_eq!(b.locate_completed(7).part, Part::Finish);
-        assert_eq!(b.locate_completed(9).part, Part::Finish);
-        assert_eq!(b.locate_completed(99).part, Part::Finish);
+        assert_eq!(b.locate_completed(5, false).part, Part::Statement(2));
+        // Past the checkpoint: the tracking rows or COMMIT, whatever the count.
+        assert_eq!(b.locate_completed(8, true).part, Part::Finish);
+        assert_eq!(b.locate_completed(3, true).part, Part::Finish);
+    }
+
+    #[test]
+    fn a_count_past_the_statements_before_the_checkpoint_is_the_migrations_own_sql() {
+        // The server read more statements than the check: the count runs into the guard, the
+        // tracking rows, or past the end, yet the checkpoint never came back.
+        let (_, b) = batch("-- +goose Up\nCREATE TABLE t (x int);\n");
+        for completed in [3, 4, 5, 7, 8, 99] {
+            assert_eq!(b.locate_completed(completed, false).part, Part::Unseen, "{completed}");
+        }
+        assert_eq!(b.locate_completed(2, false).part, Part::Statement(0));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - [`crate::partitions::spec`], [`crate::partitions::calendar`], [`crate::partitions::reconcile`],
 //!   [`crate::partitions::sql`], [`crate::partitions::bounds`]: partitions declared, dated,
 //!   planned, written as SQL, and their bounds read as the catalog prints them;
-//! - this module: [`Error`], and cutting long lists for messages.
+//! - this module: [`Error`], and cutting long lists (and counting nouns) for messages.
 //!
 //! The library's [`crate::Error`] wraps [`Error`] ([`crate::Error::Core`]), so a caller of the
 //! engine sees one type.
@@ -301,6 +301,11 @@ pub fn cut_list_with<T: std::fmt::Display>(items: &[T], separator: &str) -> Stri
     }
 }
 
+/// `n` and the noun for that many (pure): `1 row`, `0 rows`, `2 statements`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// An error and its causes as one line, `outer: cause: root cause`: how a report shows an error
 /// whose messages each say one thing (what was being done, then why), never repeating a cause.
 pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
@@ -317,6 +322,13 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_is_singular_and_every_other_count_plural() {
+        assert_eq!(counted(1, "row", "rows"), "1 row");
+        assert_eq!(counted(0, "row", "rows"), "0 rows");
+        assert_eq!(counted(2, "statement", "statements"), "2 statements");
+    }
 
     #[test]
     fn long_lists_are_cut_with_a_count() {

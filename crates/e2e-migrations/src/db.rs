@@ -171,7 +171,11 @@ fn unencoded_at_in_credentials(url: &str) -> bool {
 /// not know may be part of a password).
 fn scrub_parse_error(message: &str) -> String {
     if let Some(i) = message.find("unknown option") {
-        return format!("{}unknown option (a word that is not a connection setting: a value with spaces must be quoted, password='a b')", &message[..i]);
+        return format!(
+            "{}unknown option (a word that is not a connection setting: a misspelt setting, or part of a value \
+             with a space that is not in single quotes, as password='a b' is)",
+            &message[..i]
+        );
     }
     if let Some(i) = message.find("unexpected character at byte") {
         let rest = &message[i..];

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::core::{cut_list, cut_list_with, report, LISTED};
+pub use crate::core::{counted, cut_list, cut_list_with, report, LISTED};
 
 /// A failed migration statement, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +130,8 @@ pub enum Error {
     },
     /// No PostgreSQL answer within the connect timeout.
     #[error(
-        "connecting to {address} ({url}): no PostgreSQL answer within {} s; something else may listen there, or a \
-         forward is stuck (raise the connect timeout if the server is slow)",
+        "connecting to {address} ({url}): no PostgreSQL answer within {} s: something else may listen there, a \
+         forward may be stuck, or the server is slower than that",
         timeout.as_secs_f64()
     )]
     ConnectTimeout {
@@ -145,7 +145,7 @@ pub enum Error {
     /// A server that gave no complete startup (connect, authentication, session setup) within
     /// the connect timeout, while doing what `context` says.
     #[error(
-        "{context}: no PostgreSQL answer within {} s (raise the connect timeout if the server is slow)",
+        "{context}: no PostgreSQL answer within {} s (a stuck server, or one slower than that)",
         timeout.as_secs_f64()
     )]
     NoAnswer {

@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod migrator;
 pub mod partitions;
 pub mod plan;
+mod process;
 pub mod progress;
 pub mod scan;
 pub mod secret;

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::batch::{Batch, Located, Part, GUARD_MESSAGE};
+use crate::batch::{Batch, Located, Part, CHECKPOINT_COLUMN, GUARD_MESSAGE};
 use crate::db;
 use crate::error::{DbContext, Error, Result, SqlFailure};
 use crate::goose::Statement;
@@ -300,14 +300,22 @@ fn record_sql(m: &Migration, up: bool, duration_ms: Option<f64>) -> String {
 /// ([`Batch`]): one round trip, nothing run after the first error, and the tracking rows only in
 /// the transaction that ran every statement. Returns the number of statements.
 async fn apply_in_transaction(client: &Client, m: &Migration, statements: &[Statement], up: bool) -> Result<usize> {
-    let batch = Batch::new(statements, &token()?, &record_sql(m, up, None));
+    let token = token()?;
+    let batch = Batch::new(statements, &token, &record_sql(m, up, None));
     let mut completed = 0;
+    let mut past_guard = false;
     let run = async {
         let stream = client.simple_query_raw(&batch.text).await?;
         let mut stream = std::pin::pin!(stream);
         while let Some(message) = stream.next().await {
-            if let SimpleQueryMessage::CommandComplete(_) = message? {
-                completed += 1;
+            match message? {
+                SimpleQueryMessage::CommandComplete(_) => completed += 1,
+                SimpleQueryMessage::Row(row)
+                    if row.columns().first().is_some_and(|c| c.name() == CHECKPOINT_COLUMN) =>
+                {
+                    past_guard |= row.get(0) == Some(token.as_str());
+                }
+                _ => {}
             }
         }
         Ok::<(), tokio_postgres::Error>(())
@@ -323,7 +331,7 @@ async fn apply_in_transaction(client: &Client, m: &Migration, statements: &[Stat
     }
     let at = match e.as_db_error().and_then(|d| d.position()) {
         Some(ErrorPosition::Original(p)) => batch.locate_position(*p as usize),
-        _ => batch.locate_completed(completed),
+        _ => batch.locate_completed(completed, past_guard),
     };
     Err(located_failure(m, statements, at, &e))
 }
@@ -354,7 +362,17 @@ fn located_failure(m: &Migration, statements: &[Statement], at: Located, e: &tok
                  before that point may have been committed; check the database by hand before running again",
             )
         }
-        Part::Guard | Part::Finish => (None, Some("at COMMIT (tracking rows or deferred constraints)")),
+        Part::Unseen if !lost => {
+            let message = format!(
+                "{} (in the migration, after a statement that the up-front check could not see: the server read \
+                 more statements in this file than the check did, such as ones hidden by a setting that changes \
+                 how quotes are read); the version is NOT recorded, but if that SQL ended the transaction, \
+                 statements before that point were committed: check the database by hand before running again",
+                e.as_db_error().map(|d| d.message()).unwrap_or_default()
+            );
+            return failure_with(m, None, e, &message);
+        }
+        Part::Guard | Part::Finish | Part::Unseen => (None, Some("at COMMIT (tracking rows or deferred constraints)")),
     };
     if lost {
         // Which statement was running is unknown: the server sends its replies when the string

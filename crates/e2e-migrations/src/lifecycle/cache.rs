@@ -19,7 +19,6 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::LifecycleError;
 use crate::error::{Error, Result};
 
 /// Bumped when an entry's layout changes.
@@ -113,12 +112,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 struct CacheLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
 
 fn lock(dir: &Path, exclusive: bool) -> Result<CacheLock> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let f = fs::File::open(dir).map_err(io(dir))?;
-    let how = if exclusive { nix::fcntl::FlockArg::LockExclusive } else { nix::fcntl::FlockArg::LockShared };
-    let l = nix::fcntl::Flock::lock(f, how)
-        .map_err(|(_, source)| LifecycleError::Lock { path: dir.to_path_buf(), source })?;
-    Ok(CacheLock(l))
+    Ok(CacheLock(super::lock_dir(dir, exclusive)?))
 }
 
 /// Copies the folder `from` to `to` (made, mode 0700), files, folders and symlinks, skipping

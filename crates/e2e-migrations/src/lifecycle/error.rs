@@ -73,6 +73,21 @@ pub enum LifecycleError {
         /// What did not match.
         why: String,
     },
+    /// The local server answers nothing on its socket, yet its postmaster (or a process of it)
+    /// is still alive: its files are left alone, as PostgreSQL itself would not start beside it.
+    #[error(
+        "the local PostgreSQL server of {} does not answer: {why}; it is left alone: stop it (kill {pid}, \
+         and kill -9 {pid} if it is still there after a minute; its other processes exit after it), then try again",
+        data_dir.display()
+    )]
+    Unresponsive {
+        /// Its data folder.
+        data_dir: PathBuf,
+        /// The pid its `postmaster.pid` names.
+        pid: i32,
+        /// What answered nothing, and what is still alive.
+        why: String,
+    },
     /// The record names a backend this build cannot reach (kube without the `kube` feature).
     #[error("the {backend} setup in {} is reached through the Kubernetes API, which this build lacks (the e2e-migrations feature \"kube\")", file.display())]
     NoKubeSupport {

@@ -20,8 +20,13 @@
 //! - a server is reused, stopped or its folder deleted only after it proved to be ours
 //!   (a question asked on a live connection over the private socket).
 //!
+//! A server that answers nothing is judged by what is left of it (`postmaster::fate`): its
+//! lock files are removed only once its postmaster and every process of it have exited (a
+//! killed postmaster may linger as a zombie until its parent reaps it); one that lives on is
+//! left alone, and the error names its pid.
+//!
 //! Portable to Linux and macOS: `postmaster.pid` (read as `pg_ctl` reads it), `kill(pid, 0)`
-//! and the proof over the socket; no `/proc`.
+//! and the proof over the socket; `/proc` (Linux) or `ps` (elsewhere) only to tell a zombie.
 
 use std::fs;
 use std::io::Write;
@@ -447,8 +452,8 @@ fn remove_path(p: &Path) -> Result<()> {
     }
 }
 
-fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
+/// The last `n` lines of `text` (pure).
+fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -472,14 +477,47 @@ struct Login {
 enum Probe {
     /// Running, and proven ours: this pid is its postmaster.
     Ours { pid: i32, port: u16 },
-    /// Not running; a `postmaster.pid` left behind is stale, for this reason.
+    /// Not running; a `postmaster.pid` left behind is stale, for this reason (its postmaster and
+    /// every process of it have exited, so its lock files may go).
     Down { stale: Option<String> },
     /// Something answers on our socket that is not the server made here.
     NotOurs(String),
+    /// `postmaster.pid` names a postmaster that answers nothing, yet it (or a process of it) is
+    /// still alive after [`GONE_PATIENCE`]: nothing of it may be removed or started over.
+    Hung { pid: i32, why: String },
+}
+
+/// How long a postmaster that answers nothing but is still alive gets to go away (one killed a
+/// moment ago, whose processes are still exiting) before it counts as hung.
+const GONE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The postmasters this process started: its own children, which it alone can reap once they
+/// exit (until then `kill(pid, 0)` finds them, as zombies).
+fn started_here() -> &'static std::sync::Mutex<Vec<i32>> {
+    static STARTED: std::sync::OnceLock<std::sync::Mutex<Vec<i32>>> = std::sync::OnceLock::new();
+    STARTED.get_or_init(Default::default)
+}
+
+/// Reaps `pid` if it is a postmaster this process started and it has exited.
+fn reap_if_ours(pid: i32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let mut started = started_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !started.contains(&pid) {
+        return;
+    }
+    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => {}
+        _ => started.retain(|p| *p != pid),
+    }
 }
 
 /// Asks the server of `layout` what it is (see [`super::postmaster`]). `instance_id` is the id
 /// made at creation; `None` only for an earlier version's server, which carries none.
+///
+/// When nothing answers, what is left of the postmaster that `postmaster.pid` names decides
+/// ([`postmaster::fate`]): exited (a killed postmaster, maybe a zombie not reaped yet) is
+/// [`Probe::Down`] with a stale file; still alive, it gets [`GONE_PATIENCE`] to go, and is
+/// [`Probe::Hung`] after that.
 async fn probe(layout: &Layout, instance_id: Option<&str>, login: &Login) -> Probe {
     let Some(mut file) = read_pid_file(&layout.data) else {
         return Probe::Down { stale: None };
@@ -487,65 +525,77 @@ async fn probe(layout: &Layout, instance_id: Option<&str>, login: &Login) -> Pro
     let data = fs::canonicalize(&layout.data).unwrap_or_else(|_| layout.data.clone());
     // A server killed while starting comes up within seconds; one stopping goes away.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut patience: Option<Instant> = None;
     loop {
-        if let Some(why) = postmaster::stale_reason(&file, &data, postmaster::pid_alive(file.pid)) {
+        if let Some(why) = postmaster::stale_reason(&file, &data, crate::process::pid_alive(file.pid)) {
             return Probe::Down { stale: Some(why) };
         }
-        match postmaster::ask(&layout.sock, file.port, &login.user, login.password.as_deref(), login.timeout).await {
-            Ok(live) => {
-                return match postmaster::judge(&live, &file, &data, instance_id) {
-                    Ok(()) => Probe::Ours { pid: file.pid, port: file.port },
-                    Err(why) => Probe::NotOurs(why),
+        let (silence, settling) =
+            match postmaster::ask(&layout.sock, file.port, &login.user, login.password.as_deref(), login.timeout).await
+            {
+                Ok(live) => {
+                    return match postmaster::judge(&live, &file, &data, instance_id) {
+                        Ok(()) => Probe::Ours { pid: file.pid, port: file.port },
+                        Err(why) => Probe::NotOurs(why),
+                    };
+                }
+                Err(Startup::TimedOut(t)) => (
+                    format!("nothing answered on {} within {} s", layout.sock.display(), t.as_secs_f64()),
+                    matches!(file.status.as_str(), "starting" | "stopping"),
+                ),
+                Err(Startup::Failed(e)) => {
+                    let settling = e.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
+                        || matches!(file.status.as_str(), "starting" | "stopping");
+                    if e.as_db_error().is_some() && !settling {
+                        return Probe::NotOurs(format!("it refused us: {}", crate::error::describe_db_error(&e)));
+                    }
+                    let why = format!(
+                        "no server of this folder answers on {} ({})",
+                        layout.sock.display(),
+                        crate::error::describe_db_error(&e)
+                    );
+                    (why, settling)
+                }
+            };
+        reap_if_ours(file.pid);
+        match postmaster::fate(file.pid, &postmaster::remains(&file, &layout.sock).await) {
+            postmaster::Fate::Exited(why) => return Probe::Down { stale: Some(format!("{silence}; {why}")) },
+            postmaster::Fate::Alive(why) => {
+                let waited_enough = if settling {
+                    Instant::now() > deadline
+                } else {
+                    Instant::now() > *patience.get_or_insert_with(|| Instant::now() + GONE_PATIENCE)
                 };
-            }
-            Err(Startup::TimedOut(t)) => {
-                // Our private socket, yet no answer: a server that hangs is not one to reuse.
-                if Instant::now() > deadline || !matches!(file.status.as_str(), "starting" | "stopping") {
-                    return Probe::Down {
-                        stale: Some(format!(
-                            "its pid {} is alive, but nothing answered on {} within {} s",
-                            file.pid,
-                            layout.sock.display(),
-                            t.as_secs_f64()
-                        )),
-                    };
-                }
-                match read_pid_file(&layout.data) {
-                    Some(f) => file = f,
-                    None => return Probe::Down { stale: None },
-                }
-            }
-            Err(Startup::Failed(e)) => {
-                let settling = e.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
-                    || matches!(file.status.as_str(), "starting" | "stopping");
-                if e.as_db_error().is_some() && !settling {
-                    return Probe::NotOurs(format!("it refused us: {}", crate::error::describe_db_error(&e)));
-                }
-                if !settling || Instant::now() > deadline {
-                    return Probe::Down {
-                        stale: Some(format!(
-                            "its pid {} is alive, but no server of this folder answers on {} ({})",
-                            file.pid,
-                            layout.sock.display(),
-                            crate::error::describe_db_error(&e)
-                        )),
-                    };
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                match read_pid_file(&layout.data) {
-                    Some(f) => file = f,
-                    None => return Probe::Down { stale: None },
+                if waited_enough {
+                    return Probe::Hung { pid: file.pid, why: format!("{silence}, yet {why}") };
                 }
             }
         }
+        tokio::time::sleep(Duration::from_millis(if settling { 50 } else { 100 })).await;
+        match read_pid_file(&layout.data) {
+            Some(f) => file = f,
+            None => return Probe::Down { stale: None },
+        }
     }
+}
+
+/// Removes the lock files of a postmaster that has exited ([`Probe::Down`] with a stale file):
+/// `postmaster.pid`, and the socket lock files in our private socket folder that name its pid
+/// (PostgreSQL takes one whose pid is still found, a zombie's too, as held).
+fn remove_stale_locks(layout: &Layout) -> Result<()> {
+    if let Some(file) = read_pid_file(&layout.data) {
+        for lock in postmaster::socket_locks_of(&layout.sock, file.pid) {
+            remove_path(&lock)?;
+        }
+    }
+    remove_path(&layout.data.join("postmaster.pid"))
 }
 
 /// Stops the proven postmaster `pid` of `data`: fast shutdown (SIGINT, as `pg_ctl stop -m fast`
 /// sends), then immediate (SIGQUIT), then SIGKILL. The pid is signalled directly, not re-read
 /// from a file, because it is the one that proved to be ours. Done is when its
-/// `postmaster.pid` is gone (as `pg_ctl` waits), or the process: an exited postmaster may stay
-/// a zombie for a while where nothing reaps orphans promptly.
+/// `postmaster.pid` is gone (as `pg_ctl` waits), or the process has exited: an exited postmaster
+/// may stay a zombie for a while where nothing reaps orphans promptly.
 async fn stop_pid(pid: i32, data: &Path) {
     use nix::sys::signal::{kill, Signal};
     let p = nix::unistd::Pid::from_raw(pid);
@@ -555,10 +605,17 @@ async fn stop_pid(pid: i32, data: &Path) {
             return;
         }
         let deadline = Instant::now() + Duration::from_millis(wait);
+        let mut round = 0u32;
         while Instant::now() < deadline {
-            if !pid_file.exists() || !postmaster::pid_alive(pid) {
+            reap_if_ours(pid);
+            if !pid_file.exists() || !crate::process::pid_alive(pid) {
                 return;
             }
+            // (where `ps` tells it, not every round)
+            if round % 10 == 9 && crate::process::zombie(pid) == Some(true) {
+                return;
+            }
+            round += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -603,8 +660,8 @@ async fn initdb(bindir: &Path, into: &Path, root: &Path, acct: &Option<Account>)
     if !super::fault::armed(FaultStep::Initdb) {
         return run(&program, &mut cmd).await;
     }
-    // The test hook: kill this process group while initdb is half-way.
-    let _child = cmd
+    // The test hook: kill this process (and initdb) while initdb is half-way.
+    let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -613,7 +670,7 @@ async fn initdb(bindir: &Path, into: &Path, root: &Path, acct: &Option<Account>)
     while !into.join("PG_VERSION").exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    fault_point(FaultStep::Initdb);
+    super::fault::fault_point_with(FaultStep::Initdb, &child.id().into_iter().collect::<Vec<_>>());
     unreachable!("the fault hook kills this process")
 }
 
@@ -651,10 +708,11 @@ fn prepare_files(layout: &Layout, acct: &Option<Account>) -> Result<()> {
 }
 
 /// Starts the server on a free port (the preferred one if free), trying another port when the
-/// chosen one was taken in between, and waits until it is ready as `pg_ctl start -w` does: its
-/// `postmaster.pid` names it and says `ready`. `postgres` is run directly, not through
-/// `pg_ctl`, because `pg_ctl` hands the data folder's path to `/bin/sh` inside double quotes: a
-/// checkout path holding `$(...)` or a backquote would run as a command.
+/// chosen one was taken in between (or its socket lock file is held), and waits until it is
+/// ready as `pg_ctl start -w` does: its `postmaster.pid` names it and says `ready`. `postgres`
+/// is run directly, not through `pg_ctl`, because `pg_ctl` hands the data folder's path to
+/// `/bin/sh` inside double quotes: a checkout path holding `$(...)` or a backquote would run as
+/// a command.
 async fn start(
     layout: &Layout,
     local: &mut LocalRecord,
@@ -687,32 +745,44 @@ async fn start(
             cmd.uid(a.uid).gid(a.gid).env("HOME", "/");
         }
         let mut child = cmd.spawn().map_err(|source| LifecycleError::Spawn { program: program.clone(), source })?;
+        let pid = child.id() as i32;
+        started_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pid);
         let deadline = Instant::now() + Duration::from_secs(60);
         let exited = loop {
             if let Ok(Some(status)) = child.try_wait() {
                 break Some(status);
             }
-            if read_pid_file(&layout.data).is_some_and(|f| f.pid as u32 == child.id() && f.status == "ready") {
+            if read_pid_file(&layout.data).is_some_and(|f| f.pid == pid && f.status == "ready") {
                 local.port = port;
                 return Ok(());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 break None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let log_text = fs::read_to_string(&layout.log).unwrap_or_default();
-        let new = log_text.get(before as usize..).unwrap_or(&log_text);
+        started_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|p| *p != pid);
+        let log_text = fs::read(&layout.log).unwrap_or_default();
+        let new = String::from_utf8_lossy(log_text.get(before as usize..).unwrap_or(&log_text)).into_owned();
         last = match exited {
-            Some(status) => format!("postgres exited ({status})\n{}", tail(&layout.log, 15)),
-            None => format!("postgres was not ready within 60 s\n{}", tail(&layout.log, 15)),
+            Some(status) => format!("postgres exited ({status})\n{}", last_lines(&new, 15)),
+            None => format!("postgres was not ready within 60 s\n{}", last_lines(&new, 15)),
         };
-        if !(new.contains("could not bind") || new.contains("Address already in use")) {
+        if !start_failed_on_port(&new) {
             break;
         }
     }
     Err(LifecycleError::Start { log: layout.log.clone(), tail: last }.into())
+}
+
+/// Whether a failed start's log says the port was the trouble (pure): taken in between, or its
+/// socket lock file held by a pid that is still found (another port gets another lock file).
+pub(crate) fn start_failed_on_port(log: &str) -> bool {
+    log.contains("could not bind")
+        || log.contains("Address already in use")
+        || (log.contains("lock file \"") && log.contains(".s.PGSQL.") && log.contains("already exists"))
 }
 
 /// After every start, over the private socket: the generated password (as a SCRAM verifier, so
@@ -736,6 +806,11 @@ async fn finish(layout: &Layout, local: &LocalRecord, timeout: Duration) -> Resu
     }
     fault_point(FaultStep::Database);
     Ok(())
+}
+
+/// The error for a postmaster of `layout` that answers nothing yet lives on.
+fn unresponsive(layout: &Layout, pid: i32, why: String) -> Error {
+    LifecycleError::Unresponsive { data_dir: layout.data.clone(), pid, why }.into()
 }
 
 fn data_complete(layout: &Layout, instance_id: &str) -> bool {
@@ -810,6 +885,7 @@ async fn reuse_or_restart(
             Started::Reused
         }
         Probe::NotOurs(why) => return Err(LifecycleError::NotOurs { socket_dir: layout.sock, why }.into()),
+        Probe::Hung { pid, why } => return Err(unresponsive(&layout, pid, why)),
         Probe::Down { stale } => {
             if !data_complete(&layout, &rec.instance_id) {
                 notes.push(format!(
@@ -820,7 +896,7 @@ async fn reuse_or_restart(
             }
             if let Some(why) = stale {
                 notes.push(format!("removed a stale postmaster.pid: {why}"));
-                remove_path(&layout.data.join("postmaster.pid"))?;
+                remove_stale_locks(&layout)?;
             }
             let prefer = local.port;
             start(&layout, &mut local, &rec.instance_id, acct, Some(prefer)).await?;
@@ -864,6 +940,7 @@ async fn clean_leftovers(here: &Path, saved: &Saved, timeout: Duration, notes: &
             Probe::NotOurs(why) => {
                 return Err(LifecycleError::NotOurs { socket_dir: layout.sock, why }.into());
             }
+            Probe::Hung { pid, why } => return Err(unresponsive(&layout, pid, why)),
             Probe::Down { stale: Some(why) } => {
                 notes.push(format!("{}: a stale postmaster.pid ({why}); nothing signalled", layout.data.display()))
             }
@@ -1034,6 +1111,7 @@ pub async fn running(ws: &Workspace) -> Result<LocalServer> {
         }
         Probe::Down { .. } => Err(LifecycleError::ServerDown { state_dir: here }.into()),
         Probe::NotOurs(why) => Err(LifecycleError::NotOurs { socket_dir: layout.sock, why }.into()),
+        Probe::Hung { pid, why } => Err(unresponsive(&layout, pid, why)),
     }
 }
 
@@ -1048,6 +1126,8 @@ pub struct Inspection {
     pub not_ours: Option<String>,
     /// A stale `postmaster.pid`, and why it is stale.
     pub stale: Option<String>,
+    /// A postmaster that answers nothing yet is still alive, and what is known of it.
+    pub hung: Option<String>,
 }
 
 /// Looks at the local server of a record without changing anything (connecting within
@@ -1056,12 +1136,13 @@ pub async fn inspect(here: &Path, rec: &Record, timeout: Duration) -> Option<Ins
     let local = rec.local.as_ref()?;
     let layout = Layout::new(here, local.place);
     let login = Login { user: local.user.clone(), password: None, timeout };
-    let (up, not_ours, stale) = match probe(&layout, Some(&rec.instance_id), &login).await {
-        Probe::Ours { .. } => (true, None, None),
-        Probe::NotOurs(why) => (false, Some(why), None),
-        Probe::Down { stale } => (false, None, stale),
+    let (up, not_ours, stale, hung) = match probe(&layout, Some(&rec.instance_id), &login).await {
+        Probe::Ours { .. } => (true, None, None, None),
+        Probe::NotOurs(why) => (false, Some(why), None, None),
+        Probe::Down { stale } => (false, None, stale, None),
+        Probe::Hung { why, .. } => (false, None, None, Some(why)),
     };
-    Some(Inspection { layout, up, not_ours, stale })
+    Some(Inspection { layout, up, not_ours, stale, hung })
 }
 
 /// What [`teardown`] did.
@@ -1097,6 +1178,7 @@ pub async fn teardown(ws: &Workspace) -> Result<TeardownReport> {
                 Probe::NotOurs(why) => {
                     return Err(LifecycleError::NotOurs { socket_dir: layout.sock, why }.into());
                 }
+                Probe::Hung { pid, why } => return Err(unresponsive(&layout, pid, why)),
                 Probe::Down { .. } => {}
             }
         }
@@ -1149,6 +1231,17 @@ mod tests {
         assert!(m.is_dir() && !m.file_type().is_symlink());
         assert_eq!(m.mode() & 0o777, 0o700);
         assert!(target.is_dir(), "the symlink's target is left alone");
+    }
+
+    #[test]
+    fn another_port_is_tried_when_the_port_or_its_socket_lock_file_is_taken() {
+        assert!(start_failed_on_port("LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use"));
+        assert!(start_failed_on_port(
+            "FATAL:  lock file \"/s/sock/.s.PGSQL.5555.lock\" already exists\nHINT:  Is another postmaster (PID 7) using socket file"
+        ));
+        assert!(!start_failed_on_port("FATAL:  lock file \"postmaster.pid\" already exists"), "the data folder's own");
+        assert!(!start_failed_on_port("FATAL:  unrecognized configuration parameter"));
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
     }
 
     #[test]

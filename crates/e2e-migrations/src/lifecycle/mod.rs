@@ -42,18 +42,22 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<fs::File>);
 
+/// Locks the folder `dir` (made if missing) with an `flock` on the folder itself, exclusive or
+/// shared, waiting for the holder of a conflicting one.
+pub(crate) fn lock_dir(dir: &Path, exclusive: bool) -> Result<nix::fcntl::Flock<fs::File>> {
+    fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    let f = fs::File::open(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    let how = if exclusive { nix::fcntl::FlockArg::LockExclusive } else { nix::fcntl::FlockArg::LockShared };
+    Ok(nix::fcntl::Flock::lock(f, how)
+        .map_err(|(_, source)| LifecycleError::Lock { path: dir.to_path_buf(), source })?)
+}
+
 /// Locks the state folder `dir` (waiting for another setup or teardown to finish).
 pub async fn lock_state(dir: &Path) -> Result<StateLock> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
-        let f = fs::File::open(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
-        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, source)| LifecycleError::Lock { path: dir.clone(), source })?;
-        Ok(StateLock(lock))
-    })
-    .await
-    .expect("the lock task does not panic")
+    tokio::task::spawn_blocking(move || Ok(StateLock(lock_dir(&dir, true)?)))
+        .await
+        .expect("the lock task does not panic")
 }
 
 /// What this checkout's state folder holds (creates nothing).

@@ -32,6 +32,8 @@ pub(crate) struct PidFile {
     pub(crate) port: u16,
     /// Its first unix socket folder.
     pub(crate) socket_dir: Option<PathBuf>,
+    /// The key and id of its SysV shared memory segment, once it made one.
+    pub(crate) shm: Option<(i64, i64)>,
     /// `starting`, `stopping`, `ready` or `standby`.
     pub(crate) status: String,
 }
@@ -49,6 +51,10 @@ pub(crate) fn parse_pid_file(text: &str) -> Option<PidFile> {
         started: lines.get(2).and_then(|l| l.trim().parse().ok()).unwrap_or(0),
         port: lines.get(3).and_then(|l| l.trim().parse().ok()).unwrap_or(0),
         socket_dir: lines.get(4).map(|l| l.trim_end()).filter(|l| !l.is_empty()).map(PathBuf::from),
+        shm: lines.get(6).and_then(|l| {
+            let mut f = l.split_whitespace().map(|n| n.parse::<i64>().ok());
+            Some((f.next()??, f.next()??))
+        }),
         status: lines.get(7).map(|s| s.trim().to_string()).unwrap_or_default(),
     })
 }
@@ -104,13 +110,98 @@ pub(crate) fn judge(live: &Live, file: &PidFile, data_dir: &Path, instance_id: O
     Ok(())
 }
 
-/// Whether `pid` names a live process (`kill(pid, 0)`; a process of another user counts).
-pub(crate) fn pid_alive(pid: i32) -> bool {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
+/// What is left of a postmaster that `postmaster.pid` names but that answers nothing: the
+/// evidence [`fate`] weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Remains {
+    /// `kill(pid, 0)` finds the pid (a zombie counts).
+    pub(crate) pid_alive: bool,
+    /// The pid has exited and waits to be reaped; `None` where this cannot be told.
+    pub(crate) zombie: Option<bool>,
+    /// How many processes hold the server's shared memory segment (the postmaster and each of
+    /// its children while they live; 0 when the segment is gone); `None` where unknown.
+    pub(crate) shm_holders: Option<u64>,
+    /// Something accepts connections on the server's socket.
+    pub(crate) listening: bool,
+}
+
+/// What became of a postmaster that answers nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// It has exited, and so have its processes: its `postmaster.pid` and socket lock file are
+    /// stale. Why it is known.
+    Exited(String),
+    /// It, or a process of it, may still be alive: nothing of it may be removed. Why.
+    Alive(String),
+}
+
+/// Weighs what is left of the postmaster `pid` (pure). PostgreSQL itself takes a lock file
+/// whose pid `kill(pid, 0)` finds as held, a zombie's included, and refuses to start on a data
+/// folder while a process holds its old shared memory. So a postmaster counts as exited only
+/// when its pid is gone; or when it is a zombie and none of its processes holds the shared
+/// memory; or when no process holds the shared memory and nothing listens on its socket (its
+/// pid then names another process). Anything less is alive.
+pub(crate) fn fate(pid: i32, r: &Remains) -> Fate {
+    if !r.pid_alive {
+        return Fate::Exited(format!("its pid {pid} is gone"));
     }
+    if let Some(n) = r.shm_holders.filter(|n| *n > 0) {
+        let who = if r.zombie == Some(true) {
+            format!("its postmaster (pid {pid}) has exited, but")
+        } else {
+            format!("its postmaster (pid {pid}) is alive, and")
+        };
+        let many = if n == 1 { "1 process holds".to_string() } else { format!("{n} processes hold") };
+        return Fate::Alive(format!("{who} {many} its shared memory"));
+    }
+    if r.zombie == Some(true) {
+        return Fate::Exited(format!("its pid {pid} has exited (a zombie its parent has not reaped yet)"));
+    }
+    if r.shm_holders == Some(0) && !r.listening {
+        return Fate::Exited(format!(
+            "no process holds its shared memory and nothing listens on its socket, so pid {pid} is not its postmaster"
+        ));
+    }
+    Fate::Alive(format!(
+        "its postmaster (pid {pid}) is alive{}",
+        if r.listening { " and holds its socket" } else { "" }
+    ))
+}
+
+/// Gathers what is left of the postmaster `file` names, whose socket is in `socket_dir`.
+pub(crate) async fn remains(file: &PidFile, socket_dir: &Path) -> Remains {
+    let pid_alive = crate::process::pid_alive(file.pid);
+    let zombie = if pid_alive { crate::process::zombie(file.pid) } else { Some(false) };
+    let shm_holders = file.shm.and_then(|(key, id)| crate::process::shm_holders(key, id));
+    // A listening socket takes a connection even from a postmaster that never accepts it; when
+    // its queue is full the connect waits: that, too, is something listening.
+    let socket = socket_dir.join(format!(".s.PGSQL.{}", file.port));
+    let listening = match tokio::time::timeout(Duration::from_secs(1), tokio::net::UnixStream::connect(&socket)).await {
+        Ok(Ok(_)) | Err(_) => true,
+        Ok(Err(e)) => !matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound),
+    };
+    Remains { pid_alive, zombie, shm_holders, listening }
+}
+
+/// The socket lock files (`.s.PGSQL.<port>.lock`) in `socket_dir` that name `pid` (PostgreSQL
+/// writes the owner's pid on their first line).
+pub(crate) fn socket_locks_of(socket_dir: &Path, pid: i32) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(socket_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".s.PGSQL.") && n.ends_with(".lock"))
+        })
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+                .is_some_and(|owner| owner == pid)
+        })
+        .collect()
 }
 
 /// A connection config for the maintenance database over the server's private socket in
@@ -172,6 +263,9 @@ mod tests {
         assert_eq!(f.data_dir, Path::new("/w/target/e2e/local/server/data"));
         assert_eq!((f.started, f.port, f.status.as_str()), (1_760_000_000, 54321, "ready"));
         assert_eq!(f.socket_dir.as_deref(), Some(Path::new("/w/target/e2e/local/server/sock")));
+        assert_eq!(f.shm, Some((5_432_001, 32768)));
+        let starting = FILE.lines().take(6).collect::<Vec<_>>().join("\n");
+        assert_eq!(parse_pid_file(&starting).unwrap().shm, None, "a postmaster that has no shared memory yet");
         assert_eq!(parse_pid_file(""), None);
         assert_eq!(parse_pid_file("4242\n"), None);
         assert_eq!(parse_pid_file("-1\n/x\n"), None);
@@ -185,6 +279,40 @@ mod tests {
         assert!(why.contains("copied from there") && why.contains("4242"), "{why}");
         assert!(stale_reason(&f, &f.data_dir, false).unwrap().contains("gone"));
         assert_eq!(stale_reason(&f, &f.data_dir, true), None);
+    }
+
+    fn remains(pid_alive: bool, zombie: Option<bool>, shm_holders: Option<u64>, listening: bool) -> Remains {
+        Remains { pid_alive, zombie, shm_holders, listening }
+    }
+
+    fn exited(r: Remains) -> bool {
+        matches!(fate(4242, &r), Fate::Exited(_))
+    }
+
+    #[test]
+    fn a_postmaster_has_exited_only_when_its_pid_is_gone_or_a_zombie_with_nothing_left() {
+        assert!(exited(remains(false, None, None, true)), "the pid is gone, whatever else");
+        assert!(exited(remains(true, Some(true), Some(0), false)), "a zombie (killed, not reaped yet)");
+        assert!(exited(remains(true, Some(true), None, false)), "a zombie, shared memory unknown");
+        assert!(exited(remains(true, Some(false), Some(0), false)), "the pid is another process's now");
+        assert!(exited(remains(true, None, Some(0), false)));
+        let Fate::Exited(why) = fate(4242, &remains(true, Some(true), Some(0), false)) else { unreachable!() };
+        assert!(why.contains("4242") && why.contains("zombie"), "{why}");
+    }
+
+    #[test]
+    fn a_postmaster_that_may_live_is_alive() {
+        // SIGSTOPped or hung: alive, its memory held, its socket taking connections.
+        let Fate::Alive(why) = fate(4242, &remains(true, Some(false), Some(7), true)) else { panic!() };
+        assert!(why.contains("pid 4242") && why.contains("7 processes hold its shared memory"), "{why}");
+        // Killed, but a child of it still runs: PostgreSQL would refuse to start anyway.
+        let Fate::Alive(why) = fate(4242, &remains(true, Some(true), Some(1), false)) else { panic!() };
+        assert!(why.contains("has exited, but 1 process holds"), "{why}");
+        // Nothing to go by but a live pid (macOS, no /proc): alive.
+        assert!(!exited(remains(true, None, None, false)));
+        assert!(!exited(remains(true, Some(false), None, false)));
+        // Memory free but something listens on the socket: not proven.
+        assert!(!exited(remains(true, Some(false), Some(0), true)));
     }
 
     #[test]

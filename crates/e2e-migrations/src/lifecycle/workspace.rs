@@ -8,7 +8,8 @@
 //! The state folder belongs to this checkout alone:
 //! - `$E2E_STATE_DIR` when set (relative to the root), shared on purpose by whoever sets it;
 //! - else `$CARGO_TARGET_DIR/e2e/<checkout>-<hash of the root>` when a target folder is shared
-//!   by several checkouts (worktrees);
+//!   by several checkouts (worktrees; a relative one is taken against the root, as the test
+//!   binaries, run from their crate's folders, would otherwise each find another);
 //! - else `<root>/target/e2e`.
 
 use std::path::{Path, PathBuf};
@@ -96,11 +97,17 @@ pub fn checkout_tag(root: &Path) -> String {
     format!("{name}-{hash}")
 }
 
-/// The target folder: `$CARGO_TARGET_DIR` (relative to `cwd`, as cargo reads it), else
-/// `<root>/target` (pure).
-pub(crate) fn target_dir(root: &Path, cwd: &Path, vars: &EnvVars) -> PathBuf {
+/// The target folder: `$CARGO_TARGET_DIR`, else `<root>/target` (pure).
+///
+/// Cargo takes a relative `CARGO_TARGET_DIR` against the folder it is run from. The processes
+/// that read it here are not all run from there: `cargo test` and nextest run each test binary
+/// in its crate's folder, while `cargo xtask` runs where the user is. So it is taken against the
+/// root, which is where cargo puts the target folder when run from the root (as the README's
+/// commands are), and where every process of a checkout finds the same state folder whatever
+/// its current folder.
+pub(crate) fn target_dir(root: &Path, vars: &EnvVars) -> PathBuf {
     match &vars.target_dir {
-        Some(t) => cwd.join(t),
+        Some(t) => root.join(t),
         None => root.join("target"),
     }
 }
@@ -108,8 +115,8 @@ pub(crate) fn target_dir(root: &Path, cwd: &Path, vars: &EnvVars) -> PathBuf {
 /// Derives the workspace's folders from its canonical root (pure). Relative `E2E_*` paths are
 /// taken against the root, so that a test binary (run from its crate's folder) and a command
 /// run from the root agree.
-pub(crate) fn layout(root: &Path, cwd: &Path, vars: &EnvVars) -> Workspace {
-    let target = target_dir(root, cwd, vars);
+pub(crate) fn layout(root: &Path, vars: &EnvVars) -> Workspace {
+    let target = target_dir(root, vars);
     let state_dir = match (&vars.state_dir, &vars.target_dir) {
         (Some(s), _) => root.join(s),
         (None, Some(_)) => target.join("e2e").join(checkout_tag(root)),
@@ -146,7 +153,7 @@ impl Workspace {
         let root = find_root(dir, |a| a.join("Cargo.lock").is_file())
             .ok_or_else(|| LifecycleError::NoWorkspace { from: dir.to_path_buf() })?;
         let root = std::fs::canonicalize(&root).map_err(|source| Error::Io { path: root.clone(), source })?;
-        let mut ws = layout(&root, dir, vars);
+        let mut ws = layout(&root, vars);
         if let Some(t) = &vars.connect_timeout {
             ws.connect_timeout = crate::db::parse_timeout(t).map_err(|_| Error::InvalidEnv {
                 var: crate::db::CONNECT_TIMEOUT_ENV,
@@ -196,7 +203,7 @@ mod tests {
 
     #[test]
     fn state_and_migrations_default_to_the_checkout() {
-        let w = layout(Path::new("/src/a"), Path::new("/src/a/xtask"), &vars());
+        let w = layout(Path::new("/src/a"), &vars());
         assert_eq!(w.state_dir, Path::new("/src/a/target/e2e"));
         assert_eq!(w.migrations, Path::new("/src/a/migrations"));
         assert_eq!(w.cache_dir.as_deref(), Some(Path::new("/src/a/target/e2e-cache")));
@@ -205,9 +212,9 @@ mod tests {
     #[test]
     fn a_shared_target_dir_gives_each_checkout_its_own_state_folder() {
         let v = EnvVars { target_dir: Some("/shared/target".into()), ..vars() };
-        let a = layout(Path::new("/src/a"), Path::new("/src/a"), &v);
-        let b = layout(Path::new("/src/b"), Path::new("/src/b"), &v);
-        let a2 = layout(Path::new("/other/a"), Path::new("/other/a"), &v);
+        let a = layout(Path::new("/src/a"), &v);
+        let b = layout(Path::new("/src/b"), &v);
+        let a2 = layout(Path::new("/other/a"), &v);
         let text = |p: &Path| p.to_string_lossy().into_owned();
         assert!(text(&a.state_dir).starts_with("/shared/target/e2e/a-"), "{:?}", a.state_dir);
         assert!(text(&b.state_dir).starts_with("/shared/target/e2e/b-"), "{:?}", b.state_dir);
@@ -216,10 +223,16 @@ mod tests {
     }
 
     #[test]
-    fn a_relative_target_dir_is_taken_from_the_current_folder_as_cargo_does() {
+    fn a_relative_target_dir_is_taken_from_the_root_so_tests_and_commands_agree() {
+        // A test binary runs in its crate's folder, `cargo xtask` where the user is: both find
+        // the state in the target folder cargo made when run from the root.
         let v = EnvVars { target_dir: Some("t".into()), ..vars() };
-        let w = layout(Path::new("/src/a"), Path::new("/src/a/xtask"), &v);
-        assert!(w.state_dir.to_string_lossy().starts_with("/src/a/xtask/t/e2e/a-"), "{:?}", w.state_dir);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let from_crate = Workspace::find(Path::new(env!("CARGO_MANIFEST_DIR")), &v).unwrap();
+        let from_root = Workspace::find(&root, &v).unwrap();
+        assert_eq!(from_crate.state_dir, from_root.state_dir);
+        assert_eq!(from_crate.target_dir, from_root.root.join("t"));
+        assert!(from_crate.state_dir.starts_with(from_root.root.join("t/e2e")), "{:?}", from_crate.state_dir);
     }
 
     #[test]
@@ -232,11 +245,11 @@ mod tests {
             cache_off: false,
             connect_timeout: None,
         };
-        let w = layout(Path::new("/src/a"), Path::new("/src/a/xtask"), &v);
+        let w = layout(Path::new("/src/a"), &v);
         assert_eq!(w.state_dir, Path::new("/src/a/st"));
         assert_eq!(w.migrations, Path::new("/src/a/db/migrations"));
         assert_eq!(w.cache_dir.as_deref(), Some(Path::new("/c")));
-        let off = layout(Path::new("/src/a"), Path::new("/src/a"), &EnvVars { cache_off: true, ..v });
+        let off = layout(Path::new("/src/a"), &EnvVars { cache_off: true, ..v });
         assert_eq!(off.cache_dir, None);
     }
 
@@ -260,7 +273,7 @@ mod tests {
 
     #[test]
     fn relative_paths_are_taken_from_the_root_and_absolute_ones_kept() {
-        let w = layout(Path::new("/src/a"), Path::new("/src/a/xtask"), &vars());
+        let w = layout(Path::new("/src/a"), &vars());
         assert_eq!(w.resolve(Path::new("e2e.toml")), Path::new("/src/a/e2e.toml"));
         assert_eq!(w.resolve(Path::new("lab/e2e.toml")), Path::new("/src/a/lab/e2e.toml"));
         assert_eq!(w.resolve(Path::new("/etc/e2e.toml")), Path::new("/etc/e2e.toml"));

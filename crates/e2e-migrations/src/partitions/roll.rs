@@ -292,8 +292,8 @@ async fn locked_attempt(
                     .await
                     .map_err(|e| move_failed(table, &default.name, e))?;
                 tracing::debug!(
-                    "{table}: moved {} rows from the default partition into new partitions",
-                    report.moved_rows
+                    "{table}: moved {} from the default partition into new partitions",
+                    crate::core::counted(report.moved_rows, "row", "rows")
                 );
             } else {
                 let mut ddl: Vec<String> =

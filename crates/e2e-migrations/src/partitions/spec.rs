@@ -290,14 +290,18 @@ impl std::fmt::Display for PatternProblem {
             PatternProblem::Lacks { placeholder, interval } => {
                 write!(f, " lacks {placeholder}, so two {interval:?} partitions would share a name")
             }
-            PatternProblem::NamesTooLong { sample } => write!(
-                f,
-                " makes partition names such as {}, which is longer than {} bytes ({} bytes; PostgreSQL would \
-                 truncate it)",
-                excerpt(sample),
-                ident::MAX_LEN,
-                sample.len()
-            ),
+            PatternProblem::NamesTooLong { sample } => {
+                // (an excerpt of a long name says its length itself)
+                let mut name = excerpt(sample);
+                if !name.ends_with(" bytes)") {
+                    name.push_str(&format!(" ({} bytes)", sample.len()));
+                }
+                write!(
+                    f,
+                    " makes partition names such as {name}, which is longer than {} bytes (PostgreSQL would truncate it)",
+                    ident::MAX_LEN
+                )
+            }
             PatternProblem::BadNames { sample, source } => {
                 write!(f, " makes partition names such as {}: {source}", excerpt(sample))
             }
@@ -414,10 +418,14 @@ mod tests {
     #[test]
     fn table_expansions_that_overflow_63_bytes_are_rejected_up_front() {
         let e = refused(&PartitionSpec { name: Some("{table}_{table}_{yyyy}_{mm}".into()), ..spec(&"t".repeat(30)) });
-        assert!(e.contains("which is longer than 63 bytes (69 bytes; PostgreSQL would truncate it)"), "{e}");
+        assert!(e.contains("(69 bytes), which is longer than 63 bytes (PostgreSQL would truncate it)"), "{e}");
+        // A name long enough to be cut in the message says its length once.
+        let e = refused(&PartitionSpec { name: Some("{table}_{table}_{yyyy}_{mm}".into()), ..spec(&"t".repeat(40)) });
+        assert_eq!(e.matches("89 bytes").count(), 1, "{e}");
+        assert!(e.contains("\"... (89 bytes), which is longer than 63 bytes (PostgreSQL would truncate it)"), "{e}");
         // 56 + "_2000_01" is 64 bytes: one too many.
         let e = refused(&spec(&"t".repeat(56)));
-        assert!(e.contains("(64 bytes;"), "{e}");
+        assert!(e.contains("(64 bytes), which"), "{e}");
         let mut fits = spec(&"t".repeat(55));
         assert_eq!(fits.validate(), Ok(()));
         // The default partition's name is the table's and `_default`.

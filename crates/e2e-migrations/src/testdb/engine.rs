@@ -66,15 +66,9 @@ fn pid_namespace() -> String {
     String::new()
 }
 
+/// Whether the owner `pid` of a database name is alive on this host.
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
+    i32::try_from(pid).is_ok_and(crate::process::pid_alive)
 }
 
 /// In-flight background refills, so that `Drop` can let them finish before the process exits.

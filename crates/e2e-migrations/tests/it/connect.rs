@@ -74,7 +74,11 @@ async fn an_invalid_connection_string_says_why_without_showing_the_password() {
     assert_eq!(
         e,
         "invalid database URL host=127.0.0.1 password=*** *** dbname=db: invalid connection string: unknown option (a \
-         word that is not a connection setting: a value with spaces must be quoted, password='a b')"
+         word that is not a connection setting: a misspelt setting, or part of a value with a space that is not in \
+         single quotes, as password='a b' is)"
     );
     assert!(!e.contains("cret"), "{e}");
+    // A misspelt setting is named as a possible cause too (it was blamed on spaces alone).
+    let e = connect_err("host=127.0.0.1 sslmod=disable dbname=db").await;
+    assert!(e.contains("a misspelt setting"), "{e}");
 }

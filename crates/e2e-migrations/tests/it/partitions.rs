@@ -766,7 +766,7 @@ async fn a_name_pattern_making_names_longer_than_63_bytes_is_refused() {
     assert_eq!(
         e,
         format!(
-            "partition spec for events: name pattern {:?} makes partition names such as \"{long}\", which is longer than 63 bytes (65 bytes; PostgreSQL would truncate it)",
+            "partition spec for events: name pattern {:?} makes partition names such as \"{long}\" (65 bytes), which is longer than 63 bytes (PostgreSQL would truncate it)",
             spec.name.as_deref().unwrap()
         )
     );

@@ -91,6 +91,57 @@ async fn a_commit_the_check_cannot_see_is_never_recorded() {
     drop(c);
 }
 
+/// Statements the server reads in a file where the check reads fewer: with
+/// standard_conforming_strings off, `'x\' /* '` is one string to the server, which then runs the
+/// SELECTs that the check reads as a comment; the last one fails with an error that has no
+/// position, so only the count of completed statements places it.
+fn hidden_statements(selects: usize) -> String {
+    let hidden: String = (0..selects).map(|i| format!(" SELECT {i};")).collect();
+    format!("-- +goose Up\nCREATE TABLE hidden_c (x int);\nSELECT 'x\\' /* ';{hidden} SELECT 1/0; -- */;\n")
+}
+
+#[tokio::test]
+async fn a_failure_after_statements_the_check_cannot_see_is_not_blamed_on_the_tracking_rows() {
+    // 3 hidden SELECTs bring the count to the tracking rows; 8 past the end of the string.
+    for selects in [3, 8] {
+        let dir = folder(&[
+            ("001_legacy_strings.sql", "-- +goose Up\nSET standard_conforming_strings = off;\n"),
+            ("002_hidden.sql", &hidden_statements(selects)),
+        ]);
+        let project = Project::load(dir.path()).expect("the check reads one statement");
+        let db = FreshDb::new();
+        let err = up(&db, &project.folder).await.unwrap_err();
+        let Error::Migration { failure, .. } = &err else { panic!("{err}") };
+        assert_eq!(failure.file, dir.path().join("002_hidden.sql"));
+        assert_eq!(failure.sqlstate, "22012", "{err}");
+        assert!(
+            !failure.message.contains("tracking rows") && !failure.message.contains("COMMIT ("),
+            "{selects}: {err}"
+        );
+        assert!(failure.message.contains("up-front check could not see"), "{selects}: {err}");
+        assert!(failure.message.contains("division by zero"), "{err}");
+        let c = db.connect().await;
+        assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id = 2").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_constraint_that_fails_at_commit_is_said_to_fail_at_commit() {
+    let dir = folder(&[(
+        "001_deferred.sql",
+        "-- +goose Up\nCREATE TABLE parent (id int PRIMARY KEY);\n\
+         CREATE TABLE child (p int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);\n\
+         INSERT INTO child VALUES (1);\n",
+    )]);
+    let db = FreshDb::new();
+    let err = up(&db, &Project::load(dir.path()).unwrap().folder).await.unwrap_err();
+    let Error::Migration { failure, .. } = &err else { panic!("{err}") };
+    assert_eq!(failure.sqlstate, "23503", "{err}");
+    assert!(failure.message.contains("at COMMIT"), "{err}");
+    let c = db.connect().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_class WHERE relname = 'child'").await, 0);
+}
+
 #[tokio::test]
 async fn nothing_is_sent_after_a_failed_statement() {
     let marker = format!("boom_{}", std::process::id());
