@@ -277,6 +277,7 @@ mod tests {
             namespace: cluster.then(|| "e2e-a".to_string()),
             cluster: (backend == BackendKind::Kind).then(|| "e2e-migrations".to_string()),
             owned: backend != BackendKind::Url,
+            cluster_created: false,
             sets: vec!["audit".into(), "notification".into()],
             run_id: cluster.then(|| "3f9a1c2b".to_string()),
             run_created_at: None,

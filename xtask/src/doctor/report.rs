@@ -548,9 +548,15 @@ fn setup_check(f: &Facts) -> Check {
                 }
                 BackendKind::Kind => {
                     detail.push_str(&format!(
-                        "; Kind cluster {}{}",
+                        "; Kind cluster {} ({}), namespace {}: teardown deletes the namespace, and the cluster when \
+                         no other checkout uses it",
                         s.cluster.as_deref().unwrap_or("?"),
-                        if s.owned { " (made by setup: teardown deletes it)" } else { "" }
+                        if s.cluster_created {
+                            "created by this checkout's setup"
+                        } else {
+                            "joined, not created, by this checkout"
+                        },
+                        s.namespace.as_deref().unwrap_or("?"),
                     ));
                 }
                 BackendKind::Kube => {

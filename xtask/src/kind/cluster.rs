@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Cmd, Shell};
 
 use super::dry_run::{self, Engine};
+use super::share::{decide_shared_teardown, guard_recreate, Claim, SharedTeardown};
 use crate::progress;
 
 /// What an engine's `info` command said.
@@ -155,8 +156,58 @@ pub(crate) enum Marker {
     Ours { config_hash: Option<String>, healthy: bool },
     /// The API answered; the node has no owner label: someone else's cluster.
     Foreign,
-    /// The API did not answer (stopped engine, broken cluster): what went wrong.
+    /// The API did not answer (a stopped or paused node, a busy machine, a broken cluster):
+    /// what went wrong.
     Unreachable(String),
+}
+
+/// What a decision about the cluster is made from (plain data, gathered under the cluster's
+/// machine-wide lock, see [`super::lock`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Facts<'a> {
+    /// The cluster's name.
+    pub(crate) name: &'a str,
+    /// `kind get clusters`.
+    pub(crate) existing: &'a [String],
+    /// What its API says of its node.
+    pub(crate) marker: &'a Marker,
+    /// The namespaces checkouts hold in it, when its API answered (`None`: not known).
+    pub(crate) claims: Option<&'a [Claim]>,
+    /// This checkout's tag.
+    pub(crate) me: &'a str,
+    /// This checkout's namespace.
+    pub(crate) namespace: &'a str,
+    /// This checkout's record says its setup created the cluster. Only for the messages:
+    /// others may have joined since, so it never allows a delete.
+    pub(crate) created_here: bool,
+    /// The note of an interrupted `kind create cluster` (who, when): the cluster is half made
+    /// and no checkout can have joined it (see [`super::lock`]).
+    pub(crate) interrupted: Option<&'a str>,
+    /// The container engine kind runs on (for the hints).
+    pub(crate) engine: Engine,
+}
+
+impl Facts<'_> {
+    fn exists(&self) -> bool {
+        self.existing.iter().any(|c| c == self.name)
+    }
+
+    /// Where to look when the API does not answer, and how to delete the cluster by hand.
+    fn unreachable_hints(&self) -> String {
+        let (name, engine) = (self.name, self.engine.program());
+        format!(
+            "is its node running? `{engine} ps -a --filter label=io.x-k8s.kind.cluster={name}`; a stopped one starts \
+             with `{engine} start {name}-control-plane`, a paused one with `{engine} unpause {name}-control-plane`"
+        )
+    }
+
+    fn whose(&self) -> &'static str {
+        if self.created_here {
+            " (this checkout's setup created it, but other checkouts may have joined it since)"
+        } else {
+            ""
+        }
+    }
 }
 
 /// What to do with the cluster.
@@ -166,23 +217,18 @@ pub(crate) enum Action {
     Create,
     /// Ours and healthy: reuse it.
     Reuse,
-    /// Ours but to be replaced: delete, then create (why).
+    /// Ours, no other checkout uses it, to be replaced: delete, then create (why).
     Recreate(String),
-    /// Not ours (or cannot tell): change nothing (the error).
+    /// Not ours, used by other checkouts, or cannot tell: change nothing (the error).
     Refuse(String),
 }
 
-/// Decides create / reuse / recreate / refuse (pure). `state_owned`: our state file says setup
-/// created a cluster of this name (used only when the API cannot be asked).
-pub(crate) fn decide(
-    name: &str,
-    existing: &[String],
-    marker: &Marker,
-    state_owned: bool,
-    recreate: bool,
-    want_hash: &str,
-) -> Action {
-    if !existing.iter().any(|c| c == name) {
+/// Decides create / reuse / recreate / refuse (pure). A cluster is recreated only when its API
+/// answers, shows our label and shows no other checkout's namespace, or when the note of an
+/// interrupted create proves it half made; `recreate` is `--recreate`.
+pub(crate) fn decide(f: &Facts<'_>, recreate: bool, want_hash: &str) -> Action {
+    let name = f.name;
+    if !f.exists() {
         return Action::Create;
     }
     let not_ours = |why: &str| {
@@ -191,46 +237,106 @@ pub(crate) fn decide(
              choose another cluster.name in e2e.toml (--config), or delete it yourself (`kind delete cluster --name {name}`)"
         ))
     };
-    match marker {
+    // Replaced only when no other checkout's namespace is seen in it: an unanswered API shows none.
+    let guarded = |why: String| match f.claims {
+        Some(claims) => match guard_recreate(f.me, claims, &why) {
+            Ok(()) => Action::Recreate(why),
+            Err(e) => Action::Refuse(e),
+        },
+        None => Action::Recreate(why),
+    };
+    match f.marker {
         Marker::Foreign => {
             not_ours(&format!("its node lacks the label {}={}", super::config::OWNER_LABEL, super::config::OWNER_VALUE))
         }
-        Marker::Unreachable(e) if state_owned => Action::Recreate(format!("its API does not answer ({e})")),
-        Marker::Unreachable(e) => not_ours(&format!("its API does not answer ({e}), so its owner cannot be checked")),
-        Marker::Ours { .. } if recreate => Action::Recreate("--recreate".to_string()),
-        Marker::Ours { healthy: false, .. } => Action::Recreate("its node is not Ready".to_string()),
+        _ if f.interrupted.is_some() => guarded(format!(
+            "an earlier `kind create cluster` ({}) was interrupted: the cluster is half made and no checkout has joined it",
+            f.interrupted.unwrap_or_default()
+        )),
+        Marker::Unreachable(e) => Action::Refuse(format!(
+            "Kind cluster {name:?} exists but its API server does not answer ({e}){}, so e2e-setup cannot check that it \
+             made the cluster, that it is healthy, or which checkouts use it: it is neither reused nor recreated{}. \
+             If the cluster is starting (after a restart of the machine or of {engine}), run setup again in a moment; {}. \
+             To replace it, which deletes every checkout's database in it: `kind delete cluster --name {name}`, then \
+             run setup again",
+            f.whose(),
+            if recreate { " (not even with --recreate)" } else { "" },
+            f.unreachable_hints(),
+            engine = f.engine.program(),
+        )),
+        Marker::Ours { .. } if f.claims.is_none() => Action::Refuse(format!(
+            "the checkouts using Kind cluster {name:?} could not be listed: it is neither reused nor recreated"
+        )),
+        Marker::Ours { .. } if recreate => guarded("--recreate".to_string()),
+        Marker::Ours { healthy: false, .. } => guarded("its node is not Ready".to_string()),
         Marker::Ours { config_hash, .. } if config_hash.as_deref() != Some(want_hash) => {
-            Action::Recreate("the cluster config changed since it was created (e2e.toml)".to_string())
+            guarded("the cluster config changed since it was created (e2e.toml)".to_string())
         }
         Marker::Ours { .. } => Action::Reuse,
+    }
+}
+
+/// Whether this checkout's record says it created the cluster after `action` (pure): a create
+/// or recreate now does; a reuse keeps what the record said of this cluster (`before`).
+pub(crate) fn created_here(action: &Action, before: bool) -> bool {
+    match action {
+        Action::Create | Action::Recreate(_) => true,
+        Action::Reuse | Action::Refuse(_) => before,
     }
 }
 
 /// What teardown does with the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TeardownAction {
-    /// Delete it.
-    Delete,
     /// Nothing to do (why).
     Nothing(String),
-    /// Not ours: leave it (the error).
+    /// Change nothing (the error).
     Refuse(String),
+    /// Delete this checkout's namespace and keep the cluster: these other checkouts use it.
+    NamespaceOnly {
+        /// Their tags.
+        others: Vec<String>,
+    },
+    /// Delete this checkout's namespace, then the cluster: e2e-setup made it and no other
+    /// checkout uses it (whichever checkout created it: the last one out deletes it).
+    NamespaceAndCluster,
+    /// Delete the remains of an interrupted create (why): nothing can be in them.
+    Remains(String),
 }
 
-/// Decides what teardown does (pure): only a cluster setup created is deleted.
-pub(crate) fn decide_teardown(name: &str, existing: &[String], marker: &Marker, state_owned: bool) -> TeardownAction {
-    if !existing.iter().any(|c| c == name) {
+/// Decides what teardown does (pure). The cluster goes only when its API answers, shows our
+/// label and no other checkout's namespace, or when the note of an interrupted create proves
+/// it half made; a cluster whose API does not answer is never deleted.
+pub(crate) fn decide_teardown(f: &Facts<'_>) -> TeardownAction {
+    let name = f.name;
+    if !f.exists() {
         return TeardownAction::Nothing(format!("no Kind cluster named {name:?}"));
     }
-    match marker {
-        Marker::Ours { .. } => TeardownAction::Delete,
-        Marker::Unreachable(_) if state_owned => TeardownAction::Delete,
-        Marker::Unreachable(e) => TeardownAction::Refuse(format!(
-            "Kind cluster {name:?} does not answer ({e}) and e2e-setup has no record of creating it: left alone; delete it yourself if it is yours"
-        )),
-        Marker::Foreign => TeardownAction::Refuse(format!(
+    match (f.marker, f.claims) {
+        (Marker::Foreign, _) => TeardownAction::Refuse(format!(
             "Kind cluster {name:?} was not created by e2e-setup (no label {}): left alone",
             super::config::OWNER_LABEL
+        )),
+        (Marker::Ours { .. }, Some(claims)) => match decide_shared_teardown(f.me, claims) {
+            SharedTeardown::NamespaceOnly { others } => TeardownAction::NamespaceOnly { others },
+            SharedTeardown::NamespaceAndCluster => TeardownAction::NamespaceAndCluster,
+        },
+        (Marker::Unreachable(_), _) if f.interrupted.is_some() => TeardownAction::Remains(format!(
+            "the remains of an interrupted `kind create cluster` ({})",
+            f.interrupted.unwrap_or_default()
+        )),
+        (Marker::Ours { .. }, None) => TeardownAction::Refuse(format!(
+            "the checkouts using Kind cluster {name:?} could not be listed: nothing was deleted"
+        )),
+        (Marker::Unreachable(e), _) => TeardownAction::Refuse(format!(
+            "Kind cluster {name:?} does not answer ({e}){}: this checkout's namespace {} cannot be deleted, and which \
+             other checkouts use the cluster cannot be checked, so nothing was deleted and this checkout's setup stays \
+             recorded. Run `cargo xtask e2e-teardown` again once the cluster answers ({}). To delete the cluster for \
+             every checkout that uses it: `kind delete cluster --name {name}`, then `cargo xtask e2e-teardown` \
+             forgets this checkout's setup",
+            f.whose(),
+            f.namespace,
+            f.unreachable_hints(),
         )),
     }
 }
@@ -458,44 +564,164 @@ mod tests {
         Marker::Ours { config_hash: Some(hash.to_string()), healthy: true }
     }
 
+    fn claim(checkout: &str) -> Claim {
+        Claim { namespace: format!("e2e-{checkout}"), checkout: checkout.into(), slot: Some(0), terminating: false }
+    }
+
+    const EXISTING: &[&str] = &["other", "e2e"];
+
+    /// The facts of checkout `me` about cluster "e2e" (which exists): `marker`, and the
+    /// checkouts' namespaces when the API answered.
+    fn facts<'a>(existing: &'a [String], marker: &'a Marker, claims: Option<&'a [Claim]>) -> Facts<'a> {
+        Facts {
+            name: "e2e",
+            existing,
+            marker,
+            claims,
+            me: "me",
+            namespace: "e2e-me",
+            created_here: false,
+            interrupted: None,
+            engine: Engine::Docker,
+        }
+    }
+
+    fn existing() -> Vec<String> {
+        EXISTING.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn reuse_decisions() {
-        let existing = vec!["other".to_string(), "e2e".to_string()];
-        assert_eq!(decide("new", &existing, &Marker::Foreign, false, false, "h"), Action::Create);
-        assert_eq!(decide("e2e", &existing, &ours("h"), false, false, "h"), Action::Reuse);
-        assert_eq!(decide("e2e", &existing, &ours("h"), false, true, "h"), Action::Recreate("--recreate".into()));
-        assert!(
-            matches!(decide("e2e", &existing, &ours("old"), true, false, "h"), Action::Recreate(w) if w.contains("config changed"))
-        );
+        let existing = existing();
+        let (mine, theirs) = ([claim("me")], [claim("me"), claim("b")]);
+        let m = ours("h");
+        let f = facts(&existing, &m, Some(&mine));
+        assert_eq!(decide(&Facts { name: "new", ..f.clone() }, false, "h"), Action::Create);
+        assert_eq!(decide(&f, false, "h"), Action::Reuse);
+        assert_eq!(decide(&facts(&existing, &m, Some(&theirs)), false, "h"), Action::Reuse);
+        assert_eq!(decide(&f, true, "h"), Action::Recreate("--recreate".into()));
+        assert!(matches!(decide(&f, false, "new"), Action::Recreate(w) if w.contains("config changed")));
         let sick = Marker::Ours { config_hash: Some("h".into()), healthy: false };
         assert!(
-            matches!(decide("e2e", &existing, &sick, true, false, "h"), Action::Recreate(w) if w.contains("not Ready"))
+            matches!(decide(&facts(&existing, &sick, Some(&mine)), false, "h"), Action::Recreate(w) if w.contains("not Ready"))
         );
+    }
+
+    #[test]
+    fn a_cluster_other_checkouts_use_is_never_recreated() {
+        let existing = existing();
+        let theirs = [claim("me"), claim("b")];
+        let sick = Marker::Ours { config_hash: Some("h".into()), healthy: false };
+        for (marker, recreate, want) in [(ours("h"), true, "h"), (sick, false, "h"), (ours("old"), false, "h")] {
+            let Action::Refuse(e) = decide(&facts(&existing, &marker, Some(&theirs)), recreate, want) else {
+                panic!("must refuse: {marker:?}, --recreate {recreate}")
+            };
+            assert!(e.contains("other checkouts use it: b"), "{e}");
+        }
     }
 
     #[test]
     fn a_cluster_setup_did_not_create_is_refused_even_with_recreate() {
-        let existing = vec!["e2e".to_string()];
-        let Action::Refuse(e) = decide("e2e", &existing, &Marker::Foreign, true, true, "h") else {
+        let existing = existing();
+        let Action::Refuse(e) = decide(&facts(&existing, &Marker::Foreign, Some(&[])), true, "h") else {
             panic!("must refuse")
         };
         expect_test::expect![[r#"a Kind cluster named "e2e" exists and its node lacks the label e2e-migrations/owner=xtask-e2e-setup; e2e-setup never changes or deletes a cluster it did not create: choose another cluster.name in e2e.toml (--config), or delete it yourself (`kind delete cluster --name e2e`)"#]]
         .assert_eq(&e);
+    }
+
+    /// The reviewer's must-fix: a shared cluster whose API server was slow or unreachable was
+    /// recreated by setup and deleted by teardown of any checkout whose record said `owned`
+    /// (every Kind record did, also of a checkout that only joined the cluster). The old
+    /// decisions returned `Recreate` and `Delete` here; now setup and teardown refuse, whether
+    /// this checkout created the cluster or joined it, with or without `--recreate`.
+    #[test]
+    fn an_unreachable_cluster_is_never_recreated_or_deleted() {
+        let existing = existing();
+        let down = Marker::Unreachable("no answer in 10 s".into());
+        for created_here in [true, false] {
+            let f = Facts { created_here, ..facts(&existing, &down, None) };
+            for recreate in [false, true] {
+                let a = decide(&f, recreate, "h");
+                assert!(matches!(&a, Action::Refuse(_)), "created_here {created_here}, --recreate {recreate}: {a:?}");
+            }
+            let t = decide_teardown(&f);
+            assert!(matches!(t, TeardownAction::Refuse(_)), "created_here {created_here}: {t:?}");
+        }
+    }
+
+    /// What the refusals say: what could not be checked, and what to do.
+    #[test]
+    fn an_unreachable_cluster_says_what_it_could_not_check_and_what_to_do() {
+        let existing = existing();
+        let down = Marker::Unreachable("no answer in 10 s".into());
+        let f = Facts { created_here: true, ..facts(&existing, &down, None) };
+        let Action::Refuse(e) = decide(&f, true, "h") else { panic!("must refuse") };
+        expect_test::expect![[r#"Kind cluster "e2e" exists but its API server does not answer (no answer in 10 s) (this checkout's setup created it, but other checkouts may have joined it since), so e2e-setup cannot check that it made the cluster, that it is healthy, or which checkouts use it: it is neither reused nor recreated (not even with --recreate). If the cluster is starting (after a restart of the machine or of docker), run setup again in a moment; is its node running? `docker ps -a --filter label=io.x-k8s.kind.cluster=e2e`; a stopped one starts with `docker start e2e-control-plane`, a paused one with `docker unpause e2e-control-plane`. To replace it, which deletes every checkout's database in it: `kind delete cluster --name e2e`, then run setup again"#]]
+        .assert_eq(&e);
+        let f = Facts { engine: Engine::Podman, ..facts(&existing, &down, None) };
+        let TeardownAction::Refuse(e) = decide_teardown(&f) else { panic!("must refuse") };
+        expect_test::expect![[r#"Kind cluster "e2e" does not answer (no answer in 10 s): this checkout's namespace e2e-me cannot be deleted, and which other checkouts use the cluster cannot be checked, so nothing was deleted and this checkout's setup stays recorded. Run `cargo xtask e2e-teardown` again once the cluster answers (is its node running? `podman ps -a --filter label=io.x-k8s.kind.cluster=e2e`; a stopped one starts with `podman start e2e-control-plane`, a paused one with `podman unpause e2e-control-plane`). To delete the cluster for every checkout that uses it: `kind delete cluster --name e2e`, then `cargo xtask e2e-teardown` forgets this checkout's setup"#]]
+        .assert_eq(&e);
+    }
+
+    /// A create that was killed leaves a note under the lock; no checkout joins a cluster with
+    /// a note, so its remains are redone by setup and deleted by teardown, answering or not.
+    #[test]
+    fn the_remains_of_an_interrupted_create_are_redone_or_deleted() {
+        let existing = existing();
+        let note = "e2e-setup in /w/a (pid 1, since 2024-06-15T12:00:00Z)";
         let down = Marker::Unreachable("connection refused".into());
-        assert!(
-            matches!(decide("e2e", &existing, &down, false, false, "h"), Action::Refuse(e) if e.contains("owner cannot be checked"))
-        );
-        assert!(matches!(decide("e2e", &existing, &down, true, false, "h"), Action::Recreate(_)));
+        let f = Facts { interrupted: Some(note), ..facts(&existing, &down, None) };
+        assert!(matches!(decide(&f, false, "h"), Action::Recreate(w) if w.contains("(e2e-setup in /w/a (pid 1")));
+        assert!(matches!(decide_teardown(&f), TeardownAction::Remains(w) if w.contains("interrupted")));
+        let m = ours("h");
+        let f = Facts { interrupted: Some(note), ..facts(&existing, &m, Some(&[])) };
+        assert!(matches!(decide(&f, false, "h"), Action::Recreate(_)));
+        assert_eq!(decide_teardown(&f), TeardownAction::NamespaceAndCluster);
+        // a note never overrides what the API shows: not ours, or used by another checkout
+        let theirs = [claim("b")];
+        let f = Facts { interrupted: Some(note), ..facts(&existing, &m, Some(&theirs)) };
+        assert!(matches!(decide(&f, false, "h"), Action::Refuse(_)));
+        assert_eq!(decide_teardown(&f), TeardownAction::NamespaceOnly { others: vec!["b".into()] });
+        let f = Facts { interrupted: Some(note), ..facts(&existing, &Marker::Foreign, None) };
+        assert!(matches!(decide(&f, false, "h"), Action::Refuse(_)));
+        assert!(matches!(decide_teardown(&f), TeardownAction::Refuse(_)));
+        let gone = Facts { name: "gone", interrupted: Some(note), ..facts(&existing, &down, None) };
+        assert_eq!(decide(&gone, false, "h"), Action::Create);
     }
 
     #[test]
-    fn teardown_deletes_only_our_cluster() {
-        let existing = vec!["e2e".to_string()];
-        assert_eq!(decide_teardown("e2e", &existing, &ours("x"), false), TeardownAction::Delete);
-        assert!(matches!(decide_teardown("gone", &existing, &ours("x"), true), TeardownAction::Nothing(_)));
-        assert!(matches!(decide_teardown("e2e", &existing, &Marker::Foreign, true), TeardownAction::Refuse(_)));
-        let down = Marker::Unreachable("refused".into());
-        assert_eq!(decide_teardown("e2e", &existing, &down, true), TeardownAction::Delete);
-        assert!(matches!(decide_teardown("e2e", &existing, &down, false), TeardownAction::Refuse(_)));
+    fn teardown_deletes_its_namespace_and_the_cluster_only_when_the_last_user() {
+        let existing = existing();
+        let m = ours("x");
+        let (mine, theirs) = ([claim("me")], [claim("me"), claim("b"), claim("a")]);
+        // other checkouts' namespaces: only this checkout's namespace goes
+        for created_here in [true, false] {
+            let f = Facts { created_here, ..facts(&existing, &m, Some(&theirs)) };
+            assert_eq!(decide_teardown(&f), TeardownAction::NamespaceOnly { others: vec!["a".into(), "b".into()] });
+        }
+        // the last user deletes the cluster e2e-setup made, whichever checkout created it
+        for created_here in [true, false] {
+            let f = Facts { created_here, ..facts(&existing, &m, Some(&mine)) };
+            assert_eq!(decide_teardown(&f), TeardownAction::NamespaceAndCluster);
+        }
+        let leaving = [claim("me"), Claim { terminating: true, ..claim("b") }];
+        assert_eq!(decide_teardown(&facts(&existing, &m, Some(&leaving))), TeardownAction::NamespaceAndCluster);
+        // a cluster e2e-setup did not make is never deleted, by the last user either
+        let f = Facts { created_here: true, ..facts(&existing, &Marker::Foreign, Some(&[])) };
+        assert!(matches!(decide_teardown(&f), TeardownAction::Refuse(e) if e.contains("not created by e2e-setup")));
+        let gone = Facts { name: "gone", ..facts(&existing, &m, Some(&mine)) };
+        assert!(matches!(decide_teardown(&gone), TeardownAction::Nothing(_)));
+        // the namespaces could not be listed: nothing goes
+        assert!(matches!(decide_teardown(&facts(&existing, &m, None)), TeardownAction::Refuse(_)));
+    }
+
+    #[test]
+    fn the_record_says_created_only_after_a_create_or_of_a_cluster_it_created() {
+        assert!(created_here(&Action::Create, false));
+        assert!(created_here(&Action::Recreate("--recreate".into()), false));
+        assert!(!created_here(&Action::Reuse, false), "joining a cluster another checkout made");
+        assert!(created_here(&Action::Reuse, true), "a warm setup of the checkout that made it");
     }
 }

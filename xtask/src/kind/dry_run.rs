@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use e2e_migrations::lifecycle::record::{env_file, record_file};
 
+use super::lock::LockPaths;
+
 /// The container engine kind runs its nodes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Engine {
@@ -116,6 +118,8 @@ pub(crate) struct KindSetup<'a> {
     pub(crate) archive: &'a Path,
     /// The kind folder of the state folder (the logs of a failed setup go there).
     pub(crate) kind_dir: &'a Path,
+    /// The cluster's machine-wide lock and the note of an interrupted create.
+    pub(crate) lock: &'a LockPaths,
 }
 
 /// What both setups share after the cluster exists.
@@ -143,36 +147,47 @@ pub(crate) struct DeployPlan<'a> {
 
 /// The plan of a Kind setup.
 pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &DeployPlan<'_>) -> Vec<PlanStep> {
+    let name = k.cluster;
     let mut steps = vec![
+        lock_step(k.lock, name, "until this checkout's namespace exists (its claim on the cluster)"),
         PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
         PlanStep::Run {
-            argv: kind(kind_get_kubeconfig_args(k.cluster)),
-            when: Some(format!(
-                "when the cluster exists: written to {} (0600); its node must carry {}={} (created by e2e-setup)",
-                k.kubeconfig.display(),
-                super::config::OWNER_LABEL,
-                super::config::OWNER_VALUE
-            )),
+            argv: kind(kind_get_kubeconfig_args(name)),
+            when: Some(format!("when the cluster exists: written to {} (0600)", k.kubeconfig.display())),
         },
         PlanStep::Write { path: k.config_path.display().to_string(), text: k.config_yaml.to_string() },
         PlanStep::Do(format!(
-            "list the namespaces of other checkouts sharing the cluster (label {}); a cluster they use is never recreated",
+            "ask the cluster's API (at most 10 s) whether its node carries {}={} (created by e2e-setup), and list the \
+             namespaces of the checkouts using it (label {}); a cluster whose API does not answer is neither reused \
+             nor recreated: setup stops, changes nothing and says what to do",
+            super::config::OWNER_LABEL,
+            super::config::OWNER_VALUE,
             super::share::CHECKOUT_LABEL
         )),
         record_step(d.state_dir, d.run_id),
+        PlanStep::Do(format!(
+            "before a delete or create below: write {}, removed once the cluster is made (a later setup that finds it \
+             redoes the interrupted create)",
+            k.lock.creating.display()
+        )),
         PlanStep::Run {
-            argv: kind(kind_delete_args(k.cluster, k.kubeconfig)),
-            when: Some("with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed".to_string()),
+            argv: kind(kind_delete_args(name, k.kubeconfig)),
+            when: Some(format!(
+                "with --recreate, or when the cluster is not Ready or its config changed, and only when its API \
+                 answers, shows the label and shows no other checkout's namespace (else setup stops, naming them); or \
+                 when {} says an earlier create was interrupted",
+                k.lock.creating.display()
+            )),
         },
         PlanStep::Run {
-            argv: kind(kind_create_args(k.cluster, k.config_path, k.kubeconfig)),
+            argv: kind(kind_create_args(name, k.config_path, k.kubeconfig)),
             when: Some(format!(
-                "unless a healthy cluster {:?} that e2e-setup created exists (a same-named cluster it did not create is refused)",
-                k.cluster
+                "unless a healthy cluster {name:?} that e2e-setup created exists (a same-named cluster it did not \
+                 create is refused)"
             )),
         },
     ];
-    let loads = image_load_commands(k.engine, k.image, k.cluster, k.archive);
+    let loads = image_load_commands(k.engine, k.image, name, k.archive);
     steps.push(PlanStep::Run {
         argv: strings(&[k.engine.program(), "image", "inspect", "--format", "{{.Id}}", k.image]),
         when: Some("is the image present in the local engine?".to_string()),
@@ -183,12 +198,27 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &DeployPlan<'_>) -> Vec<PlanStep>
             when: Some("when the image is present locally and not loaded into this cluster yet".to_string()),
         });
     }
-    steps.extend(deploy(d));
+    for step in deploy(d) {
+        let applied = matches!(step, PlanStep::Apply { .. });
+        steps.push(step);
+        if applied {
+            steps.push(PlanStep::Do(format!("release the lock {}", k.lock.lock.display())));
+        }
+    }
     steps.push(PlanStep::Run {
-        argv: kind(kind_export_logs_args(k.cluster, &logs_dir(k.kind_dir, "<time>"))),
+        argv: kind(kind_export_logs_args(name, &logs_dir(k.kind_dir, "<time>"))),
         when: Some("only if a step above fails; the path is printed".to_string()),
     });
     steps
+}
+
+/// The step that takes the cluster's machine-wide lock, held `until`.
+fn lock_step(lock: &LockPaths, cluster: &str, until: &str) -> PlanStep {
+    PlanStep::Do(format!(
+        "take the lock {} (flock; waits while a setup or teardown of another checkout works on cluster {cluster:?}), \
+         held {until}",
+        lock.lock.display()
+    ))
 }
 
 /// The step that saves the record before the cluster is changed.
@@ -256,24 +286,53 @@ fn deploy(d: &DeployPlan<'_>) -> Vec<PlanStep> {
     ]
 }
 
+/// What a Kind teardown plan needs.
+#[derive(Debug, Clone)]
+pub(crate) struct KindTeardown<'a> {
+    /// Cluster name.
+    pub(crate) cluster: &'a str,
+    /// This checkout's namespace.
+    pub(crate) namespace: &'a str,
+    /// Our kubeconfig file.
+    pub(crate) kubeconfig: &'a Path,
+    /// The cluster's machine-wide lock and the note of an interrupted create.
+    pub(crate) lock: &'a LockPaths,
+    /// The state folder (the record and the env file are removed there).
+    pub(crate) state_dir: &'a Path,
+}
+
 /// The plan of a Kind teardown.
-pub(crate) fn kind_teardown(cluster: &str, namespace: &str, kubeconfig: &Path, state_dir: &Path) -> Vec<PlanStep> {
+pub(crate) fn kind_teardown(t: &KindTeardown<'_>) -> Vec<PlanStep> {
+    let (name, namespace) = (t.cluster, t.namespace);
     vec![
+        lock_step(t.lock, name, "until the cluster is deleted or kept"),
         PlanStep::Run { argv: kind(strings(&["get", "clusters"])), when: None },
+        PlanStep::Run {
+            argv: kind(kind_get_kubeconfig_args(name)),
+            when: Some(format!("when the cluster exists: written to {} (0600)", t.kubeconfig.display())),
+        },
         PlanStep::Do(format!(
-            "when cluster {cluster:?} exists and e2e-setup created it (node label {}): delete this checkout's \
-             namespace {namespace} (labelled {}=<this checkout>), then list the namespaces other checkouts hold",
+            "ask the cluster's API (at most 10 s) whether its node carries {} (created by e2e-setup), and list the \
+             namespaces of the checkouts using it (label {}); a cluster whose API does not answer, or that e2e-setup \
+             did not create, is left alone: teardown stops, deletes nothing, keeps this checkout's record and says \
+             what to do",
             super::config::OWNER_LABEL,
             super::share::CHECKOUT_LABEL
         )),
+        PlanStep::Do(format!(
+            "delete this checkout's namespace {namespace} (labelled {}=<this checkout>)",
+            super::share::CHECKOUT_LABEL
+        )),
         PlanStep::Run {
-            argv: kind(kind_delete_args(cluster, kubeconfig)),
-            when: Some(
-                "when no other checkout's namespace remains (the cluster is shared); --keep or KEEP_CLUSTER=true keeps it"
-                    .to_string(),
-            ),
+            argv: kind(kind_delete_args(name, t.kubeconfig)),
+            when: Some(format!(
+                "when no other checkout's namespace remains, whichever checkout created the cluster (the last one out \
+                 deletes it); or when {} says an earlier create was interrupted; --keep or KEEP_CLUSTER=true keeps \
+                 it",
+                t.lock.creating.display()
+            )),
         },
-        forget_step(state_dir),
+        forget_step(t.state_dir),
     ]
 }
 
@@ -372,34 +431,38 @@ mod tests {
             image: "postgres:16.6-bookworm",
             archive: Path::new("/w/state/kind/image.tar"),
             kind_dir: Path::new("/w/state/kind"),
+            lock: &LockPaths::new(Path::new("/home/u/.cache/e2e-migrations"), "e2e"),
         };
         expect![[r##"
-            # 1.
+            # 1. take the lock /home/u/.cache/e2e-migrations/kind-e2e.lock (flock; waits while a setup or teardown of another checkout works on cluster "e2e"), held until this checkout's namespace exists (its claim on the cluster)
+            # 2.
             kind get clusters
-            # 2. when the cluster exists: written to /w/state/kind/kubeconfig (0600); its node must carry e2e-migrations/owner=xtask-e2e-setup (created by e2e-setup)
+            # 3. when the cluster exists: written to /w/state/kind/kubeconfig (0600)
             kind get kubeconfig --name e2e
-            # 3. write /w/state/kind/e2e.config.yaml (mode 0600)
+            # 4. write /w/state/kind/e2e.config.yaml (mode 0600)
             kind: Cluster
-            # 4. list the namespaces of other checkouts sharing the cluster (label e2e-migrations/checkout); a cluster they use is never recreated
-            # 5. write /w/state/state.json (0600) with run 3f9a1c2b, phase creating, before anything is made on the cluster: teardown finds what setup made even if it fails or is killed
-            # 6. with --recreate, or when the cluster e2e-setup created is unhealthy or its config changed
+            # 5. ask the cluster's API (at most 10 s) whether its node carries e2e-migrations/owner=xtask-e2e-setup (created by e2e-setup), and list the namespaces of the checkouts using it (label e2e-migrations/checkout); a cluster whose API does not answer is neither reused nor recreated: setup stops, changes nothing and says what to do
+            # 6. write /w/state/state.json (0600) with run 3f9a1c2b, phase creating, before anything is made on the cluster: teardown finds what setup made even if it fails or is killed
+            # 7. before a delete or create below: write /home/u/.cache/e2e-migrations/kind-e2e.creating, removed once the cluster is made (a later setup that finds it redoes the interrupted create)
+            # 8. with --recreate, or when the cluster is not Ready or its config changed, and only when its API answers, shows the label and shows no other checkout's namespace (else setup stops, naming them); or when /home/u/.cache/e2e-migrations/kind-e2e.creating says an earlier create was interrupted
             kind delete cluster --name e2e --kubeconfig /w/state/kind/kubeconfig
-            # 7. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
+            # 9. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
             kind create cluster --name e2e --config /w/state/kind/e2e.config.yaml --kubeconfig /w/state/kind/kubeconfig --wait 120s --retain
-            # 8. is the image present in the local engine?
+            # 10. is the image present in the local engine?
             docker image inspect --format '{{.Id}}' postgres:16.6-bookworm
-            # 9. when the image is present locally and not loaded into this cluster yet
+            # 11. when the image is present locally and not loaded into this cluster yet
             kind load docker-image postgres:16.6-bookworm --name e2e
-            # 10. check namespace e2e (this checkout's, labelled e2e-migrations/checkout=<this checkout> and its port slot, the lowest free): create it, or reuse it and remove what earlier runs (whose state is gone) left there; another checkout's is refused
-            # 11. read secret postgres-3f9a1c2b-credentials in namespace e2e: keep its password if it exists, else generate one
-            # 12. server-side apply (field manager e2e-migrations) to context kind-e2e, namespace e2e
+            # 12. check namespace e2e (this checkout's, labelled e2e-migrations/checkout=<this checkout> and its port slot, the lowest free): create it, or reuse it and remove what earlier runs (whose state is gone) left there; another checkout's is refused
+            # 13. read secret postgres-3f9a1c2b-credentials in namespace e2e: keep its password if it exists, else generate one
+            # 14. server-side apply (field manager e2e-migrations) to context kind-e2e, namespace e2e
             apiVersion: v1
             kind: Namespace
-            # 13. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
-            # 14. connect: postgres://e2e:***@127.0.0.1:15432/e2e
-            # 15. apply migration sets audit,workflow and roll their partitions
-            # 16. write /w/state/state.json (phase ready, the sets) and /w/state/connection.env (0600)
-            # 17. only if a step above fails; the path is printed
+            # 15. release the lock /home/u/.cache/e2e-migrations/kind-e2e.lock
+            # 16. wait (watch) until deployment postgres-3f9a1c2b is rolled out and its pod is Ready, at most 180 s
+            # 17. connect: postgres://e2e:***@127.0.0.1:15432/e2e
+            # 18. apply migration sets audit,workflow and roll their partitions
+            # 19. write /w/state/state.json (phase ready, the sets) and /w/state/connection.env (0600)
+            # 20. only if a step above fails; the path is printed
             kind export logs '/w/state/kind/logs-<time>' --name e2e
         "##]]
         .assert_eq(&render(&kind_setup(&k, &deploy_input())));
@@ -421,20 +484,30 @@ mod tests {
     #[test]
     fn teardown_plans() {
         let state = Path::new("/w/state");
-        let mut steps = kind_teardown("e2e", "e2e-app-1a2b3c4d", Path::new("/w/state/kind/kubeconfig"), state);
+        let mut steps = kind_teardown(&KindTeardown {
+            cluster: "e2e",
+            namespace: "e2e-app-1a2b3c4d",
+            kubeconfig: Path::new("/w/state/kind/kubeconfig"),
+            lock: &LockPaths::new(Path::new("/home/u/.cache/e2e-migrations"), "e2e"),
+            state_dir: state,
+        });
         steps.extend(kube_teardown("context lab", "e2e-check", Some("3f9a1c2b"), false, state));
         steps.extend(kube_teardown("context lab", "team-a", Some("3f9a1c2b"), true, state));
         expect![[r##"
-            # 1.
+            # 1. take the lock /home/u/.cache/e2e-migrations/kind-e2e.lock (flock; waits while a setup or teardown of another checkout works on cluster "e2e"), held until the cluster is deleted or kept
+            # 2.
             kind get clusters
-            # 2. when cluster "e2e" exists and e2e-setup created it (node label e2e-migrations/owner): delete this checkout's namespace e2e-app-1a2b3c4d (labelled e2e-migrations/checkout=<this checkout>), then list the namespaces other checkouts hold
-            # 3. when no other checkout's namespace remains (the cluster is shared); --keep or KEEP_CLUSTER=true keeps it
+            # 3. when the cluster exists: written to /w/state/kind/kubeconfig (0600)
+            kind get kubeconfig --name e2e
+            # 4. ask the cluster's API (at most 10 s) whether its node carries e2e-migrations/owner (created by e2e-setup), and list the namespaces of the checkouts using it (label e2e-migrations/checkout); a cluster whose API does not answer, or that e2e-setup did not create, is left alone: teardown stops, deletes nothing, keeps this checkout's record and says what to do
+            # 5. delete this checkout's namespace e2e-app-1a2b3c4d (labelled e2e-migrations/checkout=<this checkout>)
+            # 6. when no other checkout's namespace remains, whichever checkout created the cluster (the last one out deletes it); or when /home/u/.cache/e2e-migrations/kind-e2e.creating says an earlier create was interrupted; --keep or KEEP_CLUSTER=true keeps it
             kind delete cluster --name e2e --kubeconfig /w/state/kind/kubeconfig
-            # 4. remove /w/state/state.json and /w/state/connection.env
-            # 5. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
-            # 6. remove /w/state/state.json and /w/state/connection.env
-            # 7. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
-            # 8. remove /w/state/state.json and /w/state/connection.env
+            # 7. remove /w/state/state.json and /w/state/connection.env
+            # 8. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone
+            # 9. remove /w/state/state.json and /w/state/connection.env
+            # 10. context lab: delete the deployment, service and secret labelled app.kubernetes.io/managed-by=e2e-migrations,e2e-migrations/run-id=3f9a1c2b in namespace team-a (never the namespace, never an object without the labels), and wait until its pod is gone
+            # 11. remove /w/state/state.json and /w/state/connection.env
         "##]]
         .assert_eq(&render(&steps));
     }

@@ -8,6 +8,7 @@
 //! - [`cluster`]: the `kind` CLI, the availability probe and the reuse/ownership decisions;
 //! - [`deploy`]: server-side apply and the readiness watch;
 //! - [`forward`]: the NodePort URL or the port-forward;
+//! - [`lock`]: the machine-wide lock of a Kind cluster and the note of an interrupted create;
 //! - [`run`]: the run id and creation time a setup's objects carry;
 //! - [`remove`]: teardown of a run, a namespace, or what earlier runs left;
 //! - [`stale`]: which runs `e2e-teardown --stale AGE` removes (pure);
@@ -18,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod deploy;
 pub(crate) mod dry_run;
 pub(crate) mod forward;
+pub(crate) mod lock;
 pub(crate) mod manifests;
 #[cfg(test)]
 mod pod_security;
@@ -328,8 +330,34 @@ async fn marker(kubeconfig: &Path, name: &str) -> Marker {
     Marker::Ours { config_hash, healthy }
 }
 
-fn saved_owns_cluster(saved: Option<&SetupState>, name: &str) -> bool {
-    saved.is_some_and(|s| s.backend == BackendKind::Kind && s.owned && s.cluster.as_deref() == Some(name))
+/// Whether the record names a Kind setup in cluster `name` (this checkout's namespace there).
+fn records_cluster(saved: Option<&SetupState>, name: &str) -> bool {
+    saved.is_some_and(|s| s.backend == BackendKind::Kind && s.cluster.as_deref() == Some(name))
+}
+
+/// Who this process is, for the lock's file and the note of a create: `e2e-setup in /w/app
+/// (pid 4242, since ...)`.
+fn holder(command: &str, ws: &Workspace) -> String {
+    lock::holder_line(command, &ws.root, std::process::id(), chrono::Utc::now())
+}
+
+/// Takes the machine-wide lock of cluster `name` (see [`lock`]).
+async fn take_lock(name: &str, command: &str, ws: &Workspace, step: &Step) -> Result<lock::ClusterLock> {
+    let paths = lock::LockPaths::of_user(name)?;
+    lock::ClusterLock::acquire(&paths, &holder(command, ws), lock::LOCK_WAIT, step).await
+}
+
+/// What cluster `name` says of itself: our kubeconfig written from `kind get kubeconfig` (which
+/// needs the node running), then its node read through the API. A cluster that is not there,
+/// or whose kubeconfig cannot be read, is [`Marker::Unreachable`].
+async fn ask_cluster(sh: &Shell, existing: &[String], name: &str, paths: &Paths) -> Marker {
+    if !existing.iter().any(|c| c == name) {
+        return Marker::Unreachable("no such cluster".to_string());
+    }
+    match cluster::write_kubeconfig(sh, name, &paths.kubeconfig) {
+        Ok(()) => marker(&paths.kubeconfig, name).await,
+        Err(e) => Marker::Unreachable(format!("{e:#}")),
+    }
 }
 
 /// The namespaces of a shared Kind cluster that checkouts hold (labelled with their tag).
@@ -417,6 +445,7 @@ async fn setup_kind(
             image: &pg.image,
             archive: &paths.archive,
             kind_dir: &paths.dir,
+            lock: &lock::LockPaths::of_user(name)?,
         };
         let d = dry_run::DeployPlan {
             manifests_yaml: &yaml,
@@ -444,36 +473,44 @@ async fn setup_kind(
     let run = run_meta(saved, false)?;
 
     let step = Step::start(format!("cluster {name}"));
+    // held until this checkout's namespace (its claim on the cluster) exists
+    let lock = take_lock(name, "e2e-setup", ws, &step).await?;
     let existing = cluster::list_clusters(&sh)?;
-    let marker = if existing.iter().any(|c| c == name) {
-        cluster::write_kubeconfig(&sh, name, &paths.kubeconfig)?;
-        marker(&paths.kubeconfig, name).await
-    } else {
-        Marker::Unreachable("no such cluster".to_string())
-    };
+    let marker = ask_cluster(&sh, &existing, name, &paths).await;
     let context = format!("kind-{name}");
-    // who else uses the cluster (only a cluster of ours that answers can say)
+    // who uses the cluster (only a cluster of ours that answers can say)
     let claims = match &marker {
         Marker::Ours { .. } => {
             let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&context)).await?;
-            list_claims(&client).await?
+            Some(list_claims(&client).await?)
         }
-        _ => Vec::new(),
+        _ => None,
     };
-    let previously_owned = saved_owns_cluster(recorded(saved, BackendKind::Kind), name);
-    let action = cluster::decide(name, &existing, &marker, previously_owned, args.recreate, &kind_config.hash());
-    match &action {
-        Action::Refuse(e) => bail!(e.clone()),
-        Action::Recreate(why) => share::guard_recreate(&tag, &claims, why).map_err(anyhow::Error::msg)?,
-        Action::Create | Action::Reuse => {}
+    let before = recorded(saved, BackendKind::Kind).filter(|s| s.cluster.as_deref() == Some(name.as_str()));
+    let interrupted = lock.interrupted_create();
+    let facts = cluster::Facts {
+        name,
+        existing: &existing,
+        marker: &marker,
+        claims: claims.as_deref(),
+        me: &tag,
+        namespace: &namespace,
+        created_here: before.is_some_and(|s| s.cluster_created),
+        interrupted: interrupted.as_deref(),
+        engine,
+    };
+    let action = cluster::decide(&facts, args.recreate, &kind_config.hash());
+    if let Action::Refuse(e) = &action {
+        bail!(e.clone());
     }
     let mut st = SetupState {
         kubeconfig: Some(paths.kubeconfig.clone()),
         context: Some(context.clone()),
         namespace: Some(namespace.clone()),
         cluster: Some(name.clone()),
-        // created now, or reused because its node carries our label (refused otherwise)
+        // this checkout's namespace; the cluster is shared (see cluster_created)
         owned: true,
+        cluster_created: cluster::created_here(&action, facts.created_here),
         sets: recorded(saved, BackendKind::Kind).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
@@ -485,13 +522,17 @@ async fn setup_kind(
         Action::Refuse(_) => unreachable!("refused above"),
         Action::Reuse => false,
         Action::Create => {
+            lock.note_create(&holder("e2e-setup", ws))?;
             cluster::create(&sh, name, &paths, &config_yaml)?;
+            lock.clear_create()?;
             true
         }
         Action::Recreate(why) => {
             say!("  recreating cluster {name}: {why}");
+            lock.note_create(&holder("e2e-setup", ws))?;
             cluster::delete(&sh, name, &paths.kubeconfig)?;
             cluster::create(&sh, name, &paths, &config_yaml)?;
+            lock.clear_create()?;
             true
         }
     };
@@ -525,6 +566,8 @@ async fn setup_kind(
                 .to_string(),
         };
         let deployed = deploy::deploy(&d, &step).await?;
+        // this checkout's namespace now holds its claim: other checkouts may go on
+        drop(lock);
         step.done(deploy::deployed_outcome(&deployed));
         let step = Step::start("PostgreSQL ready");
         let pod = deploy::wait_ready(&d, &step).await?;
@@ -568,64 +611,99 @@ pub(crate) async fn teardown(
         .and_then(|s| s.namespace.clone())
         .unwrap_or_else(|| kind_namespace(args.cluster.namespace.as_deref(), &config.postgres.namespace, &tag));
     let paths = Paths::new(&ws.state_dir, &name);
+    let lock_paths = lock::LockPaths::of_user(&name)?;
     if args.dry_run {
-        print!("{}", dry_run::render(&dry_run::kind_teardown(&name, &namespace, &paths.kubeconfig, &ws.state_dir)));
+        let t = dry_run::KindTeardown {
+            cluster: &name,
+            namespace: &namespace,
+            kubeconfig: &paths.kubeconfig,
+            lock: &lock_paths,
+            state_dir: &ws.state_dir,
+        };
+        print!("{}", dry_run::render(&dry_run::kind_teardown(&t)));
         return Ok(false);
     }
     if args.keep {
-        say!("keeping Kind cluster {name} (--keep / KEEP_CLUSTER=true); `cargo xtask e2e-teardown` deletes it later");
+        say!(
+            "keeping Kind cluster {name} and namespace {namespace} (--keep / KEEP_CLUSTER=true); `cargo xtask \
+             e2e-teardown` deletes them later"
+        );
         return Ok(false);
     }
     let sh = shell(ws)?;
-    if let Err(why) = cluster::availability(&cluster::probe(&sh)) {
-        if saved_owns_cluster(state, &name) {
-            bail!("--backend kind: cannot delete cluster {name}: {why}");
+    let engine = match cluster::availability(&cluster::probe(&sh)) {
+        Ok(engine) => engine,
+        Err(why) if records_cluster(state, &name) => {
+            bail!("--backend kind: cannot delete this checkout's namespace {namespace} in cluster {name}: {why}")
         }
-        say!("nothing to tear down: no Kind cluster can exist here ({why})");
-        return Ok(true);
-    }
-    let step = Step::start(format!("cluster {name}"));
-    let existing = cluster::list_clusters(&sh)?;
-    let marker = if existing.iter().any(|c| c == &name) {
-        cluster::write_kubeconfig(&sh, &name, &paths.kubeconfig)?;
-        marker(&paths.kubeconfig, &name).await
-    } else {
-        Marker::Unreachable("no such cluster".to_string())
+        Err(why) => {
+            say!("nothing to tear down: no Kind cluster can exist here ({why})");
+            return Ok(true);
+        }
     };
-    match cluster::decide_teardown(&name, &existing, &marker, saved_owns_cluster(state, &name)) {
-        TeardownAction::Delete => {
-            // a cluster that answers is shared: this checkout's namespace first, the cluster
-            // only when no other checkout's namespace remains
-            let shared = match &marker {
-                Marker::Ours { .. } => {
-                    let client =
-                        e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?;
-                    let run_id = state.and_then(|s| s.run_id.as_deref());
-                    let ns = remove::request_namespace_delete(&client, &namespace, run_id, Some(&tag)).await?;
-                    let claims = list_claims(&client).await?;
-                    Some((ns, share::decide_shared_teardown(&tag, &claims)))
-                }
-                _ => None,
-            };
-            match shared {
-                Some((ns, share::SharedTeardown::NamespaceOnly { others })) => {
-                    let ns = match ns {
-                        remove::Deleted::Deleted => format!("namespace {namespace} deleted"),
-                        remove::Deleted::Missing => format!("no namespace {namespace}"),
-                    };
-                    step.done(format!("{ns}; the cluster is kept: other checkouts use it ({})", others.join(", ")));
-                }
-                _ => {
-                    cluster::delete(&sh, &name, &paths.kubeconfig)?;
-                    for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
-                        let _ = std::fs::remove_file(f);
-                    }
-                    step.done("deleted (no other checkout uses it)");
-                }
-            }
+    let step = Step::start(format!("cluster {name}"));
+    // held until the cluster is deleted or kept, so that no setup joins it meanwhile
+    let lock = take_lock(&name, "e2e-teardown", ws, &step).await?;
+    let existing = cluster::list_clusters(&sh)?;
+    let marker = ask_cluster(&sh, &existing, &name, &paths).await;
+    let client = match &marker {
+        Marker::Ours { .. } => {
+            Some(e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?)
         }
-        TeardownAction::Nothing(why) => step.done(format!("nothing to delete: {why}")),
+        _ => None,
+    };
+    let claims = match &client {
+        Some(c) => Some(list_claims(c).await?),
+        None => None,
+    };
+    let interrupted = lock.interrupted_create();
+    let facts = cluster::Facts {
+        name: &name,
+        existing: &existing,
+        marker: &marker,
+        claims: claims.as_deref(),
+        me: &tag,
+        namespace: &namespace,
+        created_here: state.is_some_and(|s| records_cluster(Some(s), &name) && s.cluster_created),
+        interrupted: interrupted.as_deref(),
+        engine,
+    };
+    let delete_namespace = || async {
+        let Some(client) = &client else {
+            return Ok::<_, anyhow::Error>(String::new());
+        };
+        let run_id = state.and_then(|s| s.run_id.as_deref());
+        Ok(match remove::request_namespace_delete(client, &namespace, run_id, Some(&tag)).await? {
+            remove::Deleted::Deleted => format!("namespace {namespace} deleted; "),
+            remove::Deleted::Missing => format!("no namespace {namespace}; "),
+        })
+    };
+    let delete_cluster = || -> Result<()> {
+        cluster::delete(&sh, &name, &paths.kubeconfig)?;
+        for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
+            let _ = std::fs::remove_file(f);
+        }
+        lock.clear_create()
+    };
+    match cluster::decide_teardown(&facts) {
+        TeardownAction::Nothing(why) => {
+            lock.clear_create()?;
+            step.done(format!("nothing to delete: {why}"));
+        }
         TeardownAction::Refuse(e) => bail!(e),
+        TeardownAction::NamespaceOnly { others } => {
+            let ns = delete_namespace().await?;
+            step.done(format!("{ns}the cluster is kept: other checkouts use it ({})", others.join(", ")));
+        }
+        TeardownAction::NamespaceAndCluster => {
+            let ns = delete_namespace().await?;
+            delete_cluster()?;
+            step.done(format!("{ns}cluster deleted (no other checkout uses it)"));
+        }
+        TeardownAction::Remains(why) => {
+            delete_cluster()?;
+            step.done(format!("deleted {why}"));
+        }
     }
     Ok(true)
 }

@@ -70,9 +70,18 @@ pub struct SetupState {
     pub namespace: Option<String>,
     /// The Kind cluster name (kind).
     pub cluster: Option<String>,
-    /// Whether setup created the cluster (or namespace), so teardown may delete it (a kube
-    /// setup in a namespace someone else made owns only its run's objects there).
+    /// Whether setup made what it runs in, so teardown may delete it: the local server; kube:
+    /// the namespace (not with `--existing-namespace`, where it owns only its run's objects);
+    /// kind: this checkout's namespace in the cluster. Never the Kind cluster itself, which
+    /// checkouts share: see [`SetupState::cluster_created`].
     pub owned: bool,
+    /// Kind: this checkout's setup created the cluster (`kind create cluster`), rather than
+    /// joining one that was there. Said by `doctor` and in teardown's messages; never a reason
+    /// to delete the cluster, which other checkouts may have joined since (teardown deletes it
+    /// when its API shows that no other checkout uses it). Records written before this field
+    /// read `false`: their `owned` was `true` for a cluster made and for one joined alike.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_created: bool,
     /// The sets applied by the last setup.
     pub sets: Vec<String>,
     /// Kind, kube: the run whose objects setup made (their names and labels carry it). Saved
@@ -104,6 +113,7 @@ impl SetupState {
             namespace: None,
             cluster: None,
             owned: false,
+            cluster_created: false,
             sets: Vec::new(),
             run_id: None,
             run_created_at: None,
@@ -379,6 +389,7 @@ mod tests {
                 namespace: Some("e2e".into()),
                 cluster: Some("e2e".into()),
                 owned: true,
+                cluster_created: true,
                 sets: vec!["audit".into()],
                 run_id: Some("3f9a1c2b".into()),
                 run_created_at: Some("2024-06-15T12:00:00Z".parse().unwrap()),
@@ -413,6 +424,23 @@ mod tests {
             Saved::Foreign { made_in, .. } => assert_eq!(made_in, here),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A Kind record from before `cluster_created` said `owned: true` for a cluster its setup
+    /// made and for one it joined alike: it reads as not having made the cluster, and keeps
+    /// owning its namespace. A record that made the cluster says so, and one that did not
+    /// leaves the field out.
+    #[test]
+    fn an_older_kind_record_reads_as_not_having_created_the_cluster() {
+        let here = Path::new("/w/target/e2e");
+        let made = to_json(&record(here), here);
+        assert!(made.contains("\"cluster_created\": true"), "{made}");
+        let older = made.replace("\"cluster_created\": true,\n", "").replace("\"cluster_created\": true", "");
+        assert!(!older.contains("cluster_created"), "{older}");
+        let Saved::Ours(read) = classify(&older, here) else { panic!("{older}") };
+        assert!(read.setup.owned && !read.setup.cluster_created, "{:?}", read.setup);
+        let joined = Record { setup: SetupState { cluster_created: false, ..record(here).setup }, ..record(here) };
+        assert!(!to_json(&joined, here).contains("cluster_created"));
     }
 
     #[test]
