@@ -51,6 +51,23 @@ pub fn left_behind(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     after.databases.iter().filter(|d| !before.databases.contains(*d) && !kept(d)).cloned().collect()
 }
 
+/// Whether `after` can be compared with `before` (pure): the tests start the shared server, so
+/// there must be one after them, and the same one as before when there was one then. A check
+/// that compared nothing, or two servers' lists, would pass whatever the tests left.
+pub fn comparable(before: &Snapshot, after: &Snapshot) -> Result<(), String> {
+    match (&before.server, &after.server) {
+        (_, None) => Err(format!(
+            "no server after the tests (before: {}): the tests start the shared server, so it should be running; nothing \
+             was checked",
+            before.server.as_deref().unwrap_or("none")
+        )),
+        (Some(b), Some(a)) if a != b => Err(format!(
+            "the server after the tests ({a}) is not the one before them ({b}): their databases cannot be compared"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The databases on this checkout's server now (`DATABASE_URL`, else what setup left), found
 /// without starting or creating anything: an empty snapshot when nothing is set up or the
 /// local server is not running.
@@ -121,6 +138,19 @@ mod tests {
                 "e2e_t_aaaaaaaaaaaa_ab12_7_1_3",
             ]
         );
+    }
+
+    #[test]
+    fn only_the_same_server_before_and_after_is_compared() {
+        let none = Snapshot::default();
+        let a = snap(Some("e2e"), &["postgres", "e2e"]);
+        let mut b = a.clone();
+        b.server = Some("postgres://e2e@127.0.0.1:2/e2e".into());
+        assert_eq!(comparable(&none, &a), Ok(()), "a fresh clone: the tests start the server");
+        assert_eq!(comparable(&a, &a), Ok(()));
+        assert!(comparable(&none, &none).unwrap_err().contains("no server after the tests (before: none)"));
+        assert!(comparable(&a, &none).unwrap_err().contains("no server after the tests"));
+        assert!(comparable(&a, &b).unwrap_err().contains("is not the one before them"));
     }
 
     #[test]

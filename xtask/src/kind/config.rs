@@ -277,9 +277,11 @@ impl E2eConfig {
             None if default_path.is_file() => default_path.to_path_buf(),
             None => return Ok((E2eConfig::default(), None)),
         };
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("--config {}: cannot read it", path.display()))?;
-        let config = E2eConfig::parse(&text).with_context(|| format!("--config {}", path.display()))?;
+        // the file named, and where the name came from (the flag and its variable alike)
+        let origin = if explicit.is_some() { " (--config or E2E_CONFIG)" } else { "" };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("settings file {}{origin}: cannot read it", path.display()))?;
+        let config = E2eConfig::parse(&text).with_context(|| format!("settings file {}", path.display()))?;
         Ok((config, Some(path)))
     }
 
@@ -693,6 +695,6 @@ mod tests {
         let (config, path) = E2eConfig::load(None, nowhere).unwrap();
         assert_eq!((config, path), (E2eConfig::default(), None));
         let e = format!("{:#}", E2eConfig::load(Some(nowhere), nowhere).unwrap_err());
-        assert!(e.starts_with("--config /nonexistent/e2e.toml: cannot read it"), "{e}");
+        assert!(e.starts_with("settings file /nonexistent/e2e.toml (--config or E2E_CONFIG): cannot read it"), "{e}");
     }
 }

@@ -48,10 +48,11 @@ pub(super) fn next_seq() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-/// 4 hex digits of the host name and pid namespace: pids are comparable only within one.
+/// 8 hex digits (32 bits) of the host name and pid namespace: pids are comparable only within
+/// one, and two hosts sharing a server are told apart but for a 1 in 4 billion chance.
 fn host_tag() -> String {
     let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    hex(&Sha256::digest(format!("{}|{}", host.trim(), pid_namespace())))[..4].to_string()
+    hex(&Sha256::digest(format!("{}|{}", host.trim(), pid_namespace())))[..8].to_string()
 }
 
 /// The pid namespace this process is in (containers on one host may share its name, not pids).

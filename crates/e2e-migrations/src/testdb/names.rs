@@ -11,7 +11,7 @@ pub(super) const HASH_LEN: usize = 12;
 /// The process that made a database: host tag, pid, process start (unix seconds), sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    /// 4 hex digits from the host name and pid namespace.
+    /// 8 hex digits from the host name and pid namespace (4 in names of earlier versions).
     pub host: String,
     /// The process id.
     pub pid: u32,
@@ -125,7 +125,7 @@ fn parse_owner(parts: &[&str]) -> Option<Owner> {
     let [host, pid, start, n] = parts else {
         return None;
     };
-    if host.len() != 4 || !host.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !matches!(host.len(), 4 | 8) || !host.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(n, 36).ok()?;
@@ -212,7 +212,9 @@ mod tests {
         let tpl = fp.template_name();
         assert!(tpl.starts_with("e2e_tpl_") && tpl.ends_with("_audit_workflow"), "{tpl}");
         assert_eq!(parse_name(&tpl), Some(DbName::Template { hash: fp.short(), label: "audit_workflow".into() }));
-        let owner = Owner { host: "ab12".into(), pid: 4_194_304, start: 1_760_000_000 };
+        let earlier = Owner { host: "ab12".into(), pid: 7, start: 1_760_000_000 };
+        assert_eq!(parse_name(&scratch_name(&earlier, 1)), Some(DbName::Scratch { owner: earlier }), "4 digits");
+        let owner = Owner { host: "ab12cd34".into(), pid: 4_194_304, start: 1_760_000_000 };
         let t = owned_name('t', &fp.short(), &owner, u64::MAX);
         assert!(t.len() <= crate::ident::MAX_LEN, "{t} is {} bytes", t.len());
         crate::ident::validate(&t).unwrap();
@@ -225,9 +227,14 @@ mod tests {
             parse_name(&owned_name('b', &fp.short(), &owner, 0)),
             Some(DbName::Build { hash: fp.short(), owner })
         );
-        for foreign in
-            ["e2e", "postgres", "e2e_tpl_xyz_audit", "e2e_t_0123456789ab_zz12_1_1_1", "e2e_q_0123456789ab_ab12_1_1_1"]
-        {
+        for foreign in [
+            "e2e",
+            "postgres",
+            "e2e_tpl_xyz_audit",
+            "e2e_t_0123456789ab_zz12_1_1_1",
+            "e2e_q_0123456789ab_ab12_1_1_1",
+            "e2e_s_ab123_1_1_1",
+        ] {
             assert_eq!(parse_name(foreign), None, "{foreign}");
         }
     }
