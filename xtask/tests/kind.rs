@@ -9,7 +9,8 @@
 //! names a cluster to test in; with `E2E_KUBE_NAMESPACE` it works in that namespace, made
 //! beforehand (`--existing-namespace`), as an account bound only to docs/rbac/role.yaml would.
 //! It covers a setup, the nextest setup script following it, psql through the forward, and
-//! teardown; and a setup that fails (an image the node lacks), then a plain teardown.
+//! teardown; a setup that fails (an image the node lacks), then a plain teardown; and two
+//! setups in parallel, one torn down, the other removed by the stale cleanup.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -437,4 +438,98 @@ fn kube_failed_setup_then_teardown() {
     assert!(!state.path().join("state.json").exists());
     let o = run(xtask(state.path()).args(["e2e-teardown"]));
     assert!(stderr(&o).starts_with("nothing is set up in this checkout"), "{}", stderr(&o));
+}
+
+/// Two runs at once, as two CI jobs sharing a cluster would start them: two checkouts (state
+/// folders) set up in parallel, in one namespace made beforehand (`E2E_KUBE_NAMESPACE`, the
+/// Role-only case) or in two namespaces of their own. Each gets its own run, server and
+/// port-forward; one's teardown leaves the other working; then `--stale` keeps the younger run
+/// and removes it once it has been idle for longer than the age given.
+#[test]
+fn kube_two_setups_in_parallel_do_not_interfere() {
+    let Ok(context) = std::env::var("E2E_KUBE_CONTEXT") else {
+        return skip_or_fail("E2E_KUBE_CONTEXT is not set (the kubeconfig context of a cluster to test in)");
+    };
+    let existing = std::env::var("E2E_KUBE_NAMESPACE").ok().filter(|n| !n.is_empty());
+    let config: Vec<String> = std::env::var("E2E_CONFIG").map(|c| vec!["--config".to_string(), c]).unwrap_or_default();
+    let states = [TempDir::new("xtask-kube-par-a"), TempDir::new("xtask-kube-par-b")];
+    let namespaces: Vec<String> = states
+        .iter()
+        .map(|s| {
+            let dir_name = s.path().file_name().unwrap().to_string_lossy().into_owned();
+            existing.clone().unwrap_or_else(|| format!("e2e-par-{}", dir_name.rsplit('-').next().unwrap()))
+        })
+        .collect();
+    let setup = |i: usize| {
+        let mut c = xtask(states[i].path());
+        c.args(["e2e-setup", "--backend", "kube", "--context", &context, "--namespace", &namespaces[i]])
+            .args(["--sets", "audit", "--print-env"])
+            .args(&config);
+        if existing.is_some() {
+            c.arg("--existing-namespace");
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().expect("start xtask")
+    };
+    let started = Instant::now();
+    let children = [setup(0), setup(1)];
+    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    eprintln!("two setups in parallel: {:?}", started.elapsed());
+    for o in &outputs {
+        assert!(o.status.success(), "a parallel setup failed: {}", stderr(o));
+    }
+    let runs: Vec<String> = outputs.iter().map(|o| get(&env_lines(&stdout(o)), "E2E_RUN_ID").to_string()).collect();
+    assert_ne!(runs[0], runs[1], "names are unique per run");
+    let server = |i: usize| e2e_migrations::kube::Server {
+        kubeconfig: std::env::var_os("KUBECONFIG").map(PathBuf::from),
+        context: Some(context.clone()),
+        namespace: namespaces[i].clone(),
+        run_id: Some(runs[i].clone()),
+    };
+    let rt = rt();
+    // both at once, each through its own port-forward, each on its own server
+    rt.block_on(async {
+        let ((a, fa), (b, fb)) = (server(0).connect().await.unwrap(), server(1).connect().await.unwrap());
+        a.batch_execute("CREATE TABLE only_in_a (id int)").await.unwrap();
+        let seen: i64 =
+            b.query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'", &[]).await.unwrap().get(0);
+        assert_eq!(seen, 0, "the two runs share a server");
+        drop((a, b));
+        fa.abort();
+        fb.abort();
+    });
+
+    // a's teardown leaves b's run working
+    let o = run(xtask(states[0].path()).args(["e2e-teardown"]));
+    assert!(o.status.success(), "teardown of a failed: {}", stderr(&o));
+    let tables = rt.block_on(async {
+        let (client, forward) = server(1).connect().await.unwrap();
+        let t = migrated_tables(&client).await;
+        drop(client);
+        forward.abort();
+        t
+    });
+    assert_eq!(tables, ["audit_events", "goose_db_version"], "b still works after a's teardown");
+
+    // the stale cleanup: b is younger than 2h, so kept; idle for longer than 5s, removed
+    let mut stale = xtask(states[1].path());
+    stale.args(["e2e-teardown", "--backend", "kube", "--context", &context, "--namespace", &namespaces[1]]);
+    let o = run(stale.args(["--stale", "2h"]));
+    assert!(o.status.success(), "--stale 2h failed: {}", stderr(&o));
+    let said = stderr(&o);
+    let b_run = format!("run {} in namespace {}", runs[1], namespaces[1]);
+    assert!(said.lines().any(|l| l.contains(&b_run) && l.ends_with("kept (younger than 2h)")), "{said}");
+    std::thread::sleep(Duration::from_secs(6));
+    let mut stale = xtask(states[1].path());
+    stale.args(["e2e-teardown", "--backend", "kube", "--context", &context, "--namespace", &namespaces[1]]);
+    let started = Instant::now();
+    let o = run(stale.args(["--stale", "5s"]));
+    assert!(o.status.success(), "--stale 5s failed: {}", stderr(&o));
+    let said = stderr(&o);
+    assert!(said.lines().any(|l| l.contains(&b_run) && l.contains("stale: removing")), "{said}");
+    assert!(!said.contains(&runs[0]), "a's run was torn down already: {said}");
+    eprintln!("stale cleanup of one run: {:?}", started.elapsed());
+    // b's own teardown then finds nothing of its run left, and forgets it
+    let o = run(xtask(states[1].path()).args(["e2e-teardown"]));
+    assert!(o.status.success(), "teardown of b after the cleanup failed: {}", stderr(&o));
 }

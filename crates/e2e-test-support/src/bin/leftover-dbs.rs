@@ -37,10 +37,11 @@ fn check(file: &str) -> Result<(), String> {
     comparable(&before, &after)?;
     let left = left_behind(&before, &after);
     eprintln!(
-        "leftover-dbs: {} databases on {} before the tests, {} after; left behind: {}",
+        "leftover-dbs: before the tests {} databases ({}), after them {} ({}); left behind: {}",
         before.databases.len(),
-        server(&after),
+        server(&before),
         after.databases.len(),
+        server(&after),
         left.len()
     );
     if left.is_empty() {
