@@ -154,7 +154,7 @@ pub struct Teardown {
     /// What to tear down [default: whatever setup made].
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
-    /// Kind/kube: keep the cluster (also KEEP_CLUSTER=true).
+    /// Kind/kube: keep what setup made, cluster and namespace (also KEEP_CLUSTER=true).
     #[arg(long, env = "KEEP_CLUSTER")]
     pub keep: bool,
     /// Kind/kube: print every command in order and change nothing.

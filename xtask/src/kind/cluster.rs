@@ -180,7 +180,7 @@ pub(crate) struct Facts<'a> {
     /// This checkout's record says its setup created the cluster. Only for the messages:
     /// others may have joined since, so it never allows a delete.
     pub(crate) created_here: bool,
-    /// The note of an interrupted `kind create cluster` (who, when): the cluster is half made
+    /// The note of an interrupted create or delete of the cluster (who, when): it is half made
     /// and no checkout can have joined it (see [`super::lock`]).
     pub(crate) interrupted: Option<&'a str>,
     /// The container engine kind runs on (for the hints).
@@ -250,7 +250,8 @@ pub(crate) fn decide(f: &Facts<'_>, recreate: bool, want_hash: &str) -> Action {
             not_ours(&format!("its node lacks the label {}={}", super::config::OWNER_LABEL, super::config::OWNER_VALUE))
         }
         _ if f.interrupted.is_some() => guarded(format!(
-            "an earlier `kind create cluster` ({}) was interrupted: the cluster is half made and no checkout has joined it",
+            "an earlier create or delete of the cluster ({}) was interrupted: the cluster is half made or half deleted, \
+             and no checkout has joined it",
             f.interrupted.unwrap_or_default()
         )),
         Marker::Unreachable(e) => Action::Refuse(format!(
@@ -322,7 +323,7 @@ pub(crate) fn decide_teardown(f: &Facts<'_>) -> TeardownAction {
             SharedTeardown::NamespaceAndCluster => TeardownAction::NamespaceAndCluster,
         },
         (Marker::Unreachable(_), _) if f.interrupted.is_some() => TeardownAction::Remains(format!(
-            "the remains of an interrupted `kind create cluster` ({})",
+            "the remains of an interrupted create or delete of the cluster ({})",
             f.interrupted.unwrap_or_default()
         )),
         (Marker::Ours { .. }, None) => TeardownAction::Refuse(format!(
@@ -330,8 +331,8 @@ pub(crate) fn decide_teardown(f: &Facts<'_>) -> TeardownAction {
         )),
         (Marker::Unreachable(e), _) => TeardownAction::Refuse(format!(
             "Kind cluster {name:?} does not answer ({e}){}: this checkout's namespace {} cannot be deleted, and which \
-             other checkouts use the cluster cannot be checked, so nothing was deleted and this checkout's setup stays \
-             recorded. Run `cargo xtask e2e-teardown` again once the cluster answers ({}). To delete the cluster for \
+             other checkouts use the cluster cannot be checked, so nothing was deleted and this checkout's record (if any) \
+             is kept. Run `cargo xtask e2e-teardown` again once the cluster answers ({}). To delete the cluster for \
              every checkout that uses it: `kind delete cluster --name {name}`, then `cargo xtask e2e-teardown` \
              forgets this checkout's setup",
             f.whose(),
@@ -661,7 +662,7 @@ mod tests {
         .assert_eq(&e);
         let f = Facts { engine: Engine::Podman, ..facts(&existing, &down, None) };
         let TeardownAction::Refuse(e) = decide_teardown(&f) else { panic!("must refuse") };
-        expect_test::expect![[r#"Kind cluster "e2e" does not answer (no answer in 10 s): this checkout's namespace e2e-me cannot be deleted, and which other checkouts use the cluster cannot be checked, so nothing was deleted and this checkout's setup stays recorded. Run `cargo xtask e2e-teardown` again once the cluster answers (is its node running? `podman ps -a --filter label=io.x-k8s.kind.cluster=e2e`; a stopped one starts with `podman start e2e-control-plane`, a paused one with `podman unpause e2e-control-plane`). To delete the cluster for every checkout that uses it: `kind delete cluster --name e2e`, then `cargo xtask e2e-teardown` forgets this checkout's setup"#]]
+        expect_test::expect![[r#"Kind cluster "e2e" does not answer (no answer in 10 s): this checkout's namespace e2e-me cannot be deleted, and which other checkouts use the cluster cannot be checked, so nothing was deleted and this checkout's record (if any) is kept. Run `cargo xtask e2e-teardown` again once the cluster answers (is its node running? `podman ps -a --filter label=io.x-k8s.kind.cluster=e2e`; a stopped one starts with `podman start e2e-control-plane`, a paused one with `podman unpause e2e-control-plane`). To delete the cluster for every checkout that uses it: `kind delete cluster --name e2e`, then `cargo xtask e2e-teardown` forgets this checkout's setup"#]]
         .assert_eq(&e);
     }
 

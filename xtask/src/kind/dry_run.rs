@@ -175,7 +175,7 @@ pub(crate) fn kind_setup(k: &KindSetup<'_>, d: &DeployPlan<'_>) -> Vec<PlanStep>
             when: Some(format!(
                 "with --recreate, or when the cluster is not Ready or its config changed, and only when its API \
                  answers, shows the label and shows no other checkout's namespace (else setup stops, naming them); or \
-                 when {} says an earlier create was interrupted",
+                 when {} says an earlier create or delete was interrupted",
                 k.lock.creating.display()
             )),
         },
@@ -327,8 +327,9 @@ pub(crate) fn kind_teardown(t: &KindTeardown<'_>) -> Vec<PlanStep> {
             argv: kind(kind_delete_args(name, t.kubeconfig)),
             when: Some(format!(
                 "when no other checkout's namespace remains, whichever checkout created the cluster (the last one out \
-                 deletes it); or when {} says an earlier create was interrupted; --keep or KEEP_CLUSTER=true keeps \
-                 it",
+                 deletes it); or when {} says an earlier create or delete was interrupted. That note is written \
+                 before the delete and removed once the cluster is gone, so a delete killed half way is finished by \
+                 the next teardown",
                 t.lock.creating.display()
             )),
         },
@@ -444,7 +445,7 @@ mod tests {
             # 5. ask the cluster's API (at most 10 s) whether its node carries e2e-migrations/owner=xtask-e2e-setup (created by e2e-setup), and list the namespaces of the checkouts using it (label e2e-migrations/checkout); a cluster whose API does not answer is neither reused nor recreated: setup stops, changes nothing and says what to do
             # 6. write /w/state/state.json (0600) with run 3f9a1c2b, phase creating, before anything is made on the cluster: teardown finds what setup made even if it fails or is killed
             # 7. before a delete or create below: write /home/u/.cache/e2e-migrations/kind-e2e.creating, removed once the cluster is made (a later setup that finds it redoes the interrupted create)
-            # 8. with --recreate, or when the cluster is not Ready or its config changed, and only when its API answers, shows the label and shows no other checkout's namespace (else setup stops, naming them); or when /home/u/.cache/e2e-migrations/kind-e2e.creating says an earlier create was interrupted
+            # 8. with --recreate, or when the cluster is not Ready or its config changed, and only when its API answers, shows the label and shows no other checkout's namespace (else setup stops, naming them); or when /home/u/.cache/e2e-migrations/kind-e2e.creating says an earlier create or delete was interrupted
             kind delete cluster --name e2e --kubeconfig /w/state/kind/kubeconfig
             # 9. unless a healthy cluster "e2e" that e2e-setup created exists (a same-named cluster it did not create is refused)
             kind create cluster --name e2e --config /w/state/kind/e2e.config.yaml --kubeconfig /w/state/kind/kubeconfig --wait 120s --retain
@@ -501,7 +502,7 @@ mod tests {
             kind get kubeconfig --name e2e
             # 4. ask the cluster's API (at most 10 s) whether its node carries e2e-migrations/owner (created by e2e-setup), and list the namespaces of the checkouts using it (label e2e-migrations/checkout); a cluster whose API does not answer, or that e2e-setup did not create, is left alone: teardown stops, deletes nothing, keeps this checkout's record and says what to do
             # 5. delete this checkout's namespace e2e-app-1a2b3c4d (labelled e2e-migrations/checkout=<this checkout>)
-            # 6. when no other checkout's namespace remains, whichever checkout created the cluster (the last one out deletes it); or when /home/u/.cache/e2e-migrations/kind-e2e.creating says an earlier create was interrupted; --keep or KEEP_CLUSTER=true keeps it
+            # 6. when no other checkout's namespace remains, whichever checkout created the cluster (the last one out deletes it); or when /home/u/.cache/e2e-migrations/kind-e2e.creating says an earlier create or delete was interrupted. That note is written before the delete and removed once the cluster is gone, so a delete killed half way is finished by the next teardown
             kind delete cluster --name e2e --kubeconfig /w/state/kind/kubeconfig
             # 7. remove /w/state/state.json and /w/state/connection.env
             # 8. context lab: delete namespace e2e-check when it is labelled app.kubernetes.io/managed-by=e2e-migrations for run 3f9a1c2b (nothing else), and wait until it is gone

@@ -12,9 +12,10 @@
 //! stays (removing an flock file races with the next holder); it holds a line saying who holds
 //! the lock, for the message of whoever waits.
 //!
-//! Before `kind create cluster` the holder writes `kind-<cluster>.creating` and removes it once
-//! the cluster is made. A note found there means that a create was interrupted (the process
-//! killed): the cluster, if any, is half made, and no checkout can have joined it, since every
+//! Before `kind create cluster` (and `kind delete cluster`) the holder writes
+//! `kind-<cluster>.creating` and removes it once the cluster is made (or gone). A note found there
+//! means that a create or delete was interrupted (the process killed): the cluster, if any, is
+//! half made or half deleted, and no checkout can have joined it, since every
 //! setup takes the lock and reads the note before it joins. The next setup redoes the create;
 //! a teardown deletes the remains.
 //!
@@ -54,6 +55,8 @@ pub(crate) fn lock_dir(xdg_cache_home: Option<&OsStr>, home: Option<&OsStr>) -> 
 /// The lock file and the create note of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LockPaths {
+    /// The cluster's name.
+    pub(crate) cluster: String,
     /// `kind-<cluster>.lock`.
     pub(crate) lock: PathBuf,
     /// `kind-<cluster>.creating`.
@@ -64,6 +67,7 @@ impl LockPaths {
     /// The paths of `cluster` (a DNS label, checked with the settings) in `dir` (pure).
     pub(crate) fn new(dir: &Path, cluster: &str) -> LockPaths {
         LockPaths {
+            cluster: cluster.to_string(),
             lock: dir.join(format!("kind-{cluster}.lock")),
             creating: dir.join(format!("kind-{cluster}.creating")),
         }
@@ -110,8 +114,9 @@ impl ClusterLock {
                     let other = read_holder(&paths.lock);
                     if start.elapsed() >= wait {
                         bail!(
-                            "the Kind cluster is busy: {other} has held its lock {} for more than {} s; wait until \
-                             it ends, or stop that process if it hangs",
+                            "Kind cluster {} is busy: {other} holds its lock {}, and this command waited {} s \
+                             for it; wait until it ends, or stop that process if it hangs",
+                            paths.cluster,
                             paths.lock.display(),
                             wait.as_secs()
                         );
@@ -132,6 +137,10 @@ impl ClusterLock {
             f.write_all(format!("{holder}\n").as_bytes())
         };
         write(&mut file).with_context(|| format!("writing {}", paths.lock.display()))?;
+        // `kind create` / `kind delete` inherit the lock: a holder killed while kind works on the
+        // cluster (kill -9, the OOM killer) leaves the lock held until kind itself ends
+        nix::fcntl::fcntl(&*file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+            .with_context(|| format!("letting child processes inherit {}", paths.lock.display()))?;
         Ok(ClusterLock { paths: paths.clone(), _file: file })
     }
 
@@ -203,7 +212,10 @@ mod tests {
                 .err()
                 .expect("the lock is held");
             let e = e.to_string();
-            assert!(e.starts_with("the Kind cluster is busy: e2e-setup in /w/a (pid 1) has held its lock"), "{e}");
+            assert!(e.starts_with("Kind cluster e2e is busy: e2e-setup in /w/a (pid 1) holds its lock"), "{e}");
+            // the lock passes to `kind create` / `kind delete`, so killing only xtask frees nothing
+            let flags = nix::fcntl::fcntl(&*first._file, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert_eq!(flags & nix::fcntl::FdFlag::FD_CLOEXEC.bits(), 0, "the lock is closed on exec");
             drop(first);
             let second =
                 ClusterLock::acquire(&paths, "e2e-teardown in /w/b (pid 2)", Duration::from_millis(300), &step)

@@ -350,15 +350,33 @@ async fn take_lock(name: &str, command: &str, ws: &Workspace, step: &Step) -> Re
 /// What cluster `name` says of itself: our kubeconfig written from `kind get kubeconfig` (which
 /// needs the node running), then its node read through the API. A cluster that is not there,
 /// or whose kubeconfig cannot be read, is [`Marker::Unreachable`].
-async fn ask_cluster(sh: &Shell, existing: &[String], name: &str, paths: &Paths) -> Marker {
+///
+/// A node of ours that is not Ready is asked again for up to [`NODE_READY_WAIT`]: just after
+/// `docker start` or `unpause` the API answers before the node is Ready, and a cluster that is
+/// only starting must not be taken for a broken one (which setup recreates).
+async fn ask_cluster(sh: &Shell, existing: &[String], name: &str, paths: &Paths, step: &Step) -> Marker {
     if !existing.iter().any(|c| c == name) {
         return Marker::Unreachable("no such cluster".to_string());
     }
-    match cluster::write_kubeconfig(sh, name, &paths.kubeconfig) {
-        Ok(()) => marker(&paths.kubeconfig, name).await,
-        Err(e) => Marker::Unreachable(format!("{e:#}")),
+    if let Err(e) = cluster::write_kubeconfig(sh, name, &paths.kubeconfig) {
+        return Marker::Unreachable(format!("{e:#}"));
+    }
+    let deadline = std::time::Instant::now() + NODE_READY_WAIT;
+    loop {
+        let m = marker(&paths.kubeconfig, name).await;
+        if !matches!(m, Marker::Ours { healthy: false, .. }) || std::time::Instant::now() >= deadline {
+            return m;
+        }
+        step.detail(format!(
+            "waiting for the node of cluster {name} to be Ready (at most {} s)",
+            NODE_READY_WAIT.as_secs()
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// How long a node of ours that answers but is not Ready is given to become Ready.
+const NODE_READY_WAIT: Duration = Duration::from_secs(60);
 
 /// The namespaces of a shared Kind cluster that checkouts hold (labelled with their tag).
 async fn list_claims(client: &Client) -> Result<Vec<share::Claim>> {
@@ -476,7 +494,7 @@ async fn setup_kind(
     // held until this checkout's namespace (its claim on the cluster) exists
     let lock = take_lock(name, "e2e-setup", ws, &step).await?;
     let existing = cluster::list_clusters(&sh)?;
-    let marker = ask_cluster(&sh, &existing, name, &paths).await;
+    let marker = ask_cluster(&sh, &existing, name, &paths, &step).await;
     let context = format!("kind-{name}");
     // who uses the cluster (only a cluster of ours that answers can say)
     let claims = match &marker {
@@ -510,7 +528,8 @@ async fn setup_kind(
         cluster: Some(name.clone()),
         // this checkout's namespace; the cluster is shared (see cluster_created)
         owned: true,
-        cluster_created: cluster::created_here(&action, facts.created_here),
+        // said once the create succeeds (below); a failed create never records one
+        cluster_created: action == Action::Reuse && facts.created_here,
         sets: recorded(saved, BackendKind::Kind).map(|s| s.sets.clone()).unwrap_or_default(),
         run_id: Some(run.run_id.clone()),
         run_created_at: Some(run.created_at),
@@ -521,18 +540,27 @@ async fn setup_kind(
     let fresh = match &action {
         Action::Refuse(_) => unreachable!("refused above"),
         Action::Reuse => false,
-        Action::Create => {
+        Action::Create | Action::Recreate(_) => {
+            if let Action::Recreate(why) = &action {
+                say!("  recreating cluster {name}: {why}");
+            }
             lock.note_create(&holder("e2e-setup", ws))?;
-            cluster::create(&sh, name, &paths, &config_yaml)?;
+            let made = (|| {
+                if matches!(action, Action::Recreate(_)) {
+                    cluster::delete(&sh, name, &paths.kubeconfig)?;
+                }
+                cluster::create(&sh, name, &paths, &config_yaml)
+            })();
+            if let Err(e) = made {
+                // a create that failed and left no cluster leaves nothing to redo either
+                if cluster::list_clusters(&sh).is_ok_and(|c| !c.iter().any(|c| c == name)) {
+                    lock.clear_create()?;
+                }
+                return Err(e);
+            }
             lock.clear_create()?;
-            true
-        }
-        Action::Recreate(why) => {
-            say!("  recreating cluster {name}: {why}");
-            lock.note_create(&holder("e2e-setup", ws))?;
-            cluster::delete(&sh, name, &paths.kubeconfig)?;
-            cluster::create(&sh, name, &paths, &config_yaml)?;
-            lock.clear_create()?;
+            st.cluster_created = cluster::created_here(&action, facts.created_here);
+            save_creating(ws, &st).await?;
             true
         }
     };
@@ -611,6 +639,14 @@ pub(crate) async fn teardown(
         .and_then(|s| s.namespace.clone())
         .unwrap_or_else(|| kind_namespace(args.cluster.namespace.as_deref(), &config.postgres.namespace, &tag));
     let paths = Paths::new(&ws.state_dir, &name);
+    // --keep changes nothing, in a dry run too
+    if args.keep {
+        say!(
+            "keeping Kind cluster {name} and namespace {namespace} (--keep / KEEP_CLUSTER=true); `cargo xtask \
+             e2e-teardown` deletes them later"
+        );
+        return Ok(false);
+    }
     let lock_paths = lock::LockPaths::of_user(&name)?;
     if args.dry_run {
         let t = dry_run::KindTeardown {
@@ -621,13 +657,6 @@ pub(crate) async fn teardown(
             state_dir: &ws.state_dir,
         };
         print!("{}", dry_run::render(&dry_run::kind_teardown(&t)));
-        return Ok(false);
-    }
-    if args.keep {
-        say!(
-            "keeping Kind cluster {name} and namespace {namespace} (--keep / KEEP_CLUSTER=true); `cargo xtask \
-             e2e-teardown` deletes them later"
-        );
         return Ok(false);
     }
     let sh = shell(ws)?;
@@ -645,7 +674,7 @@ pub(crate) async fn teardown(
     // held until the cluster is deleted or kept, so that no setup joins it meanwhile
     let lock = take_lock(&name, "e2e-teardown", ws, &step).await?;
     let existing = cluster::list_clusters(&sh)?;
-    let marker = ask_cluster(&sh, &existing, &name, &paths).await;
+    let marker = ask_cluster(&sh, &existing, &name, &paths, &step).await;
     let client = match &marker {
         Marker::Ours { .. } => {
             Some(e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&format!("kind-{name}"))).await?)
@@ -679,6 +708,9 @@ pub(crate) async fn teardown(
         })
     };
     let delete_cluster = || -> Result<()> {
+        // a delete killed half way leaves remains that answer nothing: the note lets the next
+        // setup redo them and the next teardown finish them (no checkout can use them)
+        lock.note_create(&holder("e2e-teardown", ws))?;
         cluster::delete(&sh, &name, &paths.kubeconfig)?;
         for f in [&paths.kubeconfig, &paths.config, &paths.loaded_image] {
             let _ = std::fs::remove_file(f);
