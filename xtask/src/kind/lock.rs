@@ -38,18 +38,23 @@ use crate::progress::Step;
 /// create takes a minute or two).
 pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// The folder of the locks (pure over the two variables): `$XDG_CACHE_HOME/e2e-migrations`
-/// when that is absolute (the XDG spec ignores a relative one), else
-/// `$HOME/.cache/e2e-migrations`.
-pub(crate) fn lock_dir(xdg_cache_home: Option<&OsStr>, home: Option<&OsStr>) -> Result<PathBuf> {
-    let absolute = |v: Option<&OsStr>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-    if let Some(cache) = absolute(xdg_cache_home) {
-        return Ok(cache.join("e2e-migrations"));
+/// The folder of the locks (pure): `<home>/.cache/e2e-migrations`, where home is the one the
+/// user database gives this user (`passwd_home`), else `$HOME`. Not `$XDG_CACHE_HOME` nor a
+/// `$HOME` that `sudo` kept: every process of one user must find the same lock, and root must
+/// not leave a lock file in a user's folder that the user then cannot open.
+pub(crate) fn lock_dir(passwd_home: Option<&Path>, home: Option<&OsStr>) -> Result<PathBuf> {
+    let home = passwd_home.map(Path::to_path_buf).or_else(|| home.map(PathBuf::from)).filter(|p| p.is_absolute());
+    match home {
+        Some(home) => Ok(home.join(".cache").join("e2e-migrations")),
+        None => bail!(
+            "no folder for the machine-wide Kind lock: this user has no home folder (set HOME to an absolute path)"
+        ),
     }
-    if let Some(home) = absolute(home) {
-        return Ok(home.join(".cache").join("e2e-migrations"));
-    }
-    bail!("no folder for the machine-wide Kind lock: set HOME (or XDG_CACHE_HOME) to an absolute path")
+}
+
+/// This user's home folder, as the user database says.
+fn passwd_home() -> Option<PathBuf> {
+    nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.dir)
 }
 
 /// The lock file and the create note of one cluster.
@@ -75,7 +80,7 @@ impl LockPaths {
 
     /// The paths of `cluster` in this user's lock folder.
     pub(crate) fn of_user(cluster: &str) -> Result<LockPaths> {
-        let dir = lock_dir(std::env::var_os("XDG_CACHE_HOME").as_deref(), std::env::var_os("HOME").as_deref())?;
+        let dir = lock_dir(passwd_home().as_deref(), std::env::var_os("HOME").as_deref())?;
         Ok(LockPaths::new(&dir, cluster))
     }
 }
@@ -184,14 +189,19 @@ mod tests {
 
     #[test]
     fn the_lock_folder_is_the_users_cache() {
-        let dir = |x: Option<&str>, h: Option<&str>| lock_dir(x.map(OsStr::new), h.map(OsStr::new));
-        assert_eq!(dir(Some("/c"), Some("/h")).unwrap(), Path::new("/c/e2e-migrations"));
-        assert_eq!(dir(None, Some("/h")).unwrap(), Path::new("/h/.cache/e2e-migrations"));
+        let dir = |p: Option<&str>, h: Option<&str>| lock_dir(p.map(Path::new), h.map(OsStr::new));
         assert_eq!(
-            dir(Some("rel"), Some("/h")).unwrap(),
-            Path::new("/h/.cache/e2e-migrations"),
-            "XDG: relative is ignored"
+            dir(Some("/home/u"), Some("/h")).unwrap(),
+            Path::new("/home/u/.cache/e2e-migrations"),
+            "passwd first"
         );
+        assert_eq!(
+            dir(Some("/var/root"), Some("/Users/u")).unwrap(),
+            Path::new("/var/root/.cache/e2e-migrations"),
+            "sudo's HOME"
+        );
+        assert_eq!(dir(None, Some("/h")).unwrap(), Path::new("/h/.cache/e2e-migrations"));
+        assert!(dir(None, Some("rel")).unwrap_err().to_string().contains("set HOME"));
         assert!(dir(None, None).unwrap_err().to_string().contains("set HOME"));
         let p = LockPaths::new(Path::new("/c/e2e-migrations"), "e2e");
         assert_eq!(p.lock, Path::new("/c/e2e-migrations/kind-e2e.lock"));
