@@ -109,7 +109,7 @@ pub(crate) fn choose_setup(
             (None, Some(_)) => (Backend::Url, Some("a database URL was given".to_string())),
             (None, None) => match kind_unavailable() {
                 None => (Backend::Kind, Some("kind and a container engine are present".to_string())),
-                Some(why) => (Backend::Local, Some(format!("kind is not usable here: {why}"))),
+                Some(why) => (Backend::Local, Some(crate::kind::cluster::why_local_instead(&why))),
             },
         };
         return Ok(SetupChoice { backend, why, follows: false, note: None });
@@ -137,7 +137,7 @@ pub(crate) fn choose_setup(
             (Some(b), _) => replaced(b, None),
             (None, None) => match kind_unavailable() {
                 None => replaced(Backend::Kind, Some("kind and a container engine are present".to_string())),
-                Some(why) => replaced(Backend::Local, Some(format!("kind is not usable here: {why}"))),
+                Some(why) => replaced(Backend::Local, Some(crate::kind::cluster::why_local_instead(&why))),
             },
         });
     }

@@ -632,7 +632,7 @@ mod tests {
               kube   not ready  no kubeconfig context to deploy to (KUBECONFIG or ~/.kube/config)
               url    ready      an existing server: give --database-url URL (or DATABASE_URL)
 
-            e2e-setup would use: local (kind is not usable here: `kind` is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`), or use --backend local)
+            e2e-setup would use: local (kind is not usable here: `kind` is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`))
         "#]]
         .assert_eq(&render(&debian_root()));
     }

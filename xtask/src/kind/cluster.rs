@@ -40,10 +40,20 @@ pub(crate) struct Probe {
 
 const INSTALL_KIND: &str = "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`)";
 
+/// How every reason of [`availability`] ends.
+pub(crate) const OR_LOCAL: &str = "or use --backend local";
+
+/// Why kind cannot run here, for a line saying that the local backend is used instead (pure):
+/// without the advice to use it.
+pub(crate) fn why_local_instead(why: &str) -> String {
+    let why = why.strip_suffix(OR_LOCAL).map(|w| w.trim_end_matches([',', ' '])).unwrap_or(why);
+    format!("kind is not usable here: {why}")
+}
+
 /// The engine kind will use, or why kind cannot run here (pure). The messages say what to
 /// install or start, and that `--backend local` needs neither.
 pub(crate) fn availability(p: &Probe) -> std::result::Result<Engine, String> {
-    let or_local = "or use --backend local";
+    let or_local = OR_LOCAL;
     if !p.kind {
         return Err(format!("`kind` is not on PATH: {INSTALL_KIND}, {or_local}"));
     }
@@ -589,6 +599,18 @@ mod tests {
 
     fn existing() -> Vec<String> {
         EXISTING.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Said when auto uses the local backend: why kind cannot run, without the advice to use
+    /// the local backend it is already using.
+    #[test]
+    fn the_local_fallback_does_not_advise_itself() {
+        let why = availability(&probe(false, EngineAnswer::Running, EngineAnswer::Missing)).unwrap_err();
+        assert!(why.ends_with(", or use --backend local"), "{why}");
+        let said = why_local_instead(&why);
+        assert!(said.starts_with("kind is not usable here: `kind` is not on PATH: install kind"), "{said}");
+        assert!(!said.contains("--backend local") && !said.ends_with(','), "{said}");
+        assert_eq!(why_local_instead("other"), "kind is not usable here: other");
     }
 
     #[test]
