@@ -20,7 +20,9 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
 }
 
 /// The state letter of a `/proc/<pid>/stat` line (pure): the field after the command name,
-/// which is in parentheses and may itself hold spaces and parentheses.
+/// which is in parentheses and may itself hold spaces and parentheses. Read on Linux only; the
+/// parser is tested everywhere.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn stat_state(stat: &str) -> Option<char> {
     let (_, after) = stat.rsplit_once(')')?;
     after.trim_start().chars().next()
@@ -63,7 +65,9 @@ pub(crate) fn zombie(pid: i32) -> Option<bool> {
 
 /// How many processes are attached to the shared memory segment `shmid` whose key is `key`,
 /// from the text of `/proc/sysvipc/shm` (pure): `Some(0)` when no such segment exists (removed,
-/// or its id now names a segment of another key), `None` when the table cannot be read.
+/// or its id now names a segment of another key), `None` when the table cannot be read. Read on
+/// Linux only; the parser is tested everywhere.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn shm_attached(table: &str, key: i64, shmid: i64) -> Option<u64> {
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
