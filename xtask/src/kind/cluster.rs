@@ -490,6 +490,13 @@ pub(crate) fn local_image_id(sh: &Shell, engine: Engine, image: &str) -> Option<
 
 /// Loads `image` into the cluster when the local engine has it and this cluster has not been
 /// given this image ID yet (recorded in `paths.loaded_image`). Returns what it did.
+/// What the file of the loaded image says (pure): the image, its local id, and the uid of the
+/// node it was loaded into. Another node uid (the cluster recreated, by any checkout) or another
+/// local id (the image rebuilt) means it must be loaded again.
+pub(crate) fn loaded_record(image: &str, id: &str, node_uid: &str) -> String {
+    format!("{image} {id} node {node_uid}\n")
+}
+
 pub(crate) fn load_image(
     sh: &Shell,
     engine: Engine,
@@ -497,11 +504,12 @@ pub(crate) fn load_image(
     name: &str,
     paths: &Paths,
     fresh: bool,
+    node_uid: &str,
 ) -> Result<String> {
     let Some(id) = local_image_id(sh, engine, image) else {
         return Ok(format!("{image} is not in the local {}: the node pulls it", engine.program()));
     };
-    let record = format!("{image} {id}\n");
+    let record = loaded_record(image, &id, node_uid);
     if !fresh && std::fs::read_to_string(&paths.loaded_image).map(|r| r == record).unwrap_or(false) {
         return Ok(format!("{image} already loaded"));
     }
@@ -611,6 +619,17 @@ mod tests {
         assert!(said.starts_with("kind is not usable here: `kind` is not on PATH: install kind"), "{said}");
         assert!(!said.contains("--backend local") && !said.ends_with(','), "{said}");
         assert_eq!(why_local_instead("other"), "kind is not usable here: other");
+    }
+
+    /// The record of a loaded image names the node: a cluster that another checkout recreated
+    /// has a new node, so a checkout that loaded the image into the old one loads it again.
+    #[test]
+    fn a_loaded_image_is_loaded_again_into_a_recreated_cluster() {
+        let before = loaded_record("postgres:16", "sha256:aa", "uid-1");
+        assert_eq!(before, "postgres:16 sha256:aa node uid-1\n");
+        assert_ne!(before, loaded_record("postgres:16", "sha256:aa", "uid-2"), "the cluster was recreated");
+        assert_ne!(before, loaded_record("postgres:16", "sha256:bb", "uid-1"), "the image was rebuilt");
+        assert_ne!("postgres:16 sha256:aa\n", before, "a record of an earlier version loads again");
     }
 
     #[test]

@@ -330,6 +330,16 @@ async fn marker(kubeconfig: &Path, name: &str) -> Marker {
     Marker::Ours { config_hash, healthy }
 }
 
+/// The uid of the cluster's first node (by name): it changes when the cluster is recreated,
+/// whichever checkout recreated it.
+async fn node_uid(client: &Client) -> Result<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut list =
+        nodes.list(&ListParams::default()).await.map_err(|e| anyhow::anyhow!("listing the nodes: {e}"))?.items;
+    list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    list.first().and_then(|n| n.metadata.uid.clone()).context("the cluster has no node")
+}
+
 /// Whether the record names a Kind setup in cluster `name` (this checkout's namespace there).
 fn records_cluster(saved: Option<&SetupState>, name: &str) -> bool {
     saved.is_some_and(|s| s.backend == BackendKind::Kind && s.cluster.as_deref() == Some(name))
@@ -572,9 +582,10 @@ async fn setup_kind(
 
     let result = async {
         let step = Step::start("image");
-        let what = cluster::load_image(&sh, engine, &pg.image, name, &paths, fresh)?;
-        step.done(what);
         let client = e2e_migrations::kube::client(Some(&paths.kubeconfig), Some(&context)).await?;
+        let node = node_uid(&client).await?;
+        let what = cluster::load_image(&sh, engine, &pg.image, name, &paths, fresh, &node)?;
+        step.done(what);
         let claims = if fresh { Vec::new() } else { list_claims(&client).await? };
         let slot = share::choose_slot(&tag, &claims).map_err(anyhow::Error::msg)?;
         let pg = with_slot(pg, slot);
