@@ -46,20 +46,13 @@ pub use sets::{Catalog, Manifest, Selection};
 pub use source::{Folder, Migration};
 pub use testdb::TestDatabase;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Environment variable that points at another migrations folder (as `--migrations-dir` does).
 pub const MIGRATIONS_DIR_ENV: &str = "E2E_MIGRATIONS_DIR";
 
 /// Environment variable naming the state folder (see [`lifecycle::workspace`]).
 pub const STATE_DIR_ENV: &str = "E2E_STATE_DIR";
-
-/// The `migrations/` folder of the checkout this crate was compiled in: a path, for this
-/// repository's own tests. Commands and [`TestDatabase`] read the migrations of the workspace
-/// they run in ([`lifecycle::Workspace`]), never this.
-pub fn bundled_migrations_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
-}
 
 /// A loaded migrations folder and its manifest.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! This workspace's test fixtures, shared by the library's tests, the CLI's tests and the
 //! lifecycle tests: temporary folders ([`TempDir`]), fresh empty databases on this checkout's
-//! server ([`FreshDb`]), random tags ([`tag`]), a runtime for a test's own async work ([`rt`]),
+//! server ([`FreshDb`]), random tags ([`tag`]), this repository's `migrations/` folder
+//! ([`repo_migrations_dir`]), a runtime for a test's own async work ([`rt`]),
 //! running a command and reading what it printed ([`process`]), and what a test run left behind
 //! on that server ([`leftovers`]).
 //!
@@ -18,6 +19,12 @@ use e2e_migrations::{db, ident};
 
 pub mod leftovers;
 pub mod process;
+
+/// This repository's `migrations/` folder, for its own tests (a path compiled in: commands and
+/// `TestDatabase` read the migrations of the workspace they run in instead).
+pub fn repo_migrations_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
+}
 
 /// 12 random hex digits, for names that must not collide between tests and processes.
 pub fn tag() -> String {

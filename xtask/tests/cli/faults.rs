@@ -92,7 +92,7 @@ impl Drop for Private {
 /// The project's migrations plus `extra` files, in a folder of their own.
 fn project_with(extra: &[(&str, &str)]) -> TempDir {
     let d = dir(extra);
-    for entry in std::fs::read_dir(e2e_migrations::bundled_migrations_dir()).unwrap() {
+    for entry in std::fs::read_dir(e2e_test_support::repo_migrations_dir()).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e_migrations::{bundled_migrations_dir, migrator, Error, Options, Project};
+use e2e_migrations::{migrator, Error, Options, Project};
 
 use crate::support::{count, folder, FreshDb};
 
@@ -19,7 +19,7 @@ async fn up_all(db: &FreshDb, project: &Project) -> e2e_migrations::Result<migra
 #[tokio::test]
 async fn fresh_apply_then_rerun_applies_nothing() {
     let db = FreshDb::new();
-    let project = Project::load(&bundled_migrations_dir()).unwrap();
+    let project = Project::load(&e2e_test_support::repo_migrations_dir()).unwrap();
     let first = up_all(&db, &project).await.unwrap();
     let names: Vec<&str> = first.applied.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
@@ -52,7 +52,7 @@ async fn fresh_apply_then_rerun_applies_nothing() {
 #[tokio::test]
 async fn every_down_section_reverts_cleanly() {
     let db = FreshDb::new();
-    let project = Project::load(&bundled_migrations_dir()).unwrap();
+    let project = Project::load(&e2e_test_support::repo_migrations_dir()).unwrap();
     up_all(&db, &project).await.unwrap();
     let mut c = db.connect().await;
     let sel = project.select(&[]).unwrap();

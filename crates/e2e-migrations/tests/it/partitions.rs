@@ -10,7 +10,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use e2e_migrations::partitions::{
     self, calendar, Interval, KeyType, PartitionSpec, Retention, RetentionAction, RollOptions, RollReport,
 };
-use e2e_migrations::{bundled_migrations_dir, migrator, Options, Project};
+use e2e_migrations::{migrator, Options, Project};
 use tokio_postgres::Client;
 
 use crate::support::{count, FreshDb};
@@ -38,7 +38,7 @@ async fn roll_at(c: &mut Client, spec: &PartitionSpec, date: &str) -> e2e_migrat
 async fn audit_db() -> (FreshDb, Client, PartitionSpec) {
     let db = FreshDb::new();
     let mut c = db.connect().await;
-    let project = Project::load(&bundled_migrations_dir()).unwrap();
+    let project = Project::load(&e2e_test_support::repo_migrations_dir()).unwrap();
     let sel = project.select(&["audit".into()]).unwrap();
     migrator::up(&mut c, &project.folder, &sel.migrations, &Options::default()).await.unwrap();
     assert_eq!(sel.partitions.len(), 1);

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_migrations::progress::{Event, Observer};
-use e2e_migrations::{bundled_migrations_dir, migrator, partitions, Options, Project};
+use e2e_migrations::{migrator, partitions, Options, Project};
 
 use crate::support::{folder, FreshDb};
 
@@ -159,7 +159,7 @@ async fn a_wait_for_the_migration_lock_says_who_holds_it_then_that_it_is_over() 
 async fn a_roll_names_each_table_it_moves_on_to() {
     let db = FreshDb::new();
     let mut c = db.connect().await;
-    let project = Project::load(&bundled_migrations_dir()).unwrap();
+    let project = Project::load(&e2e_test_support::repo_migrations_dir()).unwrap();
     let sel = project.select(&[]).unwrap();
     migrator::up(&mut c, &project.folder, &sel.migrations, &Options::default()).await.unwrap();
     let (o, seen) = recorder();
