@@ -173,6 +173,11 @@ impl Setup {
         };
 
         let selection = project.select(&sets)?;
+        // From here the sets asked for are this setup's, also when a migration below fails: a
+        // plain setup (the nextest setup script) then retries these, not every set.
+        st.sets = sets.clone();
+        let phase = if matches!(backend, Backend::Kind | Backend::Kube) { Phase::Creating } else { Phase::Ready };
+        st = e2e_migrations::lifecycle::save_setup(&ws, st, phase).await?.setup;
         let lock_timeout = Duration::from_secs(self.lock_timeout);
         let m = crate::migrate::up_in_step(
             &mut client,

@@ -288,3 +288,24 @@ fn a_warm_setup_says_what_it_reused() {
     assert!(stderr(&o).contains(&format!("reused: local server on 127.0.0.1:{port}, 0 applied")), "{}", stderr(&o));
     assert!(stderr(&o).contains("migrations (audit)"), "the setup's sets: {}", stderr(&o));
 }
+
+/// A setup whose migration fails keeps the sets it was asked for: the next plain setup (the
+/// nextest setup script) retries those, and never applies a set nobody asked for.
+#[test]
+fn a_failed_setup_keeps_its_sets_for_the_next() {
+    let tmp = TempDir::new("follow-failed-sets");
+    let c = Checkout::new(&tmp.path().join("a"));
+    let file = c.root.join("migrations/015_create_workflow_catalog_table.sql");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, good.replacen("-- +goose Up\n", "-- +goose Up\nSELECT no_such_column FROM no_such_table;\n", 1))
+        .unwrap();
+    let o = c.run(&["e2e-setup", "--backend", "local", "--sets", "audit,workflow"]);
+    assert!(!o.status.success(), "the broken migration must fail the setup: {}", stderr(&o));
+    assert!(stderr(&o).contains("015_create_workflow_catalog_table.sql"), "{}", stderr(&o));
+    assert_eq!(record(&c)["setup"]["sets"], serde_json::json!(["audit", "workflow"]), "{}", record(&c));
+    std::fs::write(&file, good).unwrap();
+    let o = c.run(&["e2e-setup"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("migrations (audit,workflow): 1 applied, 1 already applied"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("021_create_notification_audit_table"), "a set nobody asked for: {}", stderr(&o));
+}
