@@ -56,6 +56,9 @@ pub(crate) async fn up_in_step(
 pub(crate) fn say_applied(report: &Report, dir: &std::path::Path) {
     for a in &report.applied {
         say!("    {}", done_line("applied", a));
+        if a.statements == 0 {
+            say!("    warning: {}", empty_up_warning(&a.name));
+        }
     }
     if let Some(w) = unknown_warning(&report.unknown, dir) {
         say!("    warning: {w}");
@@ -100,6 +103,17 @@ impl MigrateDown {
         }
         Ok(())
     }
+}
+
+/// Said of a migration applied with no statement in its Up section (pure): goose records it as
+/// applied too, and SQL written into it afterwards is then drift, never run. Typically a
+/// `migrate new` template that a setup applied before it was filled in.
+pub(crate) fn empty_up_warning(name: &str) -> String {
+    format!(
+        "{name} has no statement in its Up section: it is recorded as applied (as goose does), so SQL added to it \
+         later will not run; revert it first (`cargo xtask migrate down`) or put the SQL in a new file (`cargo xtask \
+         migrate new`)"
+    )
 }
 
 /// What was done to one migration (pure): `applied 030_new.sql (1 statement, 2 ms)`.

@@ -522,3 +522,18 @@ fn drift_is_refused_and_the_flag_that_accepts_it_is_named_by_the_cli() {
     assert!(e.ends_with("\nhint: pass --accept-drift to keep the applied version and record the new checksum"), "{e}");
     assert!(up(&d, &["--accept-drift"]).status.success());
 }
+
+/// A migration whose Up section holds no statement (a `migrate new` template not filled in yet)
+/// is recorded as goose records it, and said so: SQL added to it later would never run.
+#[test]
+fn an_empty_up_section_is_applied_with_a_warning() {
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let d = dir(&[("001_empty.sql", "-- +goose Up\n-- +goose Down\n")]);
+    let o = run(xtask().args(["migrate", "up", "--database-url", &url, "--migrations-dir"]).arg(d.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("applied 001_empty.sql (0 statements"), "{e}");
+    assert!(e.contains("warning: 001_empty.sql has no statement in its Up section"), "{e}");
+    assert!(e.contains("cargo xtask migrate down"), "{e}");
+}

@@ -297,8 +297,11 @@ fn a_failed_setup_keeps_its_sets_for_the_next() {
     let c = Checkout::new(&tmp.path().join("a"));
     let file = c.root.join("migrations/015_create_workflow_catalog_table.sql");
     let good = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, good.replacen("-- +goose Up\n", "-- +goose Up\nSELECT no_such_column FROM no_such_table;\n", 1))
-        .unwrap();
+    std::fs::write(
+        &file,
+        good.replacen("-- +goose Up\n", "-- +goose Up\nSELECT no_such_column FROM no_such_table;\n", 1),
+    )
+    .unwrap();
     let o = c.run(&["e2e-setup", "--backend", "local", "--sets", "audit,workflow"]);
     assert!(!o.status.success(), "the broken migration must fail the setup: {}", stderr(&o));
     assert!(stderr(&o).contains("015_create_workflow_catalog_table.sql"), "{}", stderr(&o));
