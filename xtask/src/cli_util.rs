@@ -51,8 +51,9 @@ pub(crate) fn default_sets(given: Option<&str>, url: Option<&str>, saved: &Saved
 }
 
 /// Fills `--sets` from this checkout's setup when it is not given ([`default_sets`]), and says so.
+/// Not with `--migrations-dir`: the setup's sets are those of the workspace's own folder.
 pub(crate) fn follow_setup_sets(args: &mut SetArgs, url: Option<&str>) -> Result<()> {
-    if args.sets.is_some() {
+    if args.sets.is_some() || args.migrations_dir.is_some() {
         return Ok(());
     }
     let saved = lifecycle::read_saved(&workspace()?)?;

@@ -272,6 +272,13 @@ fn later_commands_default_to_the_setups_sets() {
     assert!(!listed.contains("015_create_workflow_catalog_table"), "workflow was not set up: {listed}");
     let o = c.run(&["migrate", "status", "--sets", "workflow"]);
     assert!(format!("{}{}", stdout(&o), stderr(&o)).contains("015_create_workflow_catalog_table"));
+    // another folder has sets of its own (here none): the setup's are not carried over
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("001_x.sql"), "-- +goose Up\nCREATE TABLE x (id int);\n").unwrap();
+    let o = c.run(&["migrate", "plan", "--migrations-dir", other.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(format!("{}{}", stdout(&o), stderr(&o)).contains("001_x.sql"), "{}", stderr(&o));
 }
 
 /// Case 7 of the issue, on the local backend (the kube test checks a warm kube setup): a warm
