@@ -106,7 +106,10 @@ pub(crate) fn choose_setup(
     let Some(prev) = previous else {
         let (backend, why) = match (requested, given_url) {
             (Some(b), _) => (b, None),
-            (None, Some(_)) => (Backend::Url, Some("a database URL was given".to_string())),
+            (None, Some(_)) => (
+                Backend::Url,
+                Some("a database URL was given: --database-url, or DATABASE_URL in the environment".to_string()),
+            ),
             (None, None) => match kind_unavailable() {
                 None => (Backend::Kind, Some("kind and a container engine are present".to_string())),
                 Some(why) => (Backend::Local, Some(crate::kind::cluster::why_local_instead(&why))),
@@ -133,7 +136,10 @@ pub(crate) fn choose_setup(
             (None | Some(Backend::Url), Some(u)) if prev.database_url.as_deref() == Some(u) => {
                 SetupChoice { backend: Backend::Url, why: None, follows: true, note: None }
             }
-            (None, Some(_)) => replaced(Backend::Url, Some("a database URL was given".to_string())),
+            (None, Some(_)) => replaced(
+                Backend::Url,
+                Some("a database URL was given: --database-url, or DATABASE_URL in the environment".to_string()),
+            ),
             (Some(b), _) => replaced(b, None),
             (None, None) => match kind_unavailable() {
                 None => replaced(Backend::Kind, Some("kind and a container engine are present".to_string())),

@@ -37,13 +37,29 @@ fn library(e: &Error) -> Option<String> {
             Some("--connect-timeout SECONDS overrides E2E_CONNECT_TIMEOUT")
         }
         // Refused or reset before the server said anything: nothing of PostgreSQL answered.
-        Error::Connect { source, .. } if source.as_db_error().is_none() => Some(
-            "is a PostgreSQL server running there, on this port? (the server is --database-url, else DATABASE_URL, \
-             else what e2e-setup left)",
-        ),
+        Error::Connect { source, .. } if source.as_db_error().is_none() => {
+            return Some(refused_hint(std::env::var_os("DATABASE_URL").is_some_and(|v| !v.is_empty())));
+        }
         _ => None,
     };
     hint.map(str::to_string)
+}
+
+/// Said when nothing of PostgreSQL answered (pure over whether `DATABASE_URL` is set): a
+/// `DATABASE_URL` left in the shell by an earlier `--print-env=shell` names a server that a
+/// teardown since has stopped, and it wins over what e2e-setup left.
+fn refused_hint(env_url: bool) -> String {
+    let base = "is a PostgreSQL server running there, on this port? (the server is --database-url, else DATABASE_URL, \
+                else what e2e-setup left)";
+    if env_url {
+        format!(
+            "{base}; DATABASE_URL is set in this environment (an earlier `eval \"$(cargo xtask e2e-setup \
+             --print-env=shell)\"`?), and after a teardown it names a server that is gone: `unset DATABASE_URL` to \
+             use this checkout's setup"
+        )
+    } else {
+        base.to_string()
+    }
 }
 
 /// What gets past a failure of the Kubernetes side: the command that sets up in a namespace, and
@@ -118,6 +134,14 @@ fn core(e: &CoreError) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_names_a_database_url_left_in_the_environment() {
+        assert!(!refused_hint(false).contains("unset"));
+        let h = refused_hint(true);
+        assert!(h.starts_with("is a PostgreSQL server running there"), "{h}");
+        assert!(h.contains("`unset DATABASE_URL` to use this checkout's setup"), "{h}");
+    }
 
     #[test]
     fn the_library_errors_a_flag_gets_past_say_the_flag() {
