@@ -45,12 +45,18 @@ BEGIN
       file_name text NOT NULL,
       checksum text NOT NULL,
       statements_done integer,
+      done_checksum text,
       duration_ms double precision,
       applied_by text NOT NULL DEFAULT current_user,
       applied_at timestamptz NOT NULL DEFAULT now()
     );
     COMMENT ON TABLE e2e_migrations_meta IS
       'e2e-migrations: checksum, file and timing of each version in goose_db_version';
+  END IF;
+  -- a table made by an earlier version (checked first: ALTER TABLE locks it even when it changes nothing)
+  IF NOT EXISTS (SELECT FROM pg_attribute
+                  WHERE attrelid = to_regclass('e2e_migrations_meta') AND attname = 'done_checksum' AND NOT attisdropped) THEN
+    ALTER TABLE e2e_migrations_meta ADD COLUMN IF NOT EXISTS done_checksum text;
   END IF;
 END
 $ensure$;
@@ -124,12 +130,18 @@ async fn read_goose(client: &Client) -> Result<Vec<GooseRow>> {
 
 async fn read_meta(client: &Client) -> Result<Vec<MetaRow>> {
     let rows = client
-        .query("SELECT version_id, file_name, checksum, statements_done FROM e2e_migrations_meta", &[])
+        .query("SELECT version_id, file_name, checksum, statements_done, done_checksum FROM e2e_migrations_meta", &[])
         .await
         .db(|| format!("reading {META_TABLE}"))?;
     Ok(rows
         .iter()
-        .map(|r| MetaRow { version: r.get(0), file_name: r.get(1), checksum: r.get(2), statements_done: r.get(3) })
+        .map(|r| MetaRow {
+            version: r.get(0),
+            file_name: r.get(1),
+            checksum: r.get(2),
+            statements_done: r.get(3),
+            done_checksum: r.get(4),
+        })
         .collect())
 }
 
@@ -280,7 +292,8 @@ fn record_sql(m: &Migration, up: bool, duration_ms: Option<f64>) -> String {
              INSERT INTO e2e_migrations_meta (version_id, file_name, checksum, statements_done, duration_ms)\n\
              VALUES ({v}, {name}, {sum}, NULL, {d})\n\
              ON CONFLICT (version_id) DO UPDATE SET file_name = excluded.file_name, checksum = excluded.checksum,\n\
-             statements_done = NULL, duration_ms = excluded.duration_ms, applied_by = current_user, applied_at = now();",
+             statements_done = NULL, done_checksum = NULL, duration_ms = excluded.duration_ms, applied_by = current_user,\n\
+             applied_at = now();",
             v = m.version,
             name = literal(&m.name),
             sum = literal(&m.checksum),
@@ -431,13 +444,15 @@ async fn apply_no_transaction(client: &Client, m: &Migration, resume_from: usize
         client.batch_execute(&s.sql).await.map_err(|e| failure(m, s, &e, i))?;
         client
             .batch_execute(&format!(
-                "INSERT INTO e2e_migrations_meta (version_id, file_name, checksum, statements_done)
-                 VALUES ({v}, {name}, {sum}, {done})
-                 ON CONFLICT (version_id) DO UPDATE SET statements_done = excluded.statements_done",
+                "INSERT INTO e2e_migrations_meta (version_id, file_name, checksum, statements_done, done_checksum)
+                 VALUES ({v}, {name}, {sum}, {done}, {done_sum})
+                 ON CONFLICT (version_id) DO UPDATE SET file_name = excluded.file_name, checksum = excluded.checksum,
+                   statements_done = excluded.statements_done, done_checksum = excluded.done_checksum",
                 v = m.version,
                 name = literal(&m.name),
                 sum = literal(&m.checksum),
-                done = i + 1
+                done = i + 1,
+                done_sum = literal(&crate::source::prefix_checksum(stmts, i + 1).expect("statement i ran")),
             ))
             .await
             .db(|| format!("recording progress of {}", m.name))?;

@@ -29,6 +29,9 @@ pub struct MetaRow {
     pub checksum: String,
     /// Statements of a `NO TRANSACTION` migration that completed, while it is not yet applied.
     pub statements_done: Option<i32>,
+    /// The checksum of those statements ([`crate::source::prefix_checksum`]); `None` in rows
+    /// written before it was recorded.
+    pub done_checksum: Option<String>,
 }
 
 /// The versions goose considers applied: for each version, its newest row decides.
@@ -173,7 +176,10 @@ pub fn compare<'a>(
                 match meta.get(&m.version).and_then(|r| r.statements_done.map(|d| (r, d))) {
                     Some((row, done)) if done > 0 => {
                         resume.insert(m.version, done as usize);
-                        if row.checksum == m.checksum {
+                        // the statements that ran are unchanged: the rest may have been fixed
+                        let ran_unchanged = row.done_checksum.is_some()
+                            && row.done_checksum == crate::source::prefix_checksum(&m.sql.up, done as usize);
+                        if row.checksum == m.checksum || ran_unchanged {
                             State::Partial
                         } else {
                             State::PartialChanged
@@ -209,7 +215,13 @@ mod tests {
 
     fn meta(f: &Folder, v: i64) -> MetaRow {
         let m = f.by_version(v).unwrap();
-        MetaRow { version: v, file_name: m.name.clone(), checksum: m.checksum.clone(), statements_done: None }
+        MetaRow {
+            version: v,
+            file_name: m.name.clone(),
+            checksum: m.checksum.clone(),
+            statements_done: None,
+            done_checksum: None,
+        }
     }
 
     #[test]
@@ -327,6 +339,43 @@ mod tests {
         let sel: Vec<&Migration> = vec![f.by_version(1).unwrap(), f.by_version(2).unwrap()];
         let rows = goose(&[(1, 0, true), (2, 1, true), (3, 2, true), (4, 3, true)]);
         assert_eq!(names(&down_targets(&f, &sel, &rows, None).unwrap()), [2]);
+    }
+
+    /// A `NO TRANSACTION` run that stopped on a failing statement resumes once that statement
+    /// (or any later one) is fixed: only the statements that ran must be unchanged.
+    #[test]
+    fn a_partial_run_resumes_when_only_statements_that_never_ran_changed() {
+        let two = |second: &str| {
+            let text = format!("-- +goose NO TRANSACTION\n-- +goose Up\nSELECT 1;\n{second}\n");
+            parse_folder(Path::new("m"), vec![("001_m.sql".into(), text)], &|_| None).unwrap()
+        };
+        let before = two("SELECT no_such_column;");
+        let m = &before.migrations[0];
+        let row = MetaRow {
+            statements_done: Some(1),
+            done_checksum: crate::source::prefix_checksum(&m.sql.up, 1),
+            ..meta(&before, 1)
+        };
+        let fixed = two("SELECT 2;");
+        let sel: Vec<&Migration> = fixed.migrations.iter().collect();
+        let p = compare(&fixed, &sel, &goose(&[]), std::slice::from_ref(&row));
+        assert_eq!(p.migrations[0].1, State::Partial, "only the statement that failed changed");
+        assert_eq!(p.resume[&1], 1);
+        assert!(p.check_drift(false).is_ok());
+        // a change to the statement that ran is still refused
+        let changed = parse_folder(
+            Path::new("m"),
+            vec![("001_m.sql".into(), "-- +goose NO TRANSACTION\n-- +goose Up\nSELECT 10;\nSELECT 2;\n".into())],
+            &|_| None,
+        )
+        .unwrap();
+        let sel: Vec<&Migration> = changed.migrations.iter().collect();
+        let p = compare(&changed, &sel, &goose(&[]), std::slice::from_ref(&row));
+        assert_eq!(p.migrations[0].1, State::PartialChanged);
+        // a row from before done_checksum was recorded: the whole file must be unchanged
+        let old = MetaRow { done_checksum: None, ..row };
+        let sel: Vec<&Migration> = fixed.migrations.iter().collect();
+        assert_eq!(compare(&fixed, &sel, &goose(&[]), &[old]).migrations[0].1, State::PartialChanged);
     }
 
     #[test]

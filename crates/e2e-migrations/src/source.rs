@@ -63,6 +63,20 @@ pub fn checksum(up_text: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The checksum of the first `n` statements of an Up section (pure): what a `NO TRANSACTION` run
+/// that stopped after statement `n` has applied. SHA-256 over each statement's text (`\r\n`
+/// normalised), each followed by a NUL, so that a file changed only in statements that never
+/// ran can resume. `None` when the section has fewer than `n` statements.
+pub fn prefix_checksum(up: &[goose::Statement], n: usize) -> Option<String> {
+    let done = up.get(..n)?;
+    let mut h = Sha256::new();
+    for s in done {
+        h.update(s.sql.replace("\r\n", "\n").as_bytes());
+        h.update([0u8]);
+    }
+    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Builds a folder from file names and their contents (pure: no I/O).
 ///
 /// Rejects duplicate versions (naming every file) and files goose would refuse to parse.

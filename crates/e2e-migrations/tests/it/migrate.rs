@@ -293,3 +293,31 @@ async fn a_sequence_behind_its_tracking_rows_is_repaired() {
     assert_eq!(count(&c, "SELECT count(*) FROM goose_db_version WHERE version_id = 2").await, 1);
     drop(c);
 }
+
+/// A `NO TRANSACTION` migration that failed on its second statement resumes once that statement
+/// is fixed: the first, which ran and stays applied, is not run again (it would fail: the table
+/// exists), and the version is then recorded with the fixed file's checksum.
+#[tokio::test]
+async fn a_no_transaction_migration_resumes_after_its_failing_statement_is_fixed() {
+    let file = |second: &str| format!("-- +goose Up\n-- +goose NO TRANSACTION\nCREATE TABLE nt (id int);\n{second}\n");
+    let dir = folder(&[("001_nt.sql", &file("CREATE INDEX CONCURRENTLY nt_i ON nt (no_such_column);"))]);
+    let db = FreshDb::new();
+    let mut c = db.connect().await;
+    async fn run(c: &mut tokio_postgres::Client, dir: &std::path::Path) -> e2e_migrations::Result<migrator::Report> {
+        let project = Project::load(dir).unwrap();
+        let sel: Vec<_> = project.folder.migrations.iter().collect();
+        migrator::up(c, &project.folder, &sel, &Options::default()).await
+    }
+    let e = run(&mut c, dir.path()).await.unwrap_err().to_string();
+    assert!(e.contains("001_nt.sql:4") && e.contains("no_such_column"), "{e}");
+    std::fs::write(dir.path().join("001_nt.sql"), file("CREATE INDEX CONCURRENTLY nt_i ON nt (id);")).unwrap();
+    let report = run(&mut c, dir.path()).await.expect("resumes after statement 1");
+    assert_eq!(report.applied.len(), 1);
+    let project = Project::load(dir.path()).unwrap();
+    let (sum, done): (String, Option<i32>) = {
+        let r = c.query_one("SELECT checksum, statements_done FROM e2e_migrations_meta", &[]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((sum.as_str(), done), (project.folder.migrations[0].checksum.as_str(), None));
+    assert_eq!(count(&c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'nt_i'").await, 1);
+}
