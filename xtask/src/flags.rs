@@ -345,9 +345,9 @@ pub struct Psql {
 /// `port-forward` flags.
 #[derive(Debug, Clone, Args)]
 pub struct PortForward {
-    /// The local port on 127.0.0.1 [default: a free one].
-    #[arg(long, default_value_t = 0, value_name = "PORT")]
-    pub port: u16,
+    /// The local port on 127.0.0.1 (a cluster's forward) [default: a free one].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
     /// Seconds a connection may take to be ready.
     #[arg(long, env = "E2E_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = timeout)]
     pub connect_timeout: Duration,

@@ -170,7 +170,7 @@ impl PortForward {
         match lifecycle::resolve::route(None, &saved, Access::ReadOnly, &file)? {
             Route::Kube { kubeconfig, context, namespace, run_id } => {
                 let server = e2e_migrations::kube::Server { kubeconfig, context, namespace: namespace.clone(), run_id };
-                let forward = server.local_forward_on(self.port).await?;
+                let forward = server.local_forward_on(self.port.unwrap_or(0)).await?;
                 println!("DATABASE_URL={}", forward.url);
                 say!(
                     "forwarding 127.0.0.1:{} to PostgreSQL in namespace {namespace}; Ctrl-C stops it",
@@ -185,6 +185,9 @@ impl PortForward {
                 let endpoint = lifecycle::resolve(&ws, None, Access::ReadOnly).await?;
                 println!("DATABASE_URL={}", endpoint.url);
                 say!("no forward needed: {} has a host port", endpoint.origin);
+                if let Some(p) = self.port {
+                    say!("  (--port {p} is for a cluster's forward: this server keeps its own port)");
+                }
                 Ok(())
             }
         }
