@@ -20,10 +20,24 @@ pub(crate) fn workspace() -> Result<Workspace> {
 pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
     let ws = workspace()?;
     let project = match &args.migrations_dir {
-        Some(d) => Project::load(&ws.resolve(d)),
+        Some(d) => {
+            let dir = ws.resolve(d);
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "--migrations-dir (or E2E_MIGRATIONS_DIR) {}: no such folder (a relative path is taken from the \
+                     workspace root, {})",
+                    dir.display(),
+                    ws.root.display()
+                );
+            }
+            Project::load(&dir)
+        }
         None => ws.project(),
     }
     .context("invalid migrations")?;
+    if project.folder.migrations.is_empty() {
+        say!("warning: {} holds no migration (NNN_name.sql): nothing to apply", project.folder.dir.display());
+    }
     let sets = match &args.sets {
         Some(s) => e2e_migrations::sets::parse_set_list(s)?,
         None => Vec::new(),

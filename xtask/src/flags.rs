@@ -82,7 +82,7 @@ pub enum EnvFormat {
     /// `KEY=value` lines, unquoted, as nextest's `$NEXTEST_ENV` and env files read them (`eval`
     /// of them neither exports nor quotes: use `shell` for a shell).
     Plain,
-    /// `export KEY='value'` lines, quoted for a POSIX shell's `eval`.
+    /// `export KEY=value` lines, single-quoted where needed, for a POSIX shell's `eval`.
     Shell,
 }
 
@@ -115,7 +115,7 @@ pub struct Setup {
     /// Print the connection settings on stdout and nothing else there: DATABASE_URL (local,
     /// kind, url), KUBECONFIG, E2E_KUBE_CONTEXT, E2E_NAMESPACE, E2E_RUN_ID (kind, kube).
     /// `--print-env` prints plain KEY=VALUE lines (for nextest's $NEXTEST_ENV and env files);
-    /// `--print-env=shell` prints `export KEY='value'` lines, for
+    /// `--print-env=shell` prints `export KEY=value` lines (quoted where needed), for
     /// `eval "$(cargo xtask e2e-setup --print-env=shell)"`. A kube setup has no host port, so no
     /// DATABASE_URL: test crates reach it through this checkout's state; use `cargo xtask psql`
     /// or `cargo xtask port-forward` from a shell.

@@ -537,3 +537,20 @@ fn an_empty_up_section_is_applied_with_a_warning() {
     assert!(e.contains("warning: 001_empty.sql has no statement in its Up section"), "{e}");
     assert!(e.contains("cargo xtask migrate down"), "{e}");
 }
+
+/// A `--migrations-dir` that does not exist is named with the flag; one that holds no migration
+/// is said to hold none.
+#[test]
+fn a_missing_or_empty_migrations_dir_is_named() {
+    let o = run(xtask().args(["migrate", "plan", "--database-url", UNREACHABLE, "--migrations-dir", "no/such/dir"]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--migrations-dir (or E2E_MIGRATIONS_DIR) ") && e.contains("no/such/dir: no such folder"),
+        "{e}"
+    );
+    assert!(!e.contains("connecting"), "{e}");
+    let empty = dir(&[]);
+    let o = run(xtask().args(["migrate", "plan", "--database-url", UNREACHABLE, "--migrations-dir"]).arg(empty.path()));
+    assert!(stderr(&o).contains("holds no migration (NNN_name.sql): nothing to apply"), "{}", stderr(&o));
+}

@@ -66,6 +66,9 @@ pub async fn connect(url: &str) -> Result<Client> {
 /// authentication and session setup): an address where something else listens, or a forward that
 /// never answers, fails within it, naming the address. Errors never show the password.
 pub async fn connect_within(url: &str, timeout: Duration) -> Result<Client> {
+    if let Some(reason) = foreign_scheme(url) {
+        return Err(Error::InvalidUrl { url: redact(url), reason });
+    }
     let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| Error::InvalidUrl {
         url: redact(url),
         reason: scrub_parse_error(&crate::error::report(&e)),
@@ -165,6 +168,18 @@ fn unencoded_at_in_credentials(url: &str) -> bool {
     let Some((_, after)) = rest.split_once('@') else { return false };
     let host = after.split(['/', '?']).next().unwrap_or("");
     host.contains('@')
+}
+
+/// Why a `scheme://...` string is no PostgreSQL URL (pure), if it is not: the driver would read it
+/// as key=value settings and say only "unexpected EOF".
+fn foreign_scheme(url: &str) -> Option<String> {
+    let (scheme, _) = url.trim_start().split_once("://")?;
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        return None;
+    }
+    let lower = scheme.to_ascii_lowercase();
+    (lower != "postgres" && lower != "postgresql")
+        .then(|| format!("the scheme {scheme:?} is not PostgreSQL's: a URL starts with postgres:// or postgresql://"))
 }
 
 /// The driver's parse error without any piece of the input it may quote (an option name it did
@@ -519,6 +534,15 @@ mod tests {
         assert_eq!(s("host=h user=u dbname=e2e"), "host=h user=u dbname=postgres");
         let e = with_database("mysql://u:secret@h/db", "x").unwrap_err().to_string();
         assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn a_url_of_another_scheme_says_so() {
+        let e = foreign_scheme("postgress://u:secret@h/db").unwrap();
+        assert_eq!(e, "the scheme \"postgress\" is not PostgreSQL's: a URL starts with postgres:// or postgresql://");
+        assert_eq!(foreign_scheme("postgres://u@h/db"), None);
+        assert_eq!(foreign_scheme("PostgreSQL://u@h/db"), None);
+        assert_eq!(foreign_scheme("host=h password=a://b"), None, "key=value with :// in a value");
     }
 
     #[test]
