@@ -92,7 +92,14 @@ impl MigrateDown {
             observer: Some(step.observer()),
             ..Options::default()
         };
-        let report = migrator::down(&mut client, &project.folder, &selection.migrations, self.to, &opts).await?;
+        let report = migrator::down(&mut client, &project.folder, &selection.migrations, self.to, &opts)
+            .await
+            .map_err(|e| match e {
+                e2e_migrations::Error::Migration { .. } => {
+                    anyhow::Error::new(e).context("reverting failed in a Down section: that version stays applied")
+                }
+                e => e.into(),
+            })?;
         step.done(if report.applied.is_empty() {
             "nothing to revert".to_string()
         } else {

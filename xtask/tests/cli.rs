@@ -554,3 +554,21 @@ fn a_missing_or_empty_migrations_dir_is_named() {
     let o = run(xtask().args(["migrate", "plan", "--database-url", UNREACHABLE, "--migrations-dir"]).arg(empty.path()));
     assert!(stderr(&o).contains("holds no migration (NNN_name.sql): nothing to apply"), "{}", stderr(&o));
 }
+
+/// A Down section that fails says that it was the revert, where, and that the version stays.
+#[test]
+fn a_failing_down_section_is_named_as_the_revert() {
+    let db = FreshDb::new();
+    let url = db.url().to_string();
+    let d =
+        dir(&[("001_a.sql", "-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE no_such_table;\n")]);
+    let o = run(xtask().args(["migrate", "up", "--database-url", &url, "--migrations-dir"]).arg(d.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(xtask().args(["migrate", "down", "--database-url", &url, "--migrations-dir"]).arg(d.path()));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("reverting failed in a Down section: that version stays applied"), "{e}");
+    assert!(e.contains("001_a.sql:4") && e.contains("no_such_table"), "{e}");
+    let rt = rt();
+    assert_eq!(query_i64(&rt, &url, "SELECT count(*) FROM goose_db_version WHERE version_id = 1"), 1, "still applied");
+}

@@ -81,7 +81,21 @@ pub enum Error {
         problem: EntryProblem,
     },
     /// A migration statement failed; earlier migrations stay applied.
-    #[error("migration failed: {failure}{}", if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", cut_list(applied)) })]
+    #[error(
+        "migration failed: {failure}{}{}",
+        if applied.is_empty() { String::new() } else { format!("\n  applied before the failure: {}", cut_list(applied)) },
+        if *partial_statements == 0 {
+            String::new()
+        } else {
+            format!(
+                "\n  {} of this NO TRANSACTION migration ran before the failure and {} applied; fix the failing \
+                 statement and run again to resume after {}",
+                counted(*partial_statements as u64, "statement", "statements"),
+                if *partial_statements == 1 { "stays" } else { "stay" },
+                if *partial_statements == 1 { "it" } else { "them" }
+            )
+        }
+    )]
     Migration {
         /// Where and why.
         failure: Box<SqlFailure>,

@@ -310,6 +310,7 @@ async fn a_no_transaction_migration_resumes_after_its_failing_statement_is_fixed
     }
     let e = run(&mut c, dir.path()).await.unwrap_err().to_string();
     assert!(e.contains("001_nt.sql:4") && e.contains("no_such_column"), "{e}");
+    assert!(e.contains("1 statement of this NO TRANSACTION migration ran before the failure and stays applied"), "{e}");
     std::fs::write(dir.path().join("001_nt.sql"), file("CREATE INDEX CONCURRENTLY nt_i ON nt (id);")).unwrap();
     let report = run(&mut c, dir.path()).await.expect("resumes after statement 1");
     assert_eq!(report.applied.len(), 1);
