@@ -138,3 +138,19 @@ fn status_shows_sets_migrations_gaps_partitions_and_test_databases_and_changes_n
     }
     assert_eq!(snapshot(&c, Some(&url)), before, "status changed something");
 }
+
+/// A migrations folder with a broken file still shows the setup and its server, then fails
+/// naming the file: the user sees where the database is while fixing the file.
+#[test]
+fn status_with_a_broken_migration_file_still_shows_the_setup_then_names_the_file() {
+    let tmp = TempDir::new("status-broken");
+    let c = Checkout::new(&tmp.path().join("a"));
+    c.setup("audit");
+    std::fs::write(c.root.join("migrations/030_bad.sql"), "-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n")
+        .unwrap();
+    let o = c.run(&["status"]);
+    assert!(!o.status.success(), "an invalid folder is an error");
+    assert!(stdout(&o).contains("backend:     local (ours, up)"), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains("invalid migrations") && e.contains("030_bad.sql:2"), "{e}");
+}
