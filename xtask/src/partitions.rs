@@ -111,12 +111,14 @@ fn render_listings(listings: &[Listing], day: chrono::NaiveDate) -> String {
     for l in listings {
         let key = serde_json::to_value(l.key).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let interval = format!("{:?}", l.interval).to_lowercase();
+        // counted as `status` counts them: the range partitions, and the default apart
+        let ranged = l.partitions.iter().filter(|p| !p.default).count();
+        let default = if l.partitions.iter().any(|p| p.default) { " and the default" } else { "" };
         out.push_str(&format!(
-            "{}.{} ({} {key}, {interval}): {} partitions, {} rows\n",
+            "{}.{} ({} {key}, {interval}): {ranged} partitions{default}, {} rows\n",
             l.schema,
             l.table.rsplit('.').next().unwrap_or(&l.table),
             l.column,
-            l.partitions.len(),
             l.total_rows
         ));
         let width = l.partitions.iter().map(|p| p.name.len()).max().unwrap_or(9).max(9);
@@ -183,7 +185,7 @@ mod tests {
             notes: vec![],
         };
         expect![[r#"
-            public.audit_events (event_date date, monthly): 3 partitions, 16 rows
+            public.audit_events (event_date date, monthly): 2 partitions and the default, 16 rows
               PARTITION              FROM                 TO                         ROWS
               audit_events_y2024m11  2024-11-01           2024-12-01                    3  (not named by the spec)
               audit_events_2024_12   2024-12-01           2025-01-01                   12
