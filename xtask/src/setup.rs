@@ -141,10 +141,10 @@ impl Setup {
             Backend::Local => {
                 let step = Step::start("local PostgreSQL");
                 let s = local::ensure_running(&ws, &StartOptions { cache: cache.clone() }).await?;
+                step.done(format!("{} on 127.0.0.1:{}", s.started.word(), s.local.port));
                 for n in &s.notes {
                     say!("    {n}");
                 }
-                step.done(format!("{} on 127.0.0.1:{}", s.started.word(), s.local.port));
                 let client = connect(&s.url(), self.connect_timeout).await?;
                 let reused = (s.started == local::Started::Reused)
                     .then(|| format!("local server on 127.0.0.1:{}", s.local.port));

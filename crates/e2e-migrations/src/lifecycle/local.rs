@@ -957,17 +957,17 @@ async fn create(
     acct: &Option<Account>,
     opts: &StartOptions,
     timeout: Duration,
-    notes: Vec<String>,
+    mut notes: Vec<String>,
 ) -> Result<LocalServer> {
     let bindir = find_bindir()?;
     if let Some(a) = acct {
-        tracing::info!("running as root: PostgreSQL runs as the unprivileged account '{}'", a.name);
+        notes.push(format!("running as root: PostgreSQL runs as the unprivileged account '{}'", a.name));
     }
     let reachable = acct.as_ref().map(|a| reachable_by(here, a)).unwrap_or(true);
     let place = choose_place(here, reachable);
     let layout = Layout::new(here, place);
     if place == DataPlace::Temp {
-        tracing::warn!(
+        notes.push(format!(
             "{} is {}; the server's files go to {} instead",
             here.display(),
             if reachable {
@@ -976,7 +976,7 @@ async fn create(
                 "not reachable by the server's account (a private parent folder)"
             },
             layout.root.display()
-        );
+        ));
     }
     let mut rec = Record {
         format: RECORD_FORMAT,
