@@ -1,6 +1,8 @@
 //! What the commands share: this checkout's workspace, its migrations, the server to reach,
 //! the `--now` date, and the steps' progress on stderr ([`Step`], from [`crate::progress`]).
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use e2e_migrations::lifecycle::{self, Access, Endpoint, Saved, Workspace};
@@ -18,8 +20,25 @@ pub(crate) fn workspace() -> Result<Workspace> {
 /// Loads and validates the migrations folder (`--migrations-dir`, else the workspace's) and the
 /// requested sets, before any database.
 pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
-    let ws = workspace()?;
-    let project = match &args.migrations_dir {
+    let project = project_in(&workspace()?, args.migrations_dir.as_deref())?;
+    if project.folder.migrations.is_empty() {
+        say!("warning: {} holds no migration (NNN_name.sql): nothing to apply", project.folder.dir.display());
+    }
+    let sets = match &args.sets {
+        Some(s) => e2e_migrations::sets::parse_set_list(s)?,
+        None => Vec::new(),
+    };
+    let selection = project.select(&sets)?;
+    for w in &selection.warnings {
+        say!("{w}");
+    }
+    Ok((project, sets))
+}
+
+/// The migrations folder `dir` (`--migrations-dir`, relative to the workspace root), else the
+/// workspace's own, loaded and validated.
+pub(crate) fn project_in(ws: &Workspace, dir: Option<&Path>) -> Result<Project> {
+    match dir {
         Some(d) => {
             let dir = ws.resolve(d);
             if !dir.is_dir() {
@@ -34,19 +53,7 @@ pub(crate) fn load_project(args: &SetArgs) -> Result<(Project, Vec<String>)> {
         }
         None => ws.project(),
     }
-    .context("invalid migrations")?;
-    if project.folder.migrations.is_empty() {
-        say!("warning: {} holds no migration (NNN_name.sql): nothing to apply", project.folder.dir.display());
-    }
-    let sets = match &args.sets {
-        Some(s) => e2e_migrations::sets::parse_set_list(s)?,
-        None => Vec::new(),
-    };
-    let selection = project.select(&sets)?;
-    for w in &selection.warnings {
-        say!("{w}");
-    }
-    Ok((project, sets))
+    .context("invalid migrations")
 }
 
 /// The sets a command that follows a setup uses when `--sets` is not given (pure): the sets

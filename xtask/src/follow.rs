@@ -112,7 +112,7 @@ pub(crate) fn choose_setup(
             ),
             (None, None) => match kind_unavailable() {
                 None => (Backend::Kind, Some("kind and a container engine are present".to_string())),
-                Some(why) => (Backend::Local, Some(crate::kind::cluster::why_local_instead(&why))),
+                Some(why) => (Backend::Local, Some(format!("kind is not usable here: {why}"))),
             },
         };
         return Ok(SetupChoice { backend, why, follows: false, note: None });
@@ -143,7 +143,7 @@ pub(crate) fn choose_setup(
             (Some(b), _) => replaced(b, None),
             (None, None) => match kind_unavailable() {
                 None => replaced(Backend::Kind, Some("kind and a container engine are present".to_string())),
-                Some(why) => replaced(Backend::Local, Some(crate::kind::cluster::why_local_instead(&why))),
+                Some(why) => replaced(Backend::Local, Some(format!("kind is not usable here: {why}"))),
             },
         });
     }

@@ -175,9 +175,12 @@ impl Setup {
         let selection = project.select(&sets)?;
         // From here the sets asked for are this setup's, also when a migration below fails: a
         // plain setup (the nextest setup script) then retries these, not every set.
+        // (A warm setup of the same sets has them saved already.)
         st.sets = sets.clone();
-        let phase = if matches!(backend, Backend::Kind | Backend::Kube) { Phase::Creating } else { Phase::Ready };
-        st = e2e_migrations::lifecycle::save_setup(&ws, st, phase).await?.setup;
+        if previous.as_ref().filter(|p| p.backend == st.backend).map(|p| &p.sets) != Some(&sets) {
+            let phase = if matches!(backend, Backend::Kind | Backend::Kube) { Phase::Creating } else { Phase::Ready };
+            st = e2e_migrations::lifecycle::save_setup(&ws, st, phase).await?.setup;
+        }
         let lock_timeout = Duration::from_secs(self.lock_timeout);
         let m = crate::migrate::up_in_step(
             &mut client,

@@ -301,10 +301,7 @@ impl Status {
         let now = parse_now(self.now.as_deref())?;
         let ws = workspace()?;
         // an invalid folder hides no more than it must: the setup and server are still shown
-        let project = match &self.migrations_dir {
-            Some(d) => Project::load(&ws.resolve(d)),
-            None => ws.project(),
-        };
+        let project = crate::cli_util::project_in(&ws, self.migrations_dir.as_deref());
         let report = gather(&ws, project.as_ref().ok(), now).await?;
         match self.output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -316,7 +313,7 @@ impl Status {
         if report.backend.is_none() {
             say!("hint: `cargo xtask e2e-setup [--sets SET,...]` sets this checkout up");
         }
-        project.context("invalid migrations: migrations, sets and partitions are not shown")?;
+        project.context("migrations, sets and partitions are not shown")?;
         Ok(())
     }
 }

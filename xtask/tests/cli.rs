@@ -38,6 +38,17 @@ fn query_i64(rt: &tokio::runtime::Runtime, url: &str, sql: &str) -> i64 {
     })
 }
 
+/// `(version, state)` of each migration in `migrate status --output json`'s output.
+fn migration_states(o: &Output) -> Vec<(i64, String)> {
+    let v: serde_json::Value = serde_json::from_str(&stdout(o)).unwrap();
+    v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["version"].as_i64().unwrap(), m["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
 const UNREACHABLE: &str = "postgres://nobody:x@127.0.0.1:1/none";
 
 #[test]
@@ -100,13 +111,7 @@ fn status_and_plan_report_as_json() {
     let o = run(xtask().args(["migrate", "up", "--sets", "workflow", "--database-url", &url]));
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(xtask().args(["migrate", "status", "--output", "json", "--database-url", &url]));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let states: Vec<(i64, String)> = v["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["version"].as_i64().unwrap(), m["state"].as_str().unwrap().to_string()))
-        .collect();
+    let states = migration_states(&o);
     assert_eq!(states, [(13, "pending".into()), (15, "applied".into()), (21, "pending".into())]);
 }
 
@@ -120,13 +125,7 @@ fn migrate_status_of_some_sets_lists_every_other_applied_migration_too() {
     }
     let o = run(xtask().args(["migrate", "status", "--sets", "workflow", "--output", "json", "--database-url", &url]));
     assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let states: Vec<(i64, String)> = v["migrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["version"].as_i64().unwrap(), m["state"].as_str().unwrap().to_string()))
-        .collect();
+    let states = migration_states(&o);
     // 21 is applied (by notification), 13 is pending in a set not asked for.
     assert_eq!(states, [(15, "applied".into()), (21, "applied".into())]);
     let o = run(xtask().args(["migrate", "status", "--sets", "workflow", "--database-url", &url]));

@@ -440,7 +440,8 @@ async fn apply_no_transaction(client: &Client, m: &Migration, resume_from: usize
         tracing::info!("{}: resuming after statement {resume_from} (an earlier run stopped part-way)", m.name);
     }
     let stmts = &m.sql.up;
-    for (i, s) in stmts.iter().enumerate().skip(resume_from) {
+    let done_sums = crate::source::prefix_checksums(stmts);
+    for ((i, s), done_sum) in stmts.iter().enumerate().zip(done_sums).skip(resume_from) {
         client.batch_execute(&s.sql).await.map_err(|e| failure(m, s, &e, i))?;
         client
             .batch_execute(&format!(
@@ -452,7 +453,7 @@ async fn apply_no_transaction(client: &Client, m: &Migration, resume_from: usize
                 name = literal(&m.name),
                 sum = literal(&m.checksum),
                 done = i + 1,
-                done_sum = literal(&crate::source::prefix_checksum(stmts, i + 1).expect("statement i ran")),
+                done_sum = literal(&done_sum),
             ))
             .await
             .db(|| format!("recording progress of {}", m.name))?;

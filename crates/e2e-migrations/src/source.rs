@@ -59,22 +59,29 @@ pub fn version_of(file_name: &str) -> Option<i64> {
 /// The checksum of an Up section: SHA-256 over its text with `\r\n` normalised to `\n`.
 pub fn checksum(up_text: &str) -> String {
     let normalised = up_text.replace("\r\n", "\n");
-    let digest = Sha256::digest(normalised.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(normalised.as_bytes()))
 }
 
 /// The checksum of the first `n` statements of an Up section (pure): what a `NO TRANSACTION` run
-/// that stopped after statement `n` has applied. SHA-256 over each statement's text (`\r\n`
-/// normalised), each followed by a NUL, so that a file changed only in statements that never
-/// ran can resume. `None` when the section has fewer than `n` statements.
+/// that stopped after statement `n` has applied, so that a file changed only in statements that
+/// never ran can resume. `None` when `n` is 0 or more than the section's statements.
 pub fn prefix_checksum(up: &[goose::Statement], n: usize) -> Option<String> {
-    let done = up.get(..n)?;
+    prefix_checksums(up).nth(n.checked_sub(1)?)
+}
+
+/// The [`prefix_checksum`] after each statement of an Up section, in one pass (pure): SHA-256
+/// over each statement's text (`\r\n` normalised), each followed by a NUL.
+pub fn prefix_checksums(up: &[goose::Statement]) -> impl Iterator<Item = String> + '_ {
     let mut h = Sha256::new();
-    for s in done {
+    up.iter().map(move |s| {
         h.update(s.sql.replace("\r\n", "\n").as_bytes());
         h.update([0u8]);
-    }
-    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        hex(&h.clone().finalize())
+    })
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Builds a folder from file names and their contents (pure: no I/O).

@@ -426,7 +426,12 @@ pub(crate) fn report(f: &Facts) -> Report {
         },
         Err(why) => Verdict { backend: "kind", ready: false, why },
     };
+    // said where auto falls back to local: the reason alone; the kind line adds what to do instead
     let kind_why = (!kind_verdict.ready).then(|| kind_verdict.why.clone());
+    let kind_verdict = match kind_verdict {
+        Verdict { ready: false, why, .. } => Verdict { backend: "kind", ready: false, why: cluster::or_local(&why) },
+        ready => ready,
+    };
     backends.push(kind_verdict);
     backends.push(match &f.kubeconfig {
         Kubeconfig::Read { contexts, .. } if !contexts.is_empty() => Verdict {

@@ -40,22 +40,17 @@ pub(crate) struct Probe {
 
 const INSTALL_KIND: &str = "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`)";
 
-/// How every reason of [`availability`] ends.
-pub(crate) const OR_LOCAL: &str = "or use --backend local";
-
-/// Why kind cannot run here, for a line saying that the local backend is used instead (pure):
-/// without the advice to use it.
-pub(crate) fn why_local_instead(why: &str) -> String {
-    let why = why.strip_suffix(OR_LOCAL).map(|w| w.trim_end_matches([',', ' '])).unwrap_or(why);
-    format!("kind is not usable here: {why}")
+/// What a user who asked for kind, or asks whether it can run, may do instead of the reason
+/// [`availability`] gives (auto, which falls back to the local backend, says the reason alone).
+pub(crate) fn or_local(why: &str) -> String {
+    format!("{why}, or use --backend local")
 }
 
 /// The engine kind will use, or why kind cannot run here (pure). The messages say what to
-/// install or start, and that `--backend local` needs neither.
+/// install or start ([`or_local`] adds that `--backend local` needs neither).
 pub(crate) fn availability(p: &Probe) -> std::result::Result<Engine, String> {
-    let or_local = OR_LOCAL;
     if !p.kind {
-        return Err(format!("`kind` is not on PATH: {INSTALL_KIND}, {or_local}"));
+        return Err(format!("`kind` is not on PATH: {INSTALL_KIND}"));
     }
     let engines: &[(Engine, &EngineAnswer)] = if p.podman_requested {
         &[(Engine::Podman, &p.podman)]
@@ -82,9 +77,9 @@ pub(crate) fn availability(p: &Probe) -> std::result::Result<Engine, String> {
     }
     if problems.is_empty() {
         let which = if p.podman_requested { "podman (KIND_EXPERIMENTAL_PROVIDER=podman)" } else { "docker or podman" };
-        return Err(format!("no container engine for kind: install {which} and start it, {or_local}"));
+        return Err(format!("no container engine for kind: install {which} and start it"));
     }
-    Err(format!("{}, {or_local}", problems.join("; ")))
+    Err(problems.join("; "))
 }
 
 fn start_hint(engine: Engine) -> &'static str {
@@ -546,17 +541,14 @@ mod tests {
     #[test]
     fn missing_kind_says_what_to_install() {
         let e = availability(&probe(false, EngineAnswer::Running, EngineAnswer::Missing)).unwrap_err();
-        expect_test::expect![[r#"`kind` is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`), or use --backend local"#]]
+        expect_test::expect![[r#"`kind` is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation; e.g. `go install sigs.k8s.io/kind@v0.27.0`)"#]]
         .assert_eq(&e);
     }
 
     #[test]
     fn no_engine_says_what_to_install() {
         let e = availability(&probe(true, EngineAnswer::Missing, EngineAnswer::Missing)).unwrap_err();
-        expect_test::expect![[
-            r#"no container engine for kind: install docker or podman and start it, or use --backend local"#
-        ]]
-        .assert_eq(&e);
+        expect_test::expect![[r#"no container engine for kind: install docker or podman and start it"#]].assert_eq(&e);
     }
 
     #[test]
@@ -564,7 +556,7 @@ mod tests {
         let said =
             "\nCannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n";
         let e = availability(&probe(true, EngineAnswer::NotRunning(said.into()), EngineAnswer::Missing)).unwrap_err();
-        expect_test::expect![[r#"docker is installed but not running (`docker info`: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?): start it (`sudo systemctl start docker`, or open Docker Desktop / colima), or use --backend local"#]]
+        expect_test::expect![[r#"docker is installed but not running (`docker info`: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?): start it (`sudo systemctl start docker`, or open Docker Desktop / colima)"#]]
         .assert_eq(&e);
         let e = availability(&probe(true, EngineAnswer::TimedOut, EngineAnswer::Missing)).unwrap_err();
         assert!(e.contains("did not answer within 5 s"), "{e}");
@@ -610,15 +602,13 @@ mod tests {
     }
 
     /// Said when auto uses the local backend: why kind cannot run, without the advice to use
-    /// the local backend it is already using.
+    /// the local backend it is already using; a user who asked for kind gets the advice.
     #[test]
     fn the_local_fallback_does_not_advise_itself() {
         let why = availability(&probe(false, EngineAnswer::Running, EngineAnswer::Missing)).unwrap_err();
-        assert!(why.ends_with(", or use --backend local"), "{why}");
-        let said = why_local_instead(&why);
-        assert!(said.starts_with("kind is not usable here: `kind` is not on PATH: install kind"), "{said}");
-        assert!(!said.contains("--backend local") && !said.ends_with(','), "{said}");
-        assert_eq!(why_local_instead("other"), "kind is not usable here: other");
+        assert!(why.starts_with("`kind` is not on PATH: install kind"), "{why}");
+        assert!(!why.contains("--backend local") && !why.ends_with(','), "{why}");
+        assert_eq!(or_local(&why), format!("{why}, or use --backend local"));
     }
 
     /// The record of a loaded image names the node: a cluster that another checkout recreated

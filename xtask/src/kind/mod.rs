@@ -496,7 +496,8 @@ async fn setup_kind(
     }
 
     let step = Step::start("kind and container engine");
-    let engine = cluster::availability(&cluster::probe(&sh)).map_err(|e| anyhow::anyhow!("--backend kind: {e}"))?;
+    let engine = cluster::availability(&cluster::probe(&sh))
+        .map_err(|e| anyhow::anyhow!("--backend kind: {}", cluster::or_local(&e)))?;
     step.done(engine.program());
     let run = run_meta(saved, false)?;
 
