@@ -88,6 +88,10 @@ async fn teardown_local(ws: &lifecycle::Workspace) -> Result<()> {
     for n in &report.notes {
         say!("    {n}");
     }
-    step.done(if report.found { "stopped and removed" } else { "nothing to remove" });
+    step.done(match (report.found, report.stopped) {
+        (_, true) => "stopped and removed",
+        (true, false) => "removed (no server of this checkout was running)",
+        (false, false) => "nothing to remove",
+    });
     Ok(())
 }

@@ -35,6 +35,11 @@ fn a_copied_checkout_neither_stops_nor_reuses_the_originals_server() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(serves_from(&url_a, &a.root), "teardown in the copy stopped the original's server: {}", stderr(&o));
     assert!(
+        stderr(&o).contains("local PostgreSQL: removed (no server of this checkout was running)"),
+        "the copy's teardown stopped nothing, and says so: {}",
+        stderr(&o)
+    );
+    assert!(
         a.state_dir().join("local/server/data/PG_VERSION").is_file(),
         "teardown in the copy deleted the original's data"
     );

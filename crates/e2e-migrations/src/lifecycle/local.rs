@@ -918,8 +918,10 @@ async fn reuse_or_restart(
 }
 
 /// Removes what a killed, copied or unreadable setup left in this state folder's own places:
-/// a server there is stopped only after it proved to be the one made in that folder.
-async fn clean_leftovers(here: &Path, saved: &Saved, timeout: Duration, notes: &mut Vec<String>) -> Result<()> {
+/// a server there is stopped only after it proved to be the one made in that folder. Says
+/// whether it stopped one.
+async fn clean_leftovers(here: &Path, saved: &Saved, timeout: Duration, notes: &mut Vec<String>) -> Result<bool> {
+    let mut stopped = false;
     let login = match saved {
         Saved::Legacy { password, user } => {
             Login { user: user.clone().unwrap_or_else(|| USER.to_string()), password: password.clone(), timeout }
@@ -935,6 +937,7 @@ async fn clean_leftovers(here: &Path, saved: &Saved, timeout: Duration, notes: &
         match probe(&layout, id.as_deref(), &login).await {
             Probe::Ours { pid, .. } => {
                 stop_pid(pid, &layout.data).await;
+                stopped = true;
                 notes.push(format!("stopped the server left running on {} (pid {pid})", layout.data.display()));
             }
             Probe::NotOurs(why) => {
@@ -949,7 +952,7 @@ async fn clean_leftovers(here: &Path, saved: &Saved, timeout: Duration, notes: &
         remove_path(&layout.root)?;
         notes.push(format!("removed {}", layout.root.display()));
     }
-    Ok(())
+    Ok(stopped)
 }
 
 async fn create(
@@ -1150,6 +1153,8 @@ pub async fn inspect(here: &Path, rec: &Record, timeout: Duration) -> Option<Ins
 pub struct TeardownReport {
     /// Whether anything of the local backend was there.
     pub found: bool,
+    /// Whether a running server (proven ours) was stopped.
+    pub stopped: bool,
     /// What was stopped or removed, and what was found on the way.
     pub notes: Vec<String>,
 }
@@ -1164,6 +1169,7 @@ pub async fn teardown(ws: &Workspace) -> Result<TeardownReport> {
     let _lock = lock_state(&here).await?;
     let saved = record::read(&here)?;
     let mut notes = Vec::new();
+    let mut stopped = false;
     let found_files =
         [DataPlace::State, DataPlace::Temp].iter().any(|p| fs::symlink_metadata(Layout::new(&here, *p).root).is_ok());
     if let Saved::Ours(rec) = &saved {
@@ -1173,6 +1179,7 @@ pub async fn teardown(ws: &Workspace) -> Result<TeardownReport> {
             match probe(&layout, Some(&rec.instance_id), &login).await {
                 Probe::Ours { pid, .. } => {
                     stop_pid(pid, &layout.data).await;
+                    stopped = true;
                     notes.push(format!("stopped the server (pid {pid})"));
                 }
                 Probe::NotOurs(why) => {
@@ -1184,7 +1191,7 @@ pub async fn teardown(ws: &Workspace) -> Result<TeardownReport> {
         }
     }
     describe(&saved, &here, &mut notes);
-    clean_leftovers(&here, &saved, ws.connect_timeout, &mut notes).await?;
+    stopped |= clean_leftovers(&here, &saved, ws.connect_timeout, &mut notes).await?;
     let _ = fs::remove_dir(here.join("local"));
     let found = found_files
         || match &saved {
@@ -1202,7 +1209,7 @@ pub async fn teardown(ws: &Workspace) -> Result<TeardownReport> {
         Saved::Missing => {}
         _ => record::remove(&here)?,
     }
-    Ok(TeardownReport { found, notes })
+    Ok(TeardownReport { found, stopped, notes })
 }
 
 #[cfg(test)]
